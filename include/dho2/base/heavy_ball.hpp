@@ -1,0 +1,53 @@
+/// @file
+/// `dho2::heavy_ball`: SGD with Polyak (heavy-ball) momentum as a FOSI base optimizer.
+#pragma once
+
+#include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/validate.hpp>
+
+#include <cstddef>
+
+namespace dho2 {
+
+/// Heavy-ball momentum (the PyTorch `SGD(momentum=μ)` form):
+/// \f[ m \leftarrow \mu m + g, \qquad \Delta x = -\eta\, m. \f]
+struct heavy_ball {
+  /// Learning rate η (> 0).
+  double learning_rate = 0.01;
+  /// Momentum μ in [0, 1).
+  double momentum = 0.9;
+
+  /// Run state: the momentum buffer m.
+  template <model_scalar S>
+  struct state {
+    /// Momentum buffer, one entry per parameter.
+    vector<S> m;
+    /// Bytes held by the state.
+    [[nodiscard]] std::size_t bytes() const noexcept {
+      return static_cast<std::size_t>(m.size()) * sizeof(S);
+    }
+  };
+
+  /// Throws `dho2::invalid_options` for a bad learning rate or momentum.
+  void validate() const {
+    detail::require_finite_positive("heavy_ball::learning_rate", learning_rate);
+    detail::require_unit_interval("heavy_ball::momentum", momentum);
+  }
+
+  /// A zero momentum buffer for `n` parameters.
+  template <model_scalar S>
+  [[nodiscard]] state<S> init(index n) const {
+    return {vector<S>::Zero(n)};
+  }
+
+  /// m ← μm + g; delta = −ηm.
+  template <model_scalar S>
+  void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
+    st.m = static_cast<S>(momentum) * st.m + g;
+    delta = static_cast<S>(-learning_rate) * st.m;
+  }
+};
+
+static_assert(base_optimizer<heavy_ball, float> && base_optimizer<heavy_ball, double>);
+
+}  // namespace dho2

@@ -1,0 +1,54 @@
+/// @file
+/// `dho2::nesterov`: SGD with Nesterov momentum as a FOSI base optimizer.
+#pragma once
+
+#include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/validate.hpp>
+
+#include <cstddef>
+
+namespace dho2 {
+
+/// Nesterov momentum (the PyTorch `SGD(momentum=μ, nesterov=True)` form):
+/// \f[ m \leftarrow \mu m + g, \qquad \Delta x = -\eta\,(g + \mu m). \f]
+struct nesterov {
+  /// Learning rate η (> 0).
+  double learning_rate = 0.01;
+  /// Momentum μ in [0, 1).
+  double momentum = 0.9;
+
+  /// Run state: the momentum buffer m.
+  template <model_scalar S>
+  struct state {
+    /// Momentum buffer, one entry per parameter.
+    vector<S> m;
+    /// Bytes held by the state.
+    [[nodiscard]] std::size_t bytes() const noexcept {
+      return static_cast<std::size_t>(m.size()) * sizeof(S);
+    }
+  };
+
+  /// Throws `dho2::invalid_options` for a bad learning rate or momentum.
+  void validate() const {
+    detail::require_finite_positive("nesterov::learning_rate", learning_rate);
+    detail::require_unit_interval("nesterov::momentum", momentum);
+  }
+
+  /// A zero momentum buffer for `n` parameters.
+  template <model_scalar S>
+  [[nodiscard]] state<S> init(index n) const {
+    return {vector<S>::Zero(n)};
+  }
+
+  /// m ← μm + g; delta = −η(g + μm).
+  template <model_scalar S>
+  void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
+    const auto mu = static_cast<S>(momentum);
+    st.m = mu * st.m + g;
+    delta = static_cast<S>(-learning_rate) * (g + mu * st.m);
+  }
+};
+
+static_assert(base_optimizer<nesterov, float> && base_optimizer<nesterov, double>);
+
+}  // namespace dho2

@@ -1,0 +1,42 @@
+/// @file
+/// `dho2::sgd`: plain stochastic gradient descent as a FOSI base optimizer.
+#pragma once
+
+#include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/validate.hpp>
+
+#include <cstddef>
+
+namespace dho2 {
+
+/// Plain SGD: Δx = −η·g. Stateless; the template to copy when writing a base optimizer.
+struct sgd {
+  /// Learning rate η (> 0).
+  double learning_rate = 0.01;
+
+  /// Run state: none.
+  template <model_scalar S>
+  struct state {
+    /// Bytes held by the state (0).
+    [[nodiscard]] std::size_t bytes() const noexcept { return 0; }
+  };
+
+  /// Throws `dho2::invalid_options` if `learning_rate` is not finite and positive.
+  void validate() const { detail::require_finite_positive("sgd::learning_rate", learning_rate); }
+
+  /// A fresh (empty) state for `n` parameters.
+  template <model_scalar S>
+  [[nodiscard]] state<S> init(index /*n*/) const {
+    return {};
+  }
+
+  /// delta = −η·g.
+  template <model_scalar S>
+  void step(state<S>& /*st*/, const_vector_ref<S> g, vector_ref<S> delta) const {
+    delta = static_cast<S>(-learning_rate) * g;
+  }
+};
+
+static_assert(base_optimizer<sgd, float> && base_optimizer<sgd, double>);
+
+}  // namespace dho2

@@ -1,0 +1,156 @@
+/// @file
+/// The callback events of `dho2::optimizer::optimize`, in one place (ensmallen style).
+///
+/// A callback is any object passed in the pack `optimize(model, x, batches, epochs, cbs...)`. Each
+/// hook below is optional and detected with `requires`; a hook that returns `bool` stops the run
+/// by returning true (the summary's termination is then `stopped_by_callback`). Hooks run in the
+/// order the callbacks were passed, so a callback that adds a metric at `on_epoch_end` must come
+/// before the ones that read it.
+///
+/// | hook                              | when                                   | may stop |
+/// |-----------------------------------|----------------------------------------|----------|
+/// | `on_begin(const run_info&)`       | before the first step                  | no       |
+/// | `on_step(const step_info<S>&)`    | after every step call                  | yes      |
+/// | `on_epoch_end(epoch_info<S>&)`    | after every epoch; may add metrics     | yes      |
+/// | `on_end(const summary&)`          | once, after the run                    | no       |
+#pragma once
+
+#include <dho2/core/summary.hpp>
+#include <dho2/core/types.hpp>
+
+#include <optional>
+#include <type_traits>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace dho2 {
+
+/// What a step did.
+enum class step_status {
+  /// The parameters were updated.
+  taken,
+  /// Skipped: the loss was not finite.
+  skipped_nonfinite_loss,
+  /// Skipped: the gradient was not finite.
+  skipped_nonfinite_gradient,
+  /// The run is stopped (`nonfinite_policy::stop` met a non-finite value); nothing changed.
+  stopped,
+};
+
+/// Facts about a run, given to `on_begin`.
+struct run_info {
+  /// Number of parameters n.
+  index parameters = 0;
+  /// Epochs requested.
+  index epochs = 0;
+  /// Batches (steps) per epoch.
+  index batches_per_epoch = 0;
+};
+
+/// One step, given to `on_step`.
+template <model_scalar S>
+struct step_info {
+  /// 0-based epoch.
+  index epoch = 0;
+  /// 0-based batch within the epoch.
+  index batch = 0;
+  /// Batches per epoch.
+  index batches_per_epoch = 0;
+  /// 0-based step call since the optimizer started (what the schedule counts).
+  index iteration = 0;
+  /// Mean loss on the batch at the parameters before the step.
+  double loss = 0.0;
+  /// What the step did.
+  step_status status = step_status::taken;
+  /// A curvature estimate ran before this step.
+  bool estimated = false;
+  /// Seconds since the run began.
+  double elapsed_seconds = 0.0;
+  /// Parameters after the step.
+  const_vector_ref<S> parameters;
+};
+
+/// One finished epoch, given to `on_epoch_end`; callbacks may add metrics for later ones.
+template <model_scalar S>
+struct epoch_info {
+  /// 0-based epoch just finished.
+  index epoch = 0;
+  /// Epochs requested.
+  index epochs = 0;
+  /// Step calls so far.
+  index iterations = 0;
+  /// Mean loss over the epoch's taken steps (NaN if none).
+  double train_loss = 0.0;
+  /// Seconds since the run began.
+  double elapsed_seconds = 0.0;
+  /// Parameters at the end of the epoch.
+  const_vector_ref<S> parameters;
+  /// Named metrics added by callbacks (for example "test_accuracy"), in the order added.
+  std::vector<std::pair<std::string, double>> metrics;
+
+  /// Adds or replaces metric `name`.
+  void set_metric(std::string_view name, double value) {
+    for (auto& [k, v] : metrics) {
+      if (k == name) {
+        v = value;
+        return;
+      }
+    }
+    metrics.emplace_back(std::string(name), value);
+  }
+  /// The value of metric `name`, if some callback set it.
+  [[nodiscard]] std::optional<double> metric(std::string_view name) const {
+    for (const auto& [k, v] : metrics) {
+      if (k == name) return v;
+    }
+    return std::nullopt;
+  }
+};
+
+namespace detail {
+// Invokes hook `f(cb, info)` if present; returns true if it asked to stop.
+template <class R>
+constexpr bool as_stop(R&& r) {
+  if constexpr (std::is_convertible_v<R, bool>) {
+    return static_cast<bool>(r);
+  } else {
+    return false;
+  }
+}
+template <class C>
+void call_on_begin(C& c, const run_info& info) {
+  if constexpr (requires { c.on_begin(info); }) c.on_begin(info);
+}
+template <class C, class Info>
+bool call_on_step(C& c, const Info& info) {
+  if constexpr (requires { c.on_step(info); }) {
+    if constexpr (std::is_void_v<decltype(c.on_step(info))>) {
+      c.on_step(info);
+      return false;
+    } else {
+      return as_stop(c.on_step(info));
+    }
+  }
+  return false;
+}
+template <class C, class Info>
+bool call_on_epoch_end(C& c, Info& info) {
+  if constexpr (requires { c.on_epoch_end(info); }) {
+    if constexpr (std::is_void_v<decltype(c.on_epoch_end(info))>) {
+      c.on_epoch_end(info);
+      return false;
+    } else {
+      return as_stop(c.on_epoch_end(info));
+    }
+  }
+  return false;
+}
+template <class C>
+void call_on_end(C& c, const summary& s) {
+  if constexpr (requires { c.on_end(s); }) c.on_end(s);
+}
+}  // namespace detail
+
+}  // namespace dho2

@@ -1,0 +1,97 @@
+/// @file
+/// The `base_optimizer` concept: the first-order optimizer FOSI runs on the part of the gradient
+/// outside the curvature subspace (DESIGN §2.1).
+///
+/// Two levels, as in ensmallen's update policies: the policy object holds copyable
+/// hyper-parameters; its typed run state lives in `B::state<S>`. A type `B` models
+/// `base_optimizer<B, S>` for a scalar `S` (float or double) when:
+///  1. `typename B::template state<S>` is the run state for a shard of parameters;
+///  2. `b.template init<S>(n)` on a `const B&` returns a fresh state for n parameters;
+///  3. `b.step(state, g, delta)` on a `const B&`, with `g` an `Eigen::Ref<const dho2::vector<S>>`
+///     and `delta` an `Eigen::Ref<dho2::vector<S>>` of the state's length, advances the state
+///     and writes the step to *add* to the parameters (already negated and scaled by the learning
+///     rate: plain SGD writes −lr·g);
+///  4. `state.bytes()` returns the bytes the state holds (for the summary's memory report).
+///
+/// Not required, used when present:
+///  - `b.validate()`: throws `dho2::invalid_options` for bad hyper-parameters (called before any
+///    state change);
+///  - `B::default_clip`: a `static constexpr double`, FOSI's default scaling clip c for this base
+///    (1 for Adam, whose per-coordinate scaling makes c > 1 unsafe; 3 otherwise).
+///
+/// The step must be element-wise in `g` (coordinate i of `delta` depends only on coordinate i of
+/// `g` and of the state): DHO2 shards the parameters over ranks and runs `step` on each shard.
+/// Weight decay belongs in the model's loss, not here, or the curvature would be wrong.
+#pragma once
+
+#include <dho2/core/types.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <utility>
+
+namespace dho2 {
+
+/// A first-order optimizer policy for parameters of scalar `S` (see the file comment).
+template <class B, class S>
+concept base_optimizer =
+    model_scalar<S> && std::copy_constructible<B> &&
+    requires(const B& b, index n) {
+      typename B::template state<S>;
+      { b.template init<S>(n) } -> std::same_as<typename B::template state<S>>;
+    } &&
+    requires(const B& b, typename B::template state<S>& st, const_vector_ref<S> g,
+             vector_ref<S> delta) {
+      b.step(st, g, delta);
+      { std::as_const(st).bytes() } -> std::convertible_to<std::size_t>;
+    };
+
+/// FOSI's default scaling clip c for base optimizer `B`: `B::default_clip` if declared, else 3.
+template <class B>
+constexpr double default_clip_for() {
+  if constexpr (requires { B::default_clip; }) {
+    return static_cast<double>(B::default_clip);
+  } else {
+    return 3.0;
+  }
+}
+
+namespace detail {
+template <class B, class S>
+constexpr bool check_base_optimizer() {
+  if constexpr (!requires { typename B::template state<S>; }) {
+    static_assert(requires { typename B::template state<S>; },
+                  "DHO2: base_optimizer requires the member template `B::state<S>`");
+    return false;
+  } else if constexpr (!requires(const B& b, index n) {
+                         { b.template init<S>(n) } -> std::same_as<typename B::template state<S>>;
+                       }) {
+    static_assert(requires(const B& b, index n) {
+                    { b.template init<S>(n) } -> std::same_as<typename B::template state<S>>;
+                  },
+                  "DHO2: base_optimizer requires `b.init<S>(n)` (const) returning `B::state<S>`");
+    return false;
+  } else if constexpr (!requires(const B& b, typename B::template state<S>& st,
+                                 const_vector_ref<S> g, vector_ref<S> d) { b.step(st, g, d); }) {
+    static_assert(requires(const B& b, typename B::template state<S>& st, const_vector_ref<S> g,
+                           vector_ref<S> d) { b.step(st, g, d); },
+                  "DHO2: base_optimizer requires `b.step(state, g, delta)` (const; g: "
+                  "Eigen::Ref<const dho2::vector<S>>, delta: Eigen::Ref<dho2::vector<S>>)");
+    return false;
+  } else {
+    constexpr bool ok = requires(const typename B::template state<S>& st) {
+      { st.bytes() } -> std::convertible_to<std::size_t>;
+    };
+    static_assert(ok, "DHO2: base_optimizer requires `state.bytes()` (const, returning the bytes "
+                      "the state holds)");
+    return ok && std::copy_constructible<B>;
+  }
+}
+}  // namespace detail
+
+}  // namespace dho2
+
+/// Fails compilation with a message starting "DHO2:" naming the first requirement of
+/// `dho2::base_optimizer<B, S>` that `B` does not meet.
+#define DHO2_REQUIRE_BASE_OPTIMIZER(B, S) \
+  static_assert(::dho2::detail::check_base_optimizer<B, S>(), "DHO2: see the message above")

@@ -1,0 +1,457 @@
+/// @file
+/// `dho2::optimizer`: FOSI (Sivan et al., ICLR 2024) composed from policies.
+#pragma once
+
+#include <dho2/callbacks/events.hpp>
+#include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/concepts/differentiable_model.hpp>
+#include <dho2/concepts/hvp_model.hpp>
+#include <dho2/core/options.hpp>
+#include <dho2/core/policies.hpp>
+#include <dho2/core/summary.hpp>
+#include <dho2/curvature/finite_difference_hvp.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dho2 {
+
+/// A source of batches for `optimizer::optimize`: `num_batches()` per epoch,
+/// `begin_epoch(epoch)` to (re)order the data, `fill_batch(i, batch)` to fill batch i of the
+/// current epoch. `dho2::shuffling_batcher` models it.
+template <class D, class Batch>
+concept batch_source = requires(D& d, index i, Batch& batch) {
+  { d.num_batches() } -> std::convertible_to<index>;
+  d.begin_epoch(i);
+  d.fill_batch(i, batch);
+};
+
+/// The FOSI optimizer for parameters of scalar `S`, composed from `Policies` (see
+/// `dho2::policies`).
+///
+/// One step on gradient g, with V ∈ R^{K×n} the K = k + l retained eigenvectors (orthonormal rows)
+/// and ρᵢ = 1/|λᵢ| (DESIGN §2.1):
+/// \f[ c = V g,\quad g_2 = g - V^\top c,\quad u \leftarrow \mathrm{mom}(V^\top c, u),\quad
+///     d = V^\top(\rho \odot V u), \f]
+/// \f[ b = \mathrm{base.step}(g_2),\quad b \leftarrow b - V^\top (V b),\quad
+///     \Delta x = s\,b - \alpha\, d, \f]
+/// with s = clip(λ_max/λ_min over the retained top-k, 1, c). Before the first estimate V is empty
+/// and the step is the base step, bit for bit. Curvature is (re-)estimated by the estimator on
+/// Hessian-vector products (the model's own when it is a `dho2::hvp_model`, central finite
+/// differences of gradients otherwise) before the steps the schedule names (by default
+/// W − 1, W − 1 + T, …).
+///
+/// Guards (DESIGN §2.3): eigenpairs with |λ| < floor·max|λ| are dropped; a non-finite loss or
+/// gradient skips the step or stops the run (`options::on_nonfinite`) without touching any state;
+/// a failed estimate (non-finite HVP) keeps the previous curvature.
+///
+/// The velocity u is kept without a pass over n per step: between estimates u = δ·u₀ + Vᵀa with
+/// a scalar δ, the anchor u₀ (stored at the last estimate) and K coefficients a, so V u =
+/// δ·(V u₀) + a. This is the reference's full-vector recurrence rearranged, not an approximation.
+///
+/// Memory per rank: the base state and the anchor u₀ on this rank's shard, V (K × shard, in S),
+/// and during an estimate the estimator's basis (Lanczos: m × shard doubles); all measured from
+/// the allocated buffers and reported in the summary.
+///
+/// Use `step` to drive the loop yourself, or `optimize` for epochs with callbacks.
+template <model_scalar S, class Policies = default_policies>
+class optimizer {
+ public:
+  /// Parameter scalar.
+  using scalar_type = S;
+  /// The policy bundle.
+  using policies_type = Policies;
+  /// Base optimizer policy.
+  using base_type = typename Policies::base_type;
+
+  static_assert(detail::check_base_optimizer<base_type, S>(),
+                "DHO2: optimizer: Policies::base_type is not a base_optimizer for S");
+
+  /// An optimizer with the given options and policy objects. Throws `dho2::invalid_options` for
+  /// any field that is invalid whatever the model (the rest is checked at the first step).
+  explicit optimizer(options opts = {}, Policies policies = {})
+      : opts_(std::move(opts)), policies_(std::move(policies)) {
+    if constexpr (requires { policies_.base.validate(); }) policies_.base.validate();
+    if constexpr (requires { policies_.estimator.validate(); }) policies_.estimator.validate();
+    validate_model_independent();
+  }
+
+  /// The options in force.
+  [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+  /// The policy objects.
+  [[nodiscard]] const Policies& policies() const noexcept { return policies_; }
+  /// The run summary so far.
+  [[nodiscard]] const summary& get_summary() const noexcept { return summary_; }
+  /// Retained eigenvalues (largest first, then smallest), empty before the first estimate.
+  [[nodiscard]] const Eigen::VectorXd& eigenvalues() const noexcept { return eigenvalues_; }
+  /// Retained eigenvectors on this rank's shard: K × shard, column i holds coordinate i of each.
+  [[nodiscard]] const matrix<S>& eigenvectors() const noexcept { return basis_; }
+  /// Base-step scale s in force.
+  [[nodiscard]] double base_scale() const noexcept { return scale_; }
+  /// Whether the run has stopped on a non-finite value (`nonfinite_policy::stop`).
+  [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+
+  /// Forgets all run state (base state, curvature, velocity, counters); keeps options and
+  /// policies.
+  void reset() {
+    initialized_ = false;
+    stopped_ = false;
+    summary_ = {};
+    basis_.resize(0, 0);
+    eigenvalues_.resize(0);
+    rho_.resize(0);
+    scale_ = 1.0;
+    anchor_.resize(0);
+  }
+
+  /// One FOSI step on `batch`, estimating curvature on the same batch when the schedule says so.
+  template <differentiable_model M>
+  step_status step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch) {
+    return step(model, x, batch, batch);
+  }
+
+  /// One FOSI step on `batch`; a curvature estimate due before it uses `curvature_batch`.
+  /// Throws `dho2::invalid_options` (changing nothing) when the options do not fit the model or
+  /// `x` has the wrong length; never throws for numerical trouble (see `step_status`).
+  template <differentiable_model M>
+  step_status step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch,
+                   const model_batch_t<M>& curvature_batch) {
+    static_assert(std::is_same_v<model_scalar_t<M>, S>,
+                  "DHO2: optimizer<S>: the model's scalar_type must be S");
+    initialize(model, x);
+    last_estimated_ = false;
+    if (stopped_) return step_status::stopped;
+    const index t = summary_.iterations;
+    if (opts_.use_curvature &&
+        policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
+      estimate(model, x, curvature_batch, t);
+      last_estimated_ = true;
+      if (stopped_) return step_status::stopped;
+    }
+    ++summary_.iterations;
+
+    auto t0 = clock::now();
+    const S loss = static_cast<S>(model.loss_and_gradient(x, batch, grad_));
+    last_loss_ = static_cast<double>(loss);
+    auto t1 = clock::now();
+    summary_.gradient_seconds += seconds(t0, t1);
+    if (!std::isfinite(loss)) return reject(step_status::skipped_nonfinite_loss);
+    if (!grad_.allFinite()) return reject(step_status::skipped_nonfinite_gradient);
+
+    update(x);
+    summary_.update_seconds += seconds(t1, clock::now());
+    ++summary_.steps;
+    return step_status::taken;
+  }
+
+  /// Whether a curvature estimate ran before the last step call.
+  [[nodiscard]] bool last_step_estimated() const noexcept { return last_estimated_; }
+  /// Loss on the batch at the parameters before the last step call.
+  [[nodiscard]] double last_loss() const noexcept { return last_loss_; }
+
+  /// Runs `epochs` epochs over `batches` (a `batch_source` of the model's batches), calling the
+  /// callbacks' hooks (see `dho2/callbacks/events.hpp`), and returns the summary. Stops early when
+  /// a callback asks or on a non-finite value with `nonfinite_policy::stop`.
+  template <differentiable_model M, class Batches, class... Callbacks>
+    requires batch_source<Batches, model_batch_t<M>>
+  summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
+                   Callbacks&&... callbacks) {
+    detail::require(epochs >= 0, "epochs", epochs, ">= 0");
+    const index per_epoch = batches.num_batches();
+    initialize(model, x);
+    const auto run_start = clock::now();
+    const double seconds_before = summary_.total_seconds;
+    (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
+    model_batch_t<M> batch{};
+    bool stop = false;
+    for (index e = 0; e < epochs && !stop; ++e) {
+      batches.begin_epoch(e);
+      double loss_sum = 0.0;
+      index loss_count = 0;
+      for (index i = 0; i < per_epoch && !stop; ++i) {
+        batches.fill_batch(i, batch);
+        const step_status st = step(model, x, batch);
+        if (st == step_status::taken) {
+          loss_sum += last_loss_;
+          ++loss_count;
+        }
+        const step_info<S> info{e, i, per_epoch, summary_.iterations - 1, last_loss_, st,
+                                last_estimated_, seconds(run_start, clock::now()), x};
+        stop = (detail::call_on_step(callbacks, info) | ... | false);
+        if (st == step_status::stopped) stop = true;
+      }
+      if (stopped_) break;
+      epoch_info<S> info{e,
+                         epochs,
+                         summary_.iterations,
+                         loss_count > 0 ? loss_sum / static_cast<double>(loss_count)
+                                        : std::numeric_limits<double>::quiet_NaN(),
+                         seconds(run_start, clock::now()),
+                         x,
+                         {}};
+      summary_.epochs = e + 1;
+      summary_.final_loss = info.train_loss;
+      if ((detail::call_on_epoch_end(callbacks, info) | ... | false)) stop = true;
+    }
+    summary_.total_seconds = seconds_before + seconds(run_start, clock::now());
+    if (stopped_) {
+      summary_.termination = termination_type::numerical_failure;
+    } else if (stop) {
+      summary_.termination = termination_type::stopped_by_callback;
+      summary_.message = "a callback asked to stop";
+    } else {
+      summary_.termination = termination_type::completed;
+      summary_.message = "all " + std::to_string(epochs) + " epochs done";
+    }
+    (detail::call_on_end(callbacks, summary_), ...);
+    return summary_;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  static double seconds(clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  }
+
+  void validate_model_independent() const {
+    // n-dependent constraints are checked at the first step; use a large n here.
+    opts_.validate(std::numeric_limits<index>::max());
+  }
+
+  template <class M>
+  void initialize(const M& model, const_vector_ref<S> x) {
+    const index n = model.num_parameters();
+    detail::require(x.size() == n, "parameter vector size", x.size(),
+                    "equal to model.num_parameters() = " + std::to_string(n));
+    if (initialized_) {
+      detail::require(n == n_, "model.num_parameters()", n,
+                      "unchanged since the first step (" + std::to_string(n_) + ")");
+      return;
+    }
+    opts_.validate(n);
+    const int ranks = policies_.transport.size();
+    offsets_ = policies_.partitioner.partition(n, ranks);
+    const auto r = static_cast<std::size_t>(policies_.transport.rank());
+    shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
+    n_ = n;
+    base_state_ = policies_.base.template init<S>(shard_.size);
+    grad_.resize(n);
+    delta_.resize(shard_.size);
+    basis_.resize(0, shard_.size);
+    eigenvalues_.resize(0);
+    rho_.resize(0);
+    scale_ = 1.0;
+    clip_ = opts_.clip.value_or(default_clip_for<base_type>());
+    anchor_.resize(0);
+    anchor_decay_ = 0.0;
+    coeff_velocity_.resize(0);
+    anchor_projection_.resize(0);
+    summary_ = {};
+    summary_.hvp = hvp_model<M> ? hvp_source::model : hvp_source::finite_difference;
+    if (!opts_.use_curvature) summary_.hvp = hvp_source::none;
+    initialized_ = true;
+    update_memory_report(0);
+  }
+
+  step_status reject(step_status why) {
+    if (why == step_status::skipped_nonfinite_loss) ++summary_.skipped_nonfinite_loss;
+    if (why == step_status::skipped_nonfinite_gradient) ++summary_.skipped_nonfinite_gradient;
+    if (opts_.on_nonfinite == nonfinite_policy::stop) {
+      stopped_ = true;
+      summary_.termination = termination_type::numerical_failure;
+      summary_.message = std::string("non-finite ") +
+                         (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
+                         " at step " + std::to_string(summary_.iterations - 1) +
+                         "; parameters are those before it";
+      return step_status::stopped;
+    }
+    return why;
+  }
+
+  // The FOSI update of this rank's shard (DESIGN §2.1); K = 0 is the base step exactly.
+  void update(vector_ref<S> x) {
+    vector_ref<S> g(grad_.segment(shard_.offset, shard_.size));
+    vector_ref<S> delta(delta_);
+    auto xs = x.segment(shard_.offset, shard_.size);
+    const index k = basis_.rows();
+    if (k == 0) {
+      policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
+      xs += delta_;
+      return;
+    }
+    Eigen::VectorXd c = (basis_ * g).template cast<double>();
+    all_reduce(c);
+    // Newton velocity in coefficient space: V u = δ·(V u₀) + a.
+    const double beta = opts_.momentum;
+    switch (opts_.momentum_form) {
+      case momentum_kind::ema:
+        anchor_decay_ *= beta;
+        coeff_velocity_ = beta * coeff_velocity_ + (1.0 - beta) * c;
+        break;
+      case momentum_kind::heavy_ball:
+        anchor_decay_ *= beta;
+        coeff_velocity_ = beta * coeff_velocity_ + c;
+        break;
+      case momentum_kind::none:
+        anchor_decay_ = 0.0;
+        coeff_velocity_ = c;
+        break;
+    }
+    const Eigen::VectorXd newton =
+        rho_.cwiseProduct(anchor_decay_ * anchor_projection_ + coeff_velocity_);
+    // g₂ = g − Vᵀc, in place: the full gradient is not needed again this step.
+    g.noalias() -= basis_.transpose() * c.cast<S>();
+    policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
+    Eigen::VectorXd p = (basis_ * delta_).template cast<double>();
+    all_reduce(p);
+    // Δx = s(b − Vᵀ V b) − α Vᵀ(newton) = s·b − Vᵀ(s·p + α·newton).
+    const Eigen::VectorXd coef = scale_ * p + opts_.alpha * newton;
+    if (scale_ != 1.0) delta_ *= static_cast<S>(scale_);
+    delta_.noalias() -= basis_.transpose() * coef.cast<S>();
+    xs += delta_;
+  }
+
+  void all_reduce(Eigen::VectorXd& v) {
+    policies_.transport.all_reduce_sum(std::span<double>(v.data(), static_cast<std::size_t>(v.size())));
+  }
+
+  template <class M>
+  void estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch, index t) {
+    const auto t0 = clock::now();
+    vector<S> v(n_), hv(n_);
+    bool finite_everywhere = true;
+    hvp_operator op(
+        shard_layout{shard_.global_size, shard_.offset, shard_.size},
+        [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
+          v.segment(shard_.offset, shard_.size) = in.template cast<S>();
+          if constexpr (hvp_model<M>) {
+            model.hessian_vector_product(x, batch, v, hv);
+          } else {
+            finite_difference_hvp(model, x, batch, v, hv);
+          }
+          double bad = hv.allFinite() ? 0.0 : 1.0;
+          policies_.transport.all_reduce_sum(std::span<double>(&bad, 1));
+          if (bad != 0.0) {
+            finite_everywhere = false;
+            out.setZero();
+            return false;
+          }
+          out = hv.segment(shard_.offset, shard_.size).template cast<double>();
+          return true;
+        },
+        [this](std::span<double> values) { policies_.transport.all_reduce_sum(values); });
+    const index m = opts_.lanczos_steps > 0 ? opts_.lanczos_steps
+                                            : default_lanczos_steps(opts_.k, opts_.l, n_);
+    const estimate_request request{opts_.k, opts_.l, m, opts_.seed,
+                                   static_cast<std::uint64_t>(summary_.curvature_estimates)};
+    eigen_estimate est = policies_.estimator.estimate(op, request);
+    ++summary_.curvature_estimates;
+    summary_.hvps += est.hvps;
+    summary_.hvp_seconds += est.hvp_seconds;
+
+    estimate_report report;
+    report.step = t;
+    report.eigenvalues = est.eigenvalues;
+    report.residuals = est.residuals;
+    report.iterations = est.iterations;
+    report.hvps = est.hvps;
+    report.breakdown = est.breakdown;
+    report.hvp_seconds = est.hvp_seconds;
+    report.failed = est.failed || !finite_everywhere || !est.eigenvalues.allFinite() ||
+                    !est.eigenvectors.allFinite();
+    if (report.failed) {
+      ++summary_.failed_estimates;
+      if (opts_.on_nonfinite == nonfinite_policy::stop) {
+        stopped_ = true;
+        summary_.termination = termination_type::numerical_failure;
+        summary_.message = "non-finite Hessian-vector product in the estimate before step " +
+                           std::to_string(t) + "; parameters are those before it";
+      }
+    } else {
+      adopt(est);
+    }
+    report.retained = eigenvalues_.size();
+    report.scale = scale_;
+    report.seconds = seconds(t0, clock::now());
+    summary_.estimate_other_seconds += report.seconds - est.hvp_seconds;
+    summary_.estimates.push_back(std::move(report));
+    update_memory_report(est.basis_bytes);
+  }
+
+  // Applies the eigenvalue floor, swaps in the new V, and re-anchors the Newton velocity.
+  void adopt(const eigen_estimate& est) {
+    const index count = est.eigenvalues.size();
+    const double top = count > 0 ? est.eigenvalues.cwiseAbs().maxCoeff() : 0.0;
+    std::vector<index> keep;
+    for (index i = 0; i < count; ++i) {
+      const double a = std::abs(est.eigenvalues(i));
+      if (top > 0.0 && a >= opts_.eigenvalue_floor * top && a > 0.0) keep.push_back(i);
+    }
+    const auto kept = static_cast<index>(keep.size());
+    // Materialise u = δu₀ + Vᵀa with the old V before V changes.
+    vector<S> u = vector<S>::Zero(shard_.size);
+    if (anchor_.size() == shard_.size) u = static_cast<S>(anchor_decay_) * anchor_;
+    if (basis_.rows() > 0) u.noalias() += basis_.transpose() * coeff_velocity_.cast<S>();
+
+    matrix<S> basis(kept, shard_.size);
+    eigenvalues_.resize(kept);
+    rho_.resize(kept);
+    double top_max = 0.0;
+    double top_min = std::numeric_limits<double>::infinity();
+    for (index r = 0; r < kept; ++r) {
+      const auto i = keep[static_cast<std::size_t>(r)];
+      basis.row(r) = est.eigenvectors.row(i).template cast<S>();
+      eigenvalues_(r) = est.eigenvalues(i);
+      rho_(r) = 1.0 / std::abs(est.eigenvalues(i));
+      if (i < est.num_largest) {
+        top_max = std::max(top_max, std::abs(est.eigenvalues(i)));
+        top_min = std::min(top_min, std::abs(est.eigenvalues(i)));
+      }
+    }
+    basis_ = std::move(basis);
+    scale_ = (top_max > 0.0) ? std::clamp(top_max / top_min, 1.0, clip_) : 1.0;
+    anchor_ = std::move(u);
+    anchor_decay_ = 1.0;
+    coeff_velocity_ = Eigen::VectorXd::Zero(kept);
+    anchor_projection_ = (basis_ * anchor_).template cast<double>();
+    all_reduce(anchor_projection_);
+  }
+
+  void update_memory_report(std::size_t basis_bytes) {
+    const std::size_t v_bytes = static_cast<std::size_t>(basis_.size()) * sizeof(S);
+    summary_.curvature_bytes = std::max({summary_.curvature_bytes, v_bytes, basis_bytes});
+    summary_.optimizer_state_bytes =
+        base_state_.bytes() + static_cast<std::size_t>(anchor_.size()) * sizeof(S);
+  }
+
+  options opts_;
+  Policies policies_;
+  bool initialized_ = false;
+  bool stopped_ = false;
+  bool last_estimated_ = false;
+  double last_loss_ = std::numeric_limits<double>::quiet_NaN();
+  index n_ = 0;
+  std::vector<index> offsets_;
+  shard_layout shard_;
+  typename base_type::template state<S> base_state_{};
+  vector<S> grad_;
+  vector<S> delta_;
+  matrix<S> basis_;
+  Eigen::VectorXd eigenvalues_;
+  Eigen::VectorXd rho_;
+  double scale_ = 1.0;
+  double clip_ = 3.0;
+  vector<S> anchor_;
+  double anchor_decay_ = 0.0;
+  Eigen::VectorXd coeff_velocity_;
+  Eigen::VectorXd anchor_projection_;
+  summary summary_;
+};
+
+}  // namespace dho2
