@@ -1,33 +1,71 @@
 /// @file
-/// The `transport` concept: collectives over the ranks of a job (DESIGN §3).
+/// The `transport` concept: collectives and point-to-point messages over the ranks of a group
+/// (DESIGN §2.4, §3).
 ///
-/// A type `T` models `transport` when, on a `T&` named `t`:
-///  1. `t.rank()` and `t.size()` return this rank's index in [0, size) and the number of ranks,
-///     convertible to `int`;
-///  2. `t.all_reduce_sum(values)` with `values` a `std::span<double>` replaces `values` on every
-///     rank by the element-wise sum over all ranks (a collective: every rank calls it in the
-///     same order with the same length).
+/// A type `T` models `transport` when, for `t` a `T&`, `ct` a `const T&`, `E` each of `float` and
+/// `double`, and `offsets` a `std::span<const dho2::index>` of size()+1 non-decreasing shard
+/// boundaries (front 0; rank r owns [offsets[r], offsets[r+1])):
+///  1. `ct.rank()`, `ct.size()`: this rank's index in [0, size) and the group size (`int`);
+///  2. `t.all_reduce_sum(std::span<E> values)`: in place, every rank gets the element-wise sum;
+///  3. `t.reduce_scatter_sum(std::span<const E> in, std::span<E> out, offsets)`: `in` holds
+///     offsets.back() entries on every rank; `out` (this rank's shard length) gets this rank's
+///     shard of the element-wise sum over ranks;
+///  4. `t.all_gather(std::span<const E> in, std::span<E> out, offsets)`: `in` is this rank's
+///     shard; `out` (offsets.back() entries) gets every rank's shard in rank order;
+///  5. `t.broadcast(std::span<std::byte> bytes, int root)`: every rank gets root's bytes
+///     (all ranks pass the same length);
+///  6. `t.barrier()`;
+///  7. `t.split(int color, int key)` returns a `T` for the sub-group of ranks that passed the
+///     same color, ranked by (key, old rank) — a collective over the parent group;
+///  8. `t.send(std::span<const std::byte> bytes, int peer, int tag)` and
+///     `t.recv(std::span<std::byte> bytes, int peer, int tag)`: point-to-point within the group;
+///     the receiver knows the length; messages between a pair with one tag arrive in order.
 ///
-/// Semantic requirements: collectives are deterministic (the same inputs give bit-identical
-/// outputs on every rank and every run), and a failure throws `dho2::transport_error` naming the
-/// routine and the cause on every surviving rank, within a bounded time.
+/// Semantic requirements:
+///  - collectives are called by every rank of the group in the same order with matching
+///    lengths;
+///  - sums are deterministic: the same inputs give bit-identical outputs on every rank and in
+///    every run (e.g. a fixed reduction order);
+///  - failures (a lost peer, a timeout, a malformed frame) throw `dho2::transport_error` naming the
+///    routine and the cause, on every surviving rank, within a bounded time — never a hang.
 ///
-/// This is the part the single-process optimizer needs; the distributed transports (in-process
-/// threads, MPI, TCP) refine it with reduce-scatter, all-gather, broadcast and sub-groups.
-/// `dho2::single_process` is the no-op model.
+/// Not required: thread safety (one transport object is used by one thread at a time).
+/// Shipped models: `single_process` (one rank), `inproc_transport` (threads), `mpi_transport`
+/// (Boost.MPI, `<dho2/mpi.hpp>`), `asio_transport` (TCP, `<dho2/asio.hpp>`).
 #pragma once
 
+#include <dho2/core/types.hpp>
+
 #include <concepts>
+#include <cstddef>
 #include <span>
 
 namespace dho2 {
 
-/// Collectives over the ranks of a job (see the file comment).
+namespace detail {
+template <class T, class E>
+concept transport_collectives_for =
+    requires(T& t, std::span<E> values, std::span<const E> in, std::span<const index> offsets) {
+      t.all_reduce_sum(values);
+      t.reduce_scatter_sum(in, values, offsets);
+      t.all_gather(in, values, offsets);
+    };
+}  // namespace detail
+
+/// Collectives and messages over a group of ranks (see the file comment).
 template <class T>
-concept transport = requires(T& t, std::span<double> values) {
-  { t.rank() } -> std::convertible_to<int>;
-  { t.size() } -> std::convertible_to<int>;
-  t.all_reduce_sum(values);
-};
+concept transport =
+    std::move_constructible<T> && detail::transport_collectives_for<T, float> &&
+    detail::transport_collectives_for<T, double> &&
+    requires(T& t, const T& ct, std::span<std::byte> bytes, std::span<const std::byte> cbytes,
+             int peer) {
+      { ct.rank() } -> std::convertible_to<int>;
+      { ct.size() } -> std::convertible_to<int>;
+      t.broadcast(bytes, peer);
+      t.barrier();
+      { t.split(peer, peer) } -> std::same_as<T>;
+      t.send(cbytes, peer, peer);
+      t.recv(bytes, peer, peer);
+    };
 
 }  // namespace dho2

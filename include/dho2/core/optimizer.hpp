@@ -10,8 +10,10 @@
 #include <dho2/core/policies.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
+#include <dho2/detail/agreement.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -137,14 +139,46 @@ class optimizer {
     ++summary_.iterations;
 
     auto t0 = clock::now();
-    const S loss = static_cast<S>(model.loss_and_gradient(x, batch, grad_));
-    last_loss_ = static_cast<double>(loss);
+    // Mean loss and gradient over this rank's slice; an empty slice contributes nothing.
+    const double weight = detail::batch_weight(model, batch);
+    double local_loss = 0.0;
+    if (weight > 0.0) {
+      local_loss = static_cast<double>(model.loss_and_gradient(x, batch, grad_));
+    } else {
+      grad_.setZero();
+    }
     auto t1 = clock::now();
     summary_.gradient_seconds += seconds(t0, t1);
-    if (!std::isfinite(loss)) return reject(step_status::skipped_nonfinite_loss);
-    if (!grad_.allFinite()) return reject(step_status::skipped_nonfinite_gradient);
+    // One small all-reduce agrees on the global loss and on whether any rank saw a non-finite
+    // value, so every rank takes or skips the step together.
+    std::array<double, 4> agreed{weight * local_loss, weight,
+                                 std::isfinite(local_loss) ? 0.0 : 1.0,
+                                 grad_.allFinite() ? 0.0 : 1.0};
+    if (distributed()) communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(agreed)); });
+    last_loss_ = agreed[1] > 0.0 ? agreed[0] / agreed[1] : local_loss;
+    if (agreed[2] != 0.0) return reject(step_status::skipped_nonfinite_loss);
+    if (agreed[3] != 0.0) return reject(step_status::skipped_nonfinite_gradient);
 
-    update(x);
+    t1 = clock::now();
+    if (distributed()) {
+      // g[I_p] = Σ_q (w_q / W) g_q[I_p]: the global mean gradient, on this rank's shard only.
+      grad_ *= static_cast<S>(weight / agreed[1]);
+      communicate([&] {
+        policies_.transport.reduce_scatter_sum(std::span<const S>(grad_.data(), span_size(n_)),
+                                               std::span<S>(shard_grad_.data(),
+                                                            span_size(shard_.size)),
+                                               std::span<const index>(offsets_));
+      });
+      update(x, shard_grad_);
+      // delta_ now holds the new x[I_p]; every rank needs the whole vector.
+      communicate([&] {
+        policies_.transport.all_gather(
+            std::span<const S>(delta_.data(), span_size(shard_.size)),
+            std::span<S>(x.data(), span_size(n_)), std::span<const index>(offsets_));
+      });
+    } else {
+      update(x, grad_);
+    }
     summary_.update_seconds += seconds(t1, clock::now());
     ++summary_.steps;
     return step_status::taken;
@@ -224,6 +258,13 @@ class optimizer {
     opts_.validate(std::numeric_limits<index>::max());
   }
 
+  // Every rank must run with the same options and parameter count; checked with one broadcast
+  // and one all-reduce before any other collective, so all ranks throw the same error.
+  void check_agreement(index n) {
+    const auto fields = detail::option_fields(opts_, n);
+    detail::check_fields_agree(policies_.transport, fields);
+  }
+
   template <class M>
   void initialize(const M& model, const_vector_ref<S> x) {
     const index n = model.num_parameters();
@@ -234,14 +275,16 @@ class optimizer {
                       "unchanged since the first step (" + std::to_string(n_) + ")");
       return;
     }
+    ranks_ = policies_.transport.size();
+    if (ranks_ > 1) check_agreement(n);
     opts_.validate(n);
-    const int ranks = policies_.transport.size();
-    offsets_ = policies_.partitioner.partition(n, ranks);
+    offsets_ = policies_.partitioner.partition(n, ranks_);
     const auto r = static_cast<std::size_t>(policies_.transport.rank());
     shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
     n_ = n;
     base_state_ = policies_.base.template init<S>(shard_.size);
     grad_.resize(n);
+    shard_grad_.resize(distributed() ? shard_.size : 0);
     delta_.resize(shard_.size);
     basis_.resize(0, shard_.size);
     eigenvalues_.resize(0);
@@ -274,15 +317,17 @@ class optimizer {
     return why;
   }
 
-  // The FOSI update of this rank's shard (DESIGN §2.1); K = 0 is the base step exactly.
-  void update(vector_ref<S> x) {
-    vector_ref<S> g(grad_.segment(shard_.offset, shard_.size));
+  // The FOSI update of this rank's shard (DESIGN §2.1); K = 0 is the base step exactly. `g` is
+  // the shard's gradient and is overwritten. On one rank x[I_p] is updated in place; on several,
+  // delta_ receives the new x[I_p] for the all-gather.
+  void update(vector_ref<S> x, vector<S>& gradient) {
+    vector_ref<S> g(gradient.segment(distributed() ? 0 : shard_.offset, shard_.size));
     vector_ref<S> delta(delta_);
     auto xs = x.segment(shard_.offset, shard_.size);
     const index k = basis_.rows();
     if (k == 0) {
       policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
-      xs += delta_;
+      commit(xs);
       return;
     }
     Eigen::VectorXd c = (basis_ * g).template cast<double>();
@@ -314,38 +359,95 @@ class optimizer {
     const Eigen::VectorXd coef = scale_ * p + opts_.alpha * newton;
     if (scale_ != 1.0) delta_ *= static_cast<S>(scale_);
     delta_.noalias() -= basis_.transpose() * coef.cast<S>();
-    xs += delta_;
+    commit(xs);
+  }
+
+  template <class Block>
+  void commit(Block&& xs) {
+    if (distributed()) {
+      delta_ += xs;
+    } else {
+      xs += delta_;
+    }
+  }
+
+  [[nodiscard]] bool distributed() const noexcept { return ranks_ > 1; }
+
+  static std::size_t span_size(index n) { return static_cast<std::size_t>(n); }
+
+  // Runs a transport call and books its time.
+  template <class F>
+  void communicate(F&& f) {
+    const auto t0 = clock::now();
+    std::forward<F>(f)();
+    summary_.communication_seconds += seconds(t0, clock::now());
   }
 
   void all_reduce(Eigen::VectorXd& v) {
-    policies_.transport.all_reduce_sum(std::span<double>(v.data(), static_cast<std::size_t>(v.size())));
+    if (!distributed()) return;
+    communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(v.data(), span_size(v.size()))); });
   }
 
   template <class M>
   void estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch, index t) {
     const auto t0 = clock::now();
-    vector<S> v(n_), hv(n_);
+    // Curvature batch weights: each rank's product is scaled by w_p / W so the reduce-scatter
+    // sums to the Hessian of the global mean loss.
+    const double weight = detail::batch_weight(model, batch);
+    double total_weight = weight;
+    if (distributed()) {
+      communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&total_weight, 1)); });
+    }
+    const auto scale = static_cast<S>(total_weight > 0.0 ? weight / total_weight : 0.0);
+    vector<S> v(n_), hv(n_), shard(shard_.size);
     bool finite_everywhere = true;
     hvp_operator op(
         shard_layout{shard_.global_size, shard_.offset, shard_.size},
         [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
-          v.segment(shard_.offset, shard_.size) = in.template cast<S>();
-          if constexpr (hvp_model<M>) {
-            model.hessian_vector_product(x, batch, v, hv);
+          if (distributed()) {
+            shard = in.template cast<S>();
+            communicate([&] {
+              policies_.transport.all_gather(std::span<const S>(shard.data(), span_size(shard_.size)),
+                                             std::span<S>(v.data(), span_size(n_)),
+                                             std::span<const index>(offsets_));
+            });
           } else {
-            finite_difference_hvp(model, x, batch, v, hv);
+            v = in.template cast<S>();
+          }
+          if (weight > 0.0) {
+            if constexpr (hvp_model<M>) {
+              model.hessian_vector_product(x, batch, v, hv);
+            } else {
+              finite_difference_hvp(model, x, batch, v, hv);
+            }
+          } else {
+            hv.setZero();
           }
           double bad = hv.allFinite() ? 0.0 : 1.0;
-          policies_.transport.all_reduce_sum(std::span<double>(&bad, 1));
+          if (distributed()) {
+            communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&bad, 1)); });
+          }
           if (bad != 0.0) {
             finite_everywhere = false;
             out.setZero();
             return false;
           }
-          out = hv.segment(shard_.offset, shard_.size).template cast<double>();
+          if (distributed()) {
+            hv *= scale;
+            communicate([&] {
+              policies_.transport.reduce_scatter_sum(std::span<const S>(hv.data(), span_size(n_)),
+                                                     std::span<S>(shard.data(), span_size(shard_.size)),
+                                                     std::span<const index>(offsets_));
+            });
+            out = shard.template cast<double>();
+          } else {
+            out = hv.template cast<double>();
+          }
           return true;
         },
-        [this](std::span<double> values) { policies_.transport.all_reduce_sum(values); });
+        [this](std::span<double> values) {
+          if (distributed()) communicate([&] { policies_.transport.all_reduce_sum(values); });
+        });
     const index m = opts_.lanczos_steps > 0 ? opts_.lanczos_steps
                                             : default_lanczos_steps(opts_.k, opts_.l, n_);
     const estimate_request request{opts_.k, opts_.l, m, opts_.seed,
@@ -437,10 +539,12 @@ class optimizer {
   bool last_estimated_ = false;
   double last_loss_ = std::numeric_limits<double>::quiet_NaN();
   index n_ = 0;
+  int ranks_ = 1;
   std::vector<index> offsets_;
   shard_layout shard_;
   typename base_type::template state<S> base_state_{};
   vector<S> grad_;
+  vector<S> shard_grad_;
   vector<S> delta_;
   matrix<S> basis_;
   Eigen::VectorXd eigenvalues_;

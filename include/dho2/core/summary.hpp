@@ -116,6 +116,8 @@ struct summary {
   double estimate_other_seconds = 0.0;
   /// Seconds in parameter updates (projections, base step).
   double update_seconds = 0.0;
+  /// Seconds inside transport calls (0 on one process).
+  double communication_seconds = 0.0;
   /// Wall seconds of the run.
   double total_seconds = 0.0;
   /// Peak bytes of curvature state on this rank (Krylov basis during an estimate, or the
