@@ -7,6 +7,7 @@
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/options.hpp>
+#include <dho2/admm/consensus.hpp>
 #include <dho2/core/policies.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
@@ -71,6 +72,10 @@ class optimizer {
   using policies_type = Policies;
   /// Base optimizer policy.
   using base_type = typename Policies::base_type;
+  /// ADMM solver policy (`synchronous_admm`: mode S; `consensus_admm`: mode A).
+  using admm_type = typename Policies::admm_type;
+  /// True in mode A (consensus ADMM).
+  static constexpr bool consensus = admm_type::consensus;
 
   static_assert(detail::check_base_optimizer<base_type, S>(),
                 "DHO2: optimizer: Policies::base_type is not a base_optimizer for S");
@@ -81,6 +86,7 @@ class optimizer {
       : opts_(std::move(opts)), policies_(std::move(policies)) {
     if constexpr (requires { policies_.base.validate(); }) policies_.base.validate();
     if constexpr (requires { policies_.estimator.validate(); }) policies_.estimator.validate();
+    if constexpr (requires { policies_.admm.validate(); }) policies_.admm.validate();
     validate_model_independent();
   }
 
@@ -92,12 +98,17 @@ class optimizer {
   [[nodiscard]] const summary& get_summary() const noexcept { return summary_; }
   /// Retained eigenvalues (largest first, then smallest), empty before the first estimate.
   [[nodiscard]] const Eigen::VectorXd& eigenvalues() const noexcept { return eigenvalues_; }
-  /// Retained eigenvectors on this rank's shard: K × shard, column i holds coordinate i of each.
+  /// Retained eigenvectors where this rank keeps state (its shard in mode S, the whole vector in
+  /// mode A): K × length, column i holds coordinate i of each.
   [[nodiscard]] const matrix<S>& eigenvectors() const noexcept { return basis_; }
   /// Base-step scale s in force.
   [[nodiscard]] double base_scale() const noexcept { return scale_; }
   /// Whether the run has stopped on a non-finite value (`nonfinite_policy::stop`).
   [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+  /// Mode A: the consensus point z of the last round (the parameters every rank restarts from).
+  [[nodiscard]] const vector<S>& consensus_point() const noexcept { return z_; }
+  /// Mode A: the current penalty ρ.
+  [[nodiscard]] double penalty() const noexcept { return penalty_; }
 
   /// Forgets all run state (base state, curvature, velocity, counters); keeps options and
   /// policies.
@@ -132,12 +143,16 @@ class optimizer {
     const index t = summary_.iterations;
     if (opts_.use_curvature &&
         policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
-      estimate(model, x, curvature_batch, t);
+      estimate(model, consensus ? const_vector_ref<S>(z_) : const_vector_ref<S>(x),
+               curvature_batch, t);
       last_estimated_ = true;
       if (stopped_) return step_status::stopped;
     }
     ++summary_.iterations;
 
+    if constexpr (consensus) {
+      return local_step(model, x, batch);
+    }
     auto t0 = clock::now();
     // Mean loss and gradient over this rank's slice; an empty slice contributes nothing.
     const double weight = detail::batch_weight(model, batch);
@@ -166,14 +181,14 @@ class optimizer {
       communicate([&] {
         policies_.transport.reduce_scatter_sum(std::span<const S>(grad_.data(), span_size(n_)),
                                                std::span<S>(shard_grad_.data(),
-                                                            span_size(shard_.size)),
+                                                            span_size(state_.size)),
                                                std::span<const index>(offsets_));
       });
       update(x, shard_grad_);
       // delta_ now holds the new x[I_p]; every rank needs the whole vector.
       communicate([&] {
         policies_.transport.all_gather(
-            std::span<const S>(delta_.data(), span_size(shard_.size)),
+            std::span<const S>(delta_.data(), span_size(state_.size)),
             std::span<S>(x.data(), span_size(n_)), std::span<const index>(offsets_));
       });
     } else {
@@ -281,12 +296,20 @@ class optimizer {
     offsets_ = policies_.partitioner.partition(n, ranks_);
     const auto r = static_cast<std::size_t>(policies_.transport.rank());
     shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
+    state_ = consensus ? shard_layout{n, 0, n} : shard_;
     n_ = n;
-    base_state_ = policies_.base.template init<S>(shard_.size);
+    base_state_ = policies_.base.template init<S>(state_.size);
     grad_.resize(n);
-    shard_grad_.resize(distributed() ? shard_.size : 0);
-    delta_.resize(shard_.size);
-    basis_.resize(0, shard_.size);
+    shard_grad_.resize(sharded_update() ? state_.size : 0);
+    delta_.resize(state_.size);
+    basis_.resize(0, state_.size);
+    penalty_ = policies_.admm.penalty();
+    if constexpr (consensus) {
+      z_ = x;
+      dual_ = vector<S>::Zero(n);
+      local_steps_ = 0;
+      pending_stop_ = false;
+    }
     eigenvalues_.resize(0);
     rho_.resize(0);
     scale_ = 1.0;
@@ -321,9 +344,9 @@ class optimizer {
   // the shard's gradient and is overwritten. On one rank x[I_p] is updated in place; on several,
   // delta_ receives the new x[I_p] for the all-gather.
   void update(vector_ref<S> x, vector<S>& gradient) {
-    vector_ref<S> g(gradient.segment(distributed() ? 0 : shard_.offset, shard_.size));
+    vector_ref<S> g(gradient.head(state_.size));
     vector_ref<S> delta(delta_);
-    auto xs = x.segment(shard_.offset, shard_.size);
+    auto xs = x.segment(state_.offset, state_.size);
     const index k = basis_.rows();
     if (k == 0) {
       policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
@@ -364,14 +387,17 @@ class optimizer {
 
   template <class Block>
   void commit(Block&& xs) {
-    if (distributed()) {
+    if (sharded_update()) {
       delta_ += xs;
     } else {
       xs += delta_;
     }
   }
 
+  // Several ranks share collectives (the estimate, the agreement checks).
   [[nodiscard]] bool distributed() const noexcept { return ranks_ > 1; }
+  // Mode S over several ranks: the update works on shards and reduces its projections.
+  [[nodiscard]] bool sharded_update() const noexcept { return !consensus && ranks_ > 1; }
 
   static std::size_t span_size(index n) { return static_cast<std::size_t>(n); }
 
@@ -383,8 +409,9 @@ class optimizer {
     summary_.communication_seconds += seconds(t0, clock::now());
   }
 
+  // Sums the partial projections of a sharded update (mode S over several ranks only).
   void all_reduce(Eigen::VectorXd& v) {
-    if (!distributed()) return;
+    if (!sharded_update()) return;
     communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(v.data(), span_size(v.size()))); });
   }
 
@@ -476,6 +503,7 @@ class optimizer {
                            std::to_string(t) + "; parameters are those before it";
       }
     } else {
+      if (consensus && distributed()) gather_rows(est);
       adopt(est);
     }
     report.retained = eigenvalues_.size();
@@ -497,27 +525,21 @@ class optimizer {
     }
     const auto kept = static_cast<index>(keep.size());
     // Materialise u = δu₀ + Vᵀa with the old V before V changes.
-    vector<S> u = vector<S>::Zero(shard_.size);
-    if (anchor_.size() == shard_.size) u = static_cast<S>(anchor_decay_) * anchor_;
+    vector<S> u = vector<S>::Zero(state_.size);
+    if (anchor_.size() == state_.size) u = static_cast<S>(anchor_decay_) * anchor_;
     if (basis_.rows() > 0) u.noalias() += basis_.transpose() * coeff_velocity_.cast<S>();
 
-    matrix<S> basis(kept, shard_.size);
+    matrix<S> basis(kept, state_.size);
     eigenvalues_.resize(kept);
-    rho_.resize(kept);
-    double top_max = 0.0;
-    double top_min = std::numeric_limits<double>::infinity();
+    num_top_ = 0;
     for (index r = 0; r < kept; ++r) {
       const auto i = keep[static_cast<std::size_t>(r)];
       basis.row(r) = est.eigenvectors.row(i).template cast<S>();
       eigenvalues_(r) = est.eigenvalues(i);
-      rho_(r) = 1.0 / std::abs(est.eigenvalues(i));
-      if (i < est.num_largest) {
-        top_max = std::max(top_max, std::abs(est.eigenvalues(i)));
-        top_min = std::min(top_min, std::abs(est.eigenvalues(i)));
-      }
+      if (i < est.num_largest) ++num_top_;  // the largest come first, so these are rows 0..
     }
     basis_ = std::move(basis);
-    scale_ = (top_max > 0.0) ? std::clamp(top_max / top_min, 1.0, clip_) : 1.0;
+    refresh_inverses();
     anchor_ = std::move(u);
     anchor_decay_ = 1.0;
     coeff_velocity_ = Eigen::VectorXd::Zero(kept);
@@ -525,11 +547,137 @@ class optimizer {
     all_reduce(anchor_projection_);
   }
 
+  // ρᵢ = 1/|λᵢ + ρ_admm| (ρ_admm = 0 in mode S) and the base-step scale
+  // s = clip(max/min of |λ + ρ_admm| over the retained top pairs, 1, c).
+  void refresh_inverses() {
+    const index kept = eigenvalues_.size();
+    rho_.resize(kept);
+    double top_max = 0.0;
+    double top_min = std::numeric_limits<double>::infinity();
+    for (index r = 0; r < kept; ++r) {
+      const double shifted = std::abs(eigenvalues_(r) + penalty_);
+      rho_(r) = 1.0 / shifted;
+      if (r < num_top_) {
+        top_max = std::max(top_max, shifted);
+        top_min = std::min(top_min, shifted);
+      }
+    }
+    scale_ = (top_max > 0.0) ? std::clamp(top_max / top_min, 1.0, clip_) : 1.0;
+  }
+
+  // Mode A: every rank needs whole eigenvectors; the estimate left each rank its shard. The
+  // K × shard column-major block of rank r is contiguous at K·offsets[r] in the K × n matrix.
+  void gather_rows(eigen_estimate& est) {
+    const index k = est.eigenvectors.rows();
+    Eigen::MatrixXd full(k, n_);
+    std::vector<index> offsets(offsets_.size());
+    for (std::size_t i = 0; i < offsets_.size(); ++i) offsets[i] = k * offsets_[i];
+    communicate([&] {
+      policies_.transport.all_gather(
+          std::span<const double>(est.eigenvectors.data(), span_size(est.eigenvectors.size())),
+          std::span<double>(full.data(), span_size(full.size())),
+          std::span<const index>(offsets));
+    });
+    est.eigenvectors = std::move(full);
+  }
+
+  // Mode A: a local FOSI step on fₚ(x) + (ρ/2)‖x − z + uₚ‖², then a consensus round every τ
+  // steps. Non-finite values are handled locally; a stop is agreed at the next round.
+  template <class M>
+  step_status local_step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch) {
+    auto t0 = clock::now();
+    const double weight = detail::batch_weight(model, batch);
+    double loss = 0.0;
+    if (weight > 0.0) {
+      loss = static_cast<double>(model.loss_and_gradient(x, batch, grad_));
+    } else {
+      grad_.setZero();
+    }
+    auto t1 = clock::now();
+    summary_.gradient_seconds += seconds(t0, t1);
+    last_loss_ = loss;
+    step_status status = step_status::taken;
+    if (pending_stop_) {
+      status = step_status::stopped;
+    } else if (!std::isfinite(loss)) {
+      status = reject_local(step_status::skipped_nonfinite_loss);
+    } else if (!grad_.allFinite()) {
+      status = reject_local(step_status::skipped_nonfinite_gradient);
+    } else {
+      if (penalty_ != 0.0) {
+        grad_.array() += static_cast<S>(penalty_) * (x.array() - z_.array() + dual_.array());
+      }
+      update(x, grad_);
+      ++summary_.steps;
+    }
+    summary_.update_seconds += seconds(t1, clock::now());
+    if (++local_steps_ % policies_.admm.local_steps() == 0) consensus_round(x);
+    return stopped_ ? step_status::stopped : status;
+  }
+
+  step_status reject_local(step_status why) {
+    if (why == step_status::skipped_nonfinite_loss) ++summary_.skipped_nonfinite_loss;
+    if (why == step_status::skipped_nonfinite_gradient) ++summary_.skipped_nonfinite_gradient;
+    if (opts_.on_nonfinite == nonfinite_policy::stop) {
+      pending_stop_ = true;
+      summary_.message = std::string("non-finite ") +
+                         (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
+                         " at step " + std::to_string(summary_.iterations - 1) +
+                         " on rank " + std::to_string(policies_.transport.rank()) +
+                         "; parameters are the last consensus";
+      return step_status::stopped;
+    }
+    return why;
+  }
+
+  // z ← mean(x + u); u ← u + x − z; x ← z; residuals; optional rebalancing of ρ.
+  void consensus_round(vector_ref<S> x) {
+    vector<S> sum(n_ + 1);
+    sum.head(n_) = x + dual_;
+    sum(n_) = pending_stop_ ? S{1} : S{0};
+    if (distributed()) {
+      communicate([&] { policies_.transport.all_reduce_sum(std::span<S>(sum.data(), span_size(n_ + 1))); });
+    }
+    const auto ranks = static_cast<double>(ranks_);
+    vector<S> z_new = sum.head(n_) / static_cast<S>(ranks);
+    double primal2 = (x - z_new).template cast<double>().squaredNorm();
+    if (distributed()) {
+      communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&primal2, 1)); });
+    }
+    admm_round round;
+    round.round = static_cast<index>(summary_.admm_rounds.size());
+    round.step = summary_.iterations - 1;
+    round.primal_residual = std::sqrt(primal2);
+    round.dual_residual =
+        penalty_ * std::sqrt(ranks) * (z_new - z_).template cast<double>().norm();
+    round.rho = penalty_;
+    dual_ += x - z_new;
+    z_ = std::move(z_new);
+    x = z_;
+    const double next = policies_.admm.rebalance(round.primal_residual, round.dual_residual,
+                                                 penalty_);
+    if (next != penalty_ && next > 0.0 && std::isfinite(next)) {
+      dual_ *= static_cast<S>(penalty_ / next);
+      penalty_ = next;
+      refresh_inverses();
+    }
+    summary_.admm_rounds.push_back(round);
+    if (sum(n_) != S{0}) {
+      stopped_ = true;
+      summary_.termination = termination_type::numerical_failure;
+      if (summary_.message.empty()) {
+        summary_.message = "a peer met a non-finite value; parameters are the last consensus";
+      }
+      x = z_;
+    }
+  }
+
   void update_memory_report(std::size_t basis_bytes) {
     const std::size_t v_bytes = static_cast<std::size_t>(basis_.size()) * sizeof(S);
     summary_.curvature_bytes = std::max({summary_.curvature_bytes, v_bytes, basis_bytes});
     summary_.optimizer_state_bytes =
-        base_state_.bytes() + static_cast<std::size_t>(anchor_.size()) * sizeof(S);
+        base_state_.bytes() +
+        static_cast<std::size_t>(anchor_.size() + z_.size() + dual_.size()) * sizeof(S);
   }
 
   options opts_;
@@ -541,7 +689,8 @@ class optimizer {
   index n_ = 0;
   int ranks_ = 1;
   std::vector<index> offsets_;
-  shard_layout shard_;
+  shard_layout shard_;  // the partitioner's shard: the Krylov basis and, in mode S, the state
+  shard_layout state_;  // where the optimizer state lives: shard_ in mode S, [0, n) in mode A
   typename base_type::template state<S> base_state_{};
   vector<S> grad_;
   vector<S> shard_grad_;
@@ -551,6 +700,12 @@ class optimizer {
   Eigen::VectorXd rho_;
   double scale_ = 1.0;
   double clip_ = 3.0;
+  index num_top_ = 0;
+  double penalty_ = 0.0;
+  vector<S> z_;
+  vector<S> dual_;
+  index local_steps_ = 0;
+  bool pending_stop_ = false;
   vector<S> anchor_;
   double anchor_decay_ = 0.0;
   Eigen::VectorXd coeff_velocity_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dho2/admm/synchronous.hpp>
+#include <dho2/concepts/admm_solver.hpp>
 #include <dho2/base/adam.hpp>
 #include <dho2/concepts/curvature_estimator.hpp>
 #include <dho2/concepts/partitioner.hpp>
@@ -41,6 +42,7 @@ struct policies {
   static_assert(schedule<Schedule>, "DHO2: policies: the schedule does not satisfy dho2::schedule");
   static_assert(transport<Transport>,
                 "DHO2: policies: the transport does not satisfy dho2::transport");
+  static_assert(admm_solver<Admm>, "DHO2: policies: the admm solver does not satisfy dho2::admm_solver");
 
   /// Base optimizer type.
   using base_type = Base;

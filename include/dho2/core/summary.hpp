@@ -82,6 +82,20 @@ struct estimate_report {
   double seconds = 0.0, hvp_seconds = 0.0;
 };
 
+/// One consensus round of mode A (consensus ADMM).
+struct admm_round {
+  /// 0-based round.
+  index round = 0;
+  /// 0-based step call after which the round ran.
+  index step = 0;
+  /// Primal residual (Σₚ‖xₚ − z‖²)^{1/2}.
+  double primal_residual = 0.0;
+  /// Dual residual ρ√P‖zₖ − zₖ₋₁‖.
+  double dual_residual = 0.0;
+  /// Penalty ρ in force during the round.
+  double rho = 0.0;
+};
+
 /// Counts and times of a run.
 struct summary {
   /// Why the run ended (`running` between steps).
@@ -127,6 +141,8 @@ struct summary {
   std::size_t optimizer_state_bytes = 0;
   /// Every curvature estimate in order.
   std::vector<estimate_report> estimates;
+  /// Mode A: every consensus round in order (empty in mode S).
+  std::vector<admm_round> admm_rounds;
 
   /// Steps skipped for any reason.
   [[nodiscard]] index skipped_steps() const noexcept {
