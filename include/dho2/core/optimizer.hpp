@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <array>
+#include <future>
+#include <optional>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -110,11 +112,17 @@ class optimizer {
   /// Mode A: the current penalty ρ.
   [[nodiscard]] double penalty() const noexcept { return penalty_; }
 
-  /// Forgets all run state (base state, curvature, velocity, counters); keeps options and
-  /// policies.
+  /// Forgets all run state (base state, curvature, velocity, counters; an estimate in flight is
+  /// waited for and dropped); keeps options and policies. With several ranks, every rank must
+  /// reset together: the next step repeats the collective set-up.
   void reset() {
+    pending_.reset();
+    group_.reset();
     initialized_ = false;
     stopped_ = false;
+    finished_ = false;
+    curvature_rank_ = false;
+    requests_ = 0;
     summary_ = {};
     basis_.resize(0, 0);
     eigenvalues_.resize(0);
@@ -122,6 +130,30 @@ class optimizer {
     scale_ = 1.0;
     anchor_.resize(0);
   }
+
+  /// Puts an estimate still in flight in use and, under `split_schedule`, releases the
+  /// curvature ranks (their `optimize` returns). `optimize` calls it at its end; call it
+  /// yourself when you drive `step` directly on the trainers. Idempotent.
+  void finish() {
+    if (initialized_) finish_schedule();
+  }
+
+  /// Under `split_schedule`: whether this rank is one of the dedicated curvature ranks (known
+  /// after the first step or `optimize` call).
+  [[nodiscard]] bool is_curvature_rank() const noexcept { return curvature_rank_; }
+
+  /// Releases the curvature ranks if `finish` was not called (errors are swallowed: a
+  /// destructor must not throw; call `finish` to see them).
+  ~optimizer() {
+    try {
+      finish();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing useful to do in a destructor
+    }
+  }
+  /// Not copyable or movable: a background estimate refers to the optimizer that started it.
+  optimizer(const optimizer&) = delete;
+  /// Not copyable or movable.
+  optimizer& operator=(const optimizer&) = delete;
 
   /// One FOSI step on `batch`, estimating curvature on the same batch when the schedule says so.
   template <differentiable_model M>
@@ -141,11 +173,9 @@ class optimizer {
     last_estimated_ = false;
     if (stopped_) return step_status::stopped;
     const index t = summary_.iterations;
-    if (opts_.use_curvature &&
-        policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
-      estimate(model, consensus ? const_vector_ref<S>(z_) : const_vector_ref<S>(x),
-               curvature_batch, t);
-      last_estimated_ = true;
+    if (opts_.use_curvature) {
+      schedule_estimates(model, consensus ? const_vector_ref<S>(z_) : const_vector_ref<S>(x),
+                         curvature_batch, t);
       if (stopped_) return step_status::stopped;
     }
     ++summary_.iterations;
@@ -169,7 +199,7 @@ class optimizer {
     std::array<double, 4> agreed{weight * local_loss, weight,
                                  std::isfinite(local_loss) ? 0.0 : 1.0,
                                  grad_.allFinite() ? 0.0 : 1.0};
-    if (distributed()) communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(agreed)); });
+    if (distributed()) communicate([&] { comm().all_reduce_sum(std::span<double>(agreed)); });
     last_loss_ = agreed[1] > 0.0 ? agreed[0] / agreed[1] : local_loss;
     if (agreed[2] != 0.0) return reject(step_status::skipped_nonfinite_loss);
     if (agreed[3] != 0.0) return reject(step_status::skipped_nonfinite_gradient);
@@ -179,7 +209,7 @@ class optimizer {
       // g[I_p] = Σ_q (w_q / W) g_q[I_p]: the global mean gradient, on this rank's shard only.
       grad_ *= static_cast<S>(weight / agreed[1]);
       communicate([&] {
-        policies_.transport.reduce_scatter_sum(std::span<const S>(grad_.data(), span_size(n_)),
+        comm().reduce_scatter_sum(std::span<const S>(grad_.data(), span_size(n_)),
                                                std::span<S>(shard_grad_.data(),
                                                             span_size(state_.size)),
                                                std::span<const index>(offsets_));
@@ -187,7 +217,7 @@ class optimizer {
       update(x, shard_grad_);
       // delta_ now holds the new x[I_p]; every rank needs the whole vector.
       communicate([&] {
-        policies_.transport.all_gather(
+        comm().all_gather(
             std::span<const S>(delta_.data(), span_size(state_.size)),
             std::span<S>(x.data(), span_size(n_)), std::span<const index>(offsets_));
       });
@@ -219,12 +249,23 @@ class optimizer {
     (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
     model_batch_t<M> batch{};
     bool stop = false;
+    if (curvature_rank_) {
+      serve(model, batches);
+      summary_.total_seconds = seconds_before + seconds(run_start, clock::now());
+      summary_.termination = termination_type::completed;
+      summary_.message = "served " + std::to_string(summary_.curvature_estimates) +
+                         " curvature estimates";
+      (detail::call_on_end(callbacks, summary_), ...);
+      return summary_;
+    }
     for (index e = 0; e < epochs && !stop; ++e) {
       batches.begin_epoch(e);
       double loss_sum = 0.0;
       index loss_count = 0;
       for (index i = 0; i < per_epoch && !stop; ++i) {
-        batches.fill_batch(i, batch);
+        batch_epoch_ = e;
+        batch_index_ = i;
+        fill_slice(batches, i, comm().rank(), comm().size(), batch);
         const step_status st = step(model, x, batch);
         if (st == step_status::taken) {
           loss_sum += last_loss_;
@@ -248,6 +289,7 @@ class optimizer {
       summary_.final_loss = info.train_loss;
       if ((detail::call_on_epoch_end(callbacks, info) | ... | false)) stop = true;
     }
+    finish_schedule();
     summary_.total_seconds = seconds_before + seconds(run_start, clock::now());
     if (stopped_) {
       summary_.termination = termination_type::numerical_failure;
@@ -290,11 +332,13 @@ class optimizer {
                       "unchanged since the first step (" + std::to_string(n_) + ")");
       return;
     }
-    ranks_ = policies_.transport.size();
-    if (ranks_ > 1) check_agreement(n);
+    const int world = policies_.transport.size();
+    if (world > 1) check_agreement(n);
+    setup_groups(world);
+    ranks_ = comm().size();
     opts_.validate(n);
     offsets_ = policies_.partitioner.partition(n, ranks_);
-    const auto r = static_cast<std::size_t>(policies_.transport.rank());
+    const auto r = static_cast<std::size_t>(comm().rank());
     shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
     state_ = consensus ? shard_layout{n, 0, n} : shard_;
     n_ = n;
@@ -412,31 +456,52 @@ class optimizer {
   // Sums the partial projections of a sharded update (mode S over several ranks only).
   void all_reduce(Eigen::VectorXd& v) {
     if (!sharded_update()) return;
-    communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(v.data(), span_size(v.size()))); });
+    communicate([&] { comm().all_reduce_sum(std::span<double>(v.data(), span_size(v.size()))); });
   }
 
+  // The transport of this rank's working group: the trainers' or the curvature ranks' group
+  // under the split schedule, the whole job otherwise.
+  typename Policies::transport_type& comm() noexcept {
+    return group_ ? *group_ : policies_.transport;
+  }
+
+  [[nodiscard]] estimate_request next_request() {
+    const index m = opts_.lanczos_steps > 0 ? opts_.lanczos_steps
+                                            : default_lanczos_steps(opts_.k, opts_.l, n_);
+    return {opts_.k, opts_.l, m, opts_.seed, static_cast<std::uint64_t>(requests_++)};
+  }
+
+  // Runs the estimator at x on this rank's slice of the curvature batch, with the basis sharded
+  // over `offsets` of the working group (collective over it when `collective`). Touches no
+  // member that training uses, so it may run on a background thread with collective = false.
   template <class M>
-  void estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch, index t) {
-    const auto t0 = clock::now();
-    // Curvature batch weights: each rank's product is scaled by w_p / W so the reduce-scatter
-    // sums to the Hessian of the global mean loss.
+  eigen_estimate run_estimate(const M& model, const_vector_ref<S> x,
+                              const model_batch_t<M>& batch, const estimate_request& request,
+                              bool collective, double* comm_seconds_out) {
+    auto& t = comm();
+    const std::vector<index>& offsets = offsets_;
+    const shard_layout shard = shard_;
+    double comm_seconds = 0.0;
+    auto timed = [&](auto&& f) {
+      const auto t0 = clock::now();
+      f();
+      comm_seconds += seconds(t0, clock::now());
+    };
+    // Each rank's product is scaled by w_p / W so the reduce-scatter sums to the Hessian of
+    // the global mean loss over the curvature batch.
     const double weight = detail::batch_weight(model, batch);
     double total_weight = weight;
-    if (distributed()) {
-      communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&total_weight, 1)); });
-    }
+    if (collective) timed([&] { t.all_reduce_sum(std::span<double>(&total_weight, 1)); });
     const auto scale = static_cast<S>(total_weight > 0.0 ? weight / total_weight : 0.0);
-    vector<S> v(n_), hv(n_), shard(shard_.size);
-    bool finite_everywhere = true;
+    vector<S> v(n_), hv(n_), part(shard.size);
     hvp_operator op(
-        shard_layout{shard_.global_size, shard_.offset, shard_.size},
+        shard,
         [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
-          if (distributed()) {
-            shard = in.template cast<S>();
-            communicate([&] {
-              policies_.transport.all_gather(std::span<const S>(shard.data(), span_size(shard_.size)),
-                                             std::span<S>(v.data(), span_size(n_)),
-                                             std::span<const index>(offsets_));
+          if (collective) {
+            part = in.template cast<S>();
+            timed([&] {
+              t.all_gather(std::span<const S>(part.data(), span_size(shard.size)),
+                           std::span<S>(v.data(), span_size(n_)), std::span<const index>(offsets));
             });
           } else {
             v = in.template cast<S>();
@@ -451,56 +516,58 @@ class optimizer {
             hv.setZero();
           }
           double bad = hv.allFinite() ? 0.0 : 1.0;
-          if (distributed()) {
-            communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&bad, 1)); });
-          }
+          if (collective) timed([&] { t.all_reduce_sum(std::span<double>(&bad, 1)); });
           if (bad != 0.0) {
-            finite_everywhere = false;
             out.setZero();
             return false;
           }
-          if (distributed()) {
+          if (collective) {
             hv *= scale;
-            communicate([&] {
-              policies_.transport.reduce_scatter_sum(std::span<const S>(hv.data(), span_size(n_)),
-                                                     std::span<S>(shard.data(), span_size(shard_.size)),
-                                                     std::span<const index>(offsets_));
+            timed([&] {
+              t.reduce_scatter_sum(std::span<const S>(hv.data(), span_size(n_)),
+                                   std::span<S>(part.data(), span_size(shard.size)),
+                                   std::span<const index>(offsets));
             });
-            out = shard.template cast<double>();
+            out = part.template cast<double>();
           } else {
             out = hv.template cast<double>();
           }
           return true;
         },
-        [this](std::span<double> values) {
-          if (distributed()) communicate([&] { policies_.transport.all_reduce_sum(values); });
+        [&](std::span<double> values) {
+          if (collective) timed([&] { t.all_reduce_sum(values); });
         });
-    const index m = opts_.lanczos_steps > 0 ? opts_.lanczos_steps
-                                            : default_lanczos_steps(opts_.k, opts_.l, n_);
-    const estimate_request request{opts_.k, opts_.l, m, opts_.seed,
-                                   static_cast<std::uint64_t>(summary_.curvature_estimates)};
     eigen_estimate est = policies_.estimator.estimate(op, request);
+    if (!est.eigenvalues.allFinite() || !est.eigenvectors.allFinite()) est.failed = true;
+    if (comm_seconds_out != nullptr) *comm_seconds_out = comm_seconds;
+    return est;
+  }
+
+  // Books an estimate (of the snapshot taken before step `snapshot_step`, put in use before
+  // step t) in the summary and, unless it failed, adopts it.
+  void record_estimate(eigen_estimate est, index snapshot_step, index t) {
     ++summary_.curvature_estimates;
     summary_.hvps += est.hvps;
     summary_.hvp_seconds += est.hvp_seconds;
-
     estimate_report report;
-    report.step = t;
+    report.step = snapshot_step;
+    report.staleness = t - snapshot_step;
     report.eigenvalues = est.eigenvalues;
     report.residuals = est.residuals;
     report.iterations = est.iterations;
     report.hvps = est.hvps;
     report.breakdown = est.breakdown;
     report.hvp_seconds = est.hvp_seconds;
-    report.failed = est.failed || !finite_everywhere || !est.eigenvalues.allFinite() ||
-                    !est.eigenvectors.allFinite();
+    report.seconds = est.seconds;
+    report.failed = est.failed;
+    summary_.max_staleness = std::max(summary_.max_staleness, report.staleness);
     if (report.failed) {
       ++summary_.failed_estimates;
       if (opts_.on_nonfinite == nonfinite_policy::stop) {
         stopped_ = true;
         summary_.termination = termination_type::numerical_failure;
         summary_.message = "non-finite Hessian-vector product in the estimate before step " +
-                           std::to_string(t) + "; parameters are those before it";
+                           std::to_string(snapshot_step) + "; parameters are those before it";
       }
     } else {
       if (consensus && distributed()) gather_rows(est);
@@ -508,10 +575,248 @@ class optimizer {
     }
     report.retained = eigenvalues_.size();
     report.scale = scale_;
-    report.seconds = seconds(t0, clock::now());
-    summary_.estimate_other_seconds += report.seconds - est.hvp_seconds;
+    summary_.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds);
     summary_.estimates.push_back(std::move(report));
     update_memory_report(est.basis_bytes);
+  }
+
+  // An estimate due before step t, run inline (every rank of the group takes part).
+  template <class M>
+  void estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch, index t) {
+    double comm_seconds = 0.0;
+    eigen_estimate est =
+        run_estimate(model, x, batch, next_request(), distributed(), &comm_seconds);
+    summary_.communication_seconds += comm_seconds;
+    record_estimate(std::move(est), t, t);
+  }
+
+  // --- schedules: where and when estimates run (inline, background thread, dedicated ranks) ---
+
+  using schedule_type = typename Policies::schedule_type;
+  static constexpr curvature_placement placement = schedule_type::placement;
+  static constexpr int tag_request = 7101, tag_params = 7102, tag_meta = 7103, tag_values = 7104,
+                       tag_vectors = 7105;
+
+  // Splits the job into trainers and curvature ranks for the split schedule; checks that the
+  // schedule fits the job. Runs after the agreement check, so every rank throws alike.
+  void setup_groups(int world) {
+    const index staleness = policies_.schedule.staleness();
+    detail::require(staleness >= 0, "schedule staleness", staleness, ">= 0");
+    if (opts_.use_curvature && staleness > 0) {
+      detail::require(staleness < opts_.refresh_every, "schedule staleness", staleness,
+                      "< options.refresh_every = " + std::to_string(opts_.refresh_every) +
+                          " (at most one estimate in flight)");
+    }
+    if constexpr (placement == curvature_placement::background_thread) {
+      detail::require(world == 1, "transport size", world,
+                      "1 (background_schedule runs on one process; use split_schedule)");
+    }
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      static_assert(!consensus, "DHO2: split_schedule requires mode S (synchronous_admm)");
+      const int c = policies_.schedule.curvature_ranks();
+      detail::require(c >= 1 && c < world, "split_schedule::curvature_group", c,
+                      "1 <= c < transport size = " + std::to_string(world));
+      const int rank = policies_.transport.rank();
+      curvature_rank_ = rank >= world - c;
+      trainers_ = world - c;
+      group_.emplace(policies_.transport.split(curvature_rank_ ? 1 : 0, rank));
+    }
+  }
+
+  // Before step t: put a pending estimate in use when due, then start the one the schedule
+  // names.
+  template <class M>
+  void schedule_estimates(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
+                          index t) {
+    if (pending_ && pending_->ready_step == t) finish_pending(t);
+    if (stopped_ || !policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
+      return;
+    }
+    last_estimated_ = true;
+    const index s = policies_.schedule.staleness();
+    if constexpr (placement == curvature_placement::inline_estimate) {
+      estimate(model, x, batch, t);
+    } else if constexpr (placement == curvature_placement::background_thread) {
+      if (s == 0) {
+        estimate(model, x, batch, t);
+        return;
+      }
+      auto snapshot = std::make_shared<std::pair<vector<S>, model_batch_t<M>>>(x, batch);
+      const estimate_request request = next_request();
+      pending_.emplace(pending_estimate{t, t + s, std::async(std::launch::async, [this, &model,
+                                                                                  snapshot,
+                                                                                  request] {
+                                          return run_estimate(model, snapshot->first,
+                                                              snapshot->second, request, false,
+                                                              nullptr);
+                                        })});
+    } else {
+      request_remote(x, t);
+      if (s == 0) finish_pending(t);
+    }
+  }
+
+  void finish_pending(index t) {
+    pending_estimate p = std::move(*pending_);
+    pending_.reset();
+    eigen_estimate est;
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      est = receive_remote();
+    } else {
+      est = p.result.get();
+    }
+    record_estimate(std::move(est), p.snapshot_step, t);
+  }
+
+  template <class T>
+  static std::span<const std::byte> bytes_of(const T* data, std::size_t count) {
+    return std::as_bytes(std::span<const T>(data, count));
+  }
+  template <class T>
+  static std::span<std::byte> writable_bytes_of(T* data, std::size_t count) {
+    return std::as_writable_bytes(std::span<T>(data, count));
+  }
+
+  // Trainer side: the first trainer sends (kind, step, epoch, batch) and the parameters to the
+  // first curvature rank.
+  void request_remote(const_vector_ref<S> x, index t) {
+    if (comm().rank() == 0) {
+      const std::array<double, 4> header{1.0, static_cast<double>(t),
+                                         static_cast<double>(batch_epoch_),
+                                         static_cast<double>(batch_index_)};
+      auto& world = policies_.transport;
+      world.send(bytes_of(header.data(), header.size()), trainers_, tag_request);
+      world.send(bytes_of(x.data(), span_size(n_)), trainers_, tag_params);
+    }
+    pending_.emplace(pending_estimate{t, t + policies_.schedule.staleness(), {}});
+  }
+
+  // Trainer side: eigenvalues from the first curvature rank, and from every curvature rank the
+  // columns of V this trainer owns.
+  eigen_estimate receive_remote() {
+    auto& world = policies_.transport;
+    std::array<double, 10> meta{};
+    world.recv(writable_bytes_of(meta.data(), meta.size()), trainers_, tag_meta);
+    eigen_estimate est;
+    const auto k = static_cast<index>(meta[0]);
+    est.num_largest = static_cast<index>(meta[1]);
+    est.num_smallest = static_cast<index>(meta[2]);
+    est.iterations = static_cast<index>(meta[3]);
+    est.hvps = static_cast<index>(meta[4]);
+    est.breakdown = meta[5] != 0.0;
+    est.failed = meta[6] != 0.0;
+    est.seconds = meta[7];
+    est.hvp_seconds = meta[8];
+    est.basis_bytes = 0;  // the basis lived on the curvature ranks
+    Eigen::VectorXd values(2 * k);
+    if (k > 0) world.recv(writable_bytes_of(values.data(), span_size(2 * k)), trainers_, tag_values);
+    est.eigenvalues = values.head(k);
+    est.residuals = values.tail(k);
+    est.eigenvectors.resize(k, shard_.size);
+    if (k > 0 && !est.failed) {
+      const auto curv = policies_.partitioner.partition(n_, policies_.schedule.curvature_ranks());
+      for (std::size_t q = 0; q + 1 < curv.size(); ++q) {
+        const index lo = std::max(curv[q], shard_.offset);
+        const index hi = std::min(curv[q + 1], shard_.offset + shard_.size);
+        if (lo >= hi) continue;
+        world.recv(writable_bytes_of(est.eigenvectors.col(lo - shard_.offset).data(),
+                                     span_size(k * (hi - lo))),
+                   trainers_ + static_cast<int>(q), tag_vectors);
+      }
+    }
+    return est;
+  }
+
+  // Curvature side: serve estimate requests until the trainers are done.
+  template <class M, class Batches>
+  void serve(const M& model, Batches& batches) {
+    auto& world = policies_.transport;
+    auto& group = comm();
+    const int c = group.size();
+    const auto trainer_offsets = policies_.partitioner.partition(n_, trainers_);
+    vector<S> x(n_);
+    model_batch_t<M> batch{};
+    index epoch = -1;
+    for (;;) {
+      std::array<double, 4> header{};
+      if (group.rank() == 0) {
+        world.recv(writable_bytes_of(header.data(), header.size()), 0, tag_request);
+      }
+      group.broadcast(writable_bytes_of(header.data(), header.size()), 0);
+      if (header[0] == 0.0) break;
+      if (group.rank() == 0) world.recv(writable_bytes_of(x.data(), span_size(n_)), 0, tag_params);
+      group.broadcast(writable_bytes_of(x.data(), span_size(n_)), 0);
+      const auto e = static_cast<index>(header[2]);
+      if (e != epoch) {
+        batches.begin_epoch(e);
+        epoch = e;
+      }
+      fill_slice(batches, static_cast<index>(header[3]), group.rank(), c, batch);
+      double comm_seconds = 0.0;
+      eigen_estimate est = run_estimate(model, x, batch, next_request(), c > 1, &comm_seconds);
+      summary_.communication_seconds += comm_seconds;
+      ++summary_.curvature_estimates;
+      summary_.hvps += est.hvps;
+      summary_.hvp_seconds += est.hvp_seconds;
+      if (est.failed) ++summary_.failed_estimates;
+      update_memory_report(est.basis_bytes);
+      const index k = est.failed ? 0 : est.eigenvalues.size();
+      if (group.rank() == 0) {
+        const std::array<double, 10> meta{static_cast<double>(k),
+                                          static_cast<double>(est.num_largest),
+                                          static_cast<double>(est.num_smallest),
+                                          static_cast<double>(est.iterations),
+                                          static_cast<double>(est.hvps),
+                                          est.breakdown ? 1.0 : 0.0,
+                                          est.failed ? 1.0 : 0.0,
+                                          est.seconds,
+                                          est.hvp_seconds,
+                                          static_cast<double>(est.basis_bytes)};
+        Eigen::VectorXd values(2 * k);
+        if (k > 0) values << est.eigenvalues, est.residuals;
+        for (int p = 0; p < trainers_; ++p) {
+          world.send(bytes_of(meta.data(), meta.size()), p, tag_meta);
+          if (k > 0) world.send(bytes_of(values.data(), span_size(2 * k)), p, tag_values);
+        }
+      }
+      if (k == 0) continue;
+      // Re-shard: send each trainer the columns of its shard that this rank holds.
+      for (int p = 0; p < trainers_; ++p) {
+        const auto pi = static_cast<std::size_t>(p);
+        const index lo = std::max(trainer_offsets[pi], shard_.offset);
+        const index hi = std::min(trainer_offsets[pi + 1], shard_.offset + shard_.size);
+        if (lo >= hi) continue;
+        world.send(bytes_of(est.eigenvectors.col(lo - shard_.offset).data(),
+                            span_size(k * (hi - lo))),
+                   p, tag_vectors);
+      }
+    }
+  }
+
+  // Trainer side, at the end: consume an estimate still in flight, then release the curvature
+  // ranks.
+  void finish_schedule() {
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      if (finished_ || curvature_rank_) return;
+      if (pending_) finish_pending(summary_.iterations);
+      if (comm().rank() == 0) {
+        const std::array<double, 4> done{0.0, 0.0, 0.0, 0.0};
+        policies_.transport.send(bytes_of(done.data(), done.size()), trainers_, tag_request);
+      }
+      finished_ = true;
+    } else {
+      if (pending_) finish_pending(summary_.iterations);
+    }
+  }
+
+  // Fills rank `rank`'s slice of batch i when the source can slice, else the whole batch.
+  template <class Batches, class Batch>
+  static void fill_slice(Batches& batches, index i, int rank, int ranks, Batch& batch) {
+    if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, batch); }) {
+      batches.fill_batch(i, static_cast<index>(rank), static_cast<index>(ranks), batch);
+    } else {
+      batches.fill_batch(i, batch);
+    }
   }
 
   // Applies the eigenvalue floor, swaps in the new V, and re-anchors the Newton velocity.
@@ -573,7 +878,7 @@ class optimizer {
     std::vector<index> offsets(offsets_.size());
     for (std::size_t i = 0; i < offsets_.size(); ++i) offsets[i] = k * offsets_[i];
     communicate([&] {
-      policies_.transport.all_gather(
+      comm().all_gather(
           std::span<const double>(est.eigenvectors.data(), span_size(est.eigenvectors.size())),
           std::span<double>(full.data(), span_size(full.size())),
           std::span<const index>(offsets));
@@ -623,7 +928,7 @@ class optimizer {
       summary_.message = std::string("non-finite ") +
                          (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
                          " at step " + std::to_string(summary_.iterations - 1) +
-                         " on rank " + std::to_string(policies_.transport.rank()) +
+                         " on rank " + std::to_string(comm().rank()) +
                          "; parameters are the last consensus";
       return step_status::stopped;
     }
@@ -636,13 +941,13 @@ class optimizer {
     sum.head(n_) = x + dual_;
     sum(n_) = pending_stop_ ? S{1} : S{0};
     if (distributed()) {
-      communicate([&] { policies_.transport.all_reduce_sum(std::span<S>(sum.data(), span_size(n_ + 1))); });
+      communicate([&] { comm().all_reduce_sum(std::span<S>(sum.data(), span_size(n_ + 1))); });
     }
     const auto ranks = static_cast<double>(ranks_);
     vector<S> z_new = sum.head(n_) / static_cast<S>(ranks);
     double primal2 = (x - z_new).template cast<double>().squaredNorm();
     if (distributed()) {
-      communicate([&] { policies_.transport.all_reduce_sum(std::span<double>(&primal2, 1)); });
+      communicate([&] { comm().all_reduce_sum(std::span<double>(&primal2, 1)); });
     }
     admm_round round;
     round.round = static_cast<index>(summary_.admm_rounds.size());
@@ -706,6 +1011,19 @@ class optimizer {
   vector<S> dual_;
   index local_steps_ = 0;
   bool pending_stop_ = false;
+  struct pending_estimate {
+    index snapshot_step;
+    index ready_step;
+    std::future<eigen_estimate> result;  // background thread only
+  };
+  std::optional<pending_estimate> pending_;
+  std::optional<typename Policies::transport_type> group_;
+  bool curvature_rank_ = false;
+  bool finished_ = false;
+  int trainers_ = 0;
+  index requests_ = 0;
+  index batch_epoch_ = 0;
+  index batch_index_ = 0;
   vector<S> anchor_;
   double anchor_decay_ = 0.0;
   Eigen::VectorXd coeff_velocity_;

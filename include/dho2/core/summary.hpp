@@ -76,6 +76,9 @@ struct estimate_report {
   bool breakdown = false;
   /// A Hessian-vector product was not finite: the previous curvature stayed in use.
   bool failed = false;
+  /// Steps between the snapshot the estimate used and the step before which it was put in use
+  /// (0 for inline estimates).
+  index staleness = 0;
   /// Base-step scale s = clip(λ_max/λ_min over the top pairs, 1, c) in force after the estimate.
   double scale = 1.0;
   /// Wall seconds of the estimate, and of its Hessian-vector products.
@@ -116,6 +119,8 @@ struct summary {
   index failed_estimates = 0;
   /// Hessian-vector products computed.
   index hvps = 0;
+  /// Largest staleness of any estimate put in use (see `estimate_report::staleness`).
+  index max_staleness = 0;
   /// Which HVP the estimates used.
   hvp_source hvp = hvp_source::none;
   /// Completed epochs (set by `optimize`).
