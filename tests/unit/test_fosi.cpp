@@ -207,7 +207,7 @@ TEST_CASE("fosi: the base part of every step is orthogonal to span(V)") {
     const VectorXd before = x;
     opt.step(q, x, no_batch);
     const VectorXd dx = x - before;
-    const MatrixXd& v = opt.eigenvectors();
+    const MatrixXd v = opt.eigenvectors().transpose();  // K × n
     REQUIRE(v.rows() == 5);
     INFO("step ", t, ": |V dx| = ", (v * dx).norm(), ", |dx| = ", dx.norm());
     CHECK((v * dx).norm() < 1e-12 * dx.norm());
@@ -232,7 +232,7 @@ TEST_CASE("fosi: matches a dense reference implementation across estimates") {
     q.loss_and_gradient(y, no_batch, g);
     opt.step(q, x, no_batch);
     // The V in force for step t is the one installed before it; it is unchanged by the update.
-    const MatrixXd v = opt.eigenvectors();
+    const MatrixXd v = opt.eigenvectors().transpose();  // K × n
     const VectorXd rho = opt.eigenvalues().cwiseAbs().cwiseInverse();
     ref.step(y, g, v, rho, opt.base_scale(), o.alpha, o.momentum);
     INFO("step ", t, ": max |x - x_ref| = ", (x - y).cwiseAbs().maxCoeff());

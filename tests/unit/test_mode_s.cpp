@@ -29,7 +29,7 @@ struct problem {
 struct run_result {
   VectorXd x;
   VectorXd eigenvalues;
-  MatrixXd eigenvectors;  // K × n, assembled from the shards
+  MatrixXd eigenvectors;  // n × K, assembled from the shards
   dho2::index estimates = 0;
   dho2::index steps = 0;
   std::vector<double> losses;
@@ -97,13 +97,13 @@ std::vector<run_result> run_sharded(const problem& p, const dho2::options& o, co
     results[static_cast<std::size_t>(rank)] = std::move(r);
   });
   // Assemble V from the shards, in rank order.
-  dho2::index cols = 0;
-  for (const auto& s : shards) cols += s.cols();
-  MatrixXd v(shards[0].rows(), cols);
+  dho2::index rows = 0;
+  for (const auto& s : shards) rows += s.rows();
+  MatrixXd v(rows, shards[0].cols());
   dho2::index at = 0;
   for (const auto& s : shards) {
-    v.middleCols(at, s.cols()) = s;
-    at += s.cols();
+    v.middleRows(at, s.rows()) = s;
+    at += s.rows();
   }
   for (auto& r : results) r.eigenvectors = v;
   return results;

@@ -101,7 +101,8 @@ class optimizer {
   /// Retained eigenvalues (largest first, then smallest), empty before the first estimate.
   [[nodiscard]] const Eigen::VectorXd& eigenvalues() const noexcept { return eigenvalues_; }
   /// Retained eigenvectors where this rank keeps state (its shard in mode S, the whole vector in
-  /// mode A): K × length, column i holds coordinate i of each.
+  /// mode A): length × K, column r is (this rank's part of) eigenvector r, as in
+  /// `Eigen::SelfAdjointEigenSolver::eigenvectors()`.
   [[nodiscard]] const matrix<S>& eigenvectors() const noexcept { return basis_; }
   /// Base-step scale s in force.
   [[nodiscard]] double base_scale() const noexcept { return scale_; }
@@ -346,7 +347,7 @@ class optimizer {
     grad_.resize(n);
     shard_grad_.resize(sharded_update() ? state_.size : 0);
     delta_.resize(state_.size);
-    basis_.resize(0, state_.size);
+    basis_.resize(state_.size, 0);
     penalty_ = policies_.admm.penalty();
     if constexpr (consensus) {
       z_ = x;
@@ -391,13 +392,15 @@ class optimizer {
     vector_ref<S> g(gradient.head(state_.size));
     vector_ref<S> delta(delta_);
     auto xs = x.segment(state_.offset, state_.size);
-    const index k = basis_.rows();
+    const index k = basis_.cols();
     if (k == 0) {
       policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
       commit(xs);
       return;
     }
-    Eigen::VectorXd c = (basis_ * g).template cast<double>();
+    // V is stored n × K (each eigenvector contiguous), so Vg is K dot products and Vᵀc is K
+    // axpys: both stream V once at full bandwidth.
+    Eigen::VectorXd c = (basis_.transpose() * g).template cast<double>();
     all_reduce(c);
     // Newton velocity in coefficient space: V u = δ·(V u₀) + a.
     const double beta = opts_.momentum;
@@ -418,14 +421,14 @@ class optimizer {
     const Eigen::VectorXd newton =
         rho_.cwiseProduct(anchor_decay_ * anchor_projection_ + coeff_velocity_);
     // g₂ = g − Vᵀc, in place: the full gradient is not needed again this step.
-    g.noalias() -= basis_.transpose() * c.cast<S>();
+    g.noalias() -= basis_ * c.cast<S>();
     policies_.base.step(base_state_, const_vector_ref<S>(g), delta);
-    Eigen::VectorXd p = (basis_ * delta_).template cast<double>();
+    Eigen::VectorXd p = (basis_.transpose() * delta_).template cast<double>();
     all_reduce(p);
     // Δx = s(b − Vᵀ V b) − α Vᵀ(newton) = s·b − Vᵀ(s·p + α·newton).
     const Eigen::VectorXd coef = scale_ * p + opts_.alpha * newton;
     if (scale_ != 1.0) delta_ *= static_cast<S>(scale_);
-    delta_.noalias() -= basis_.transpose() * coef.cast<S>();
+    delta_.noalias() -= basis_ * coef.cast<S>();
     commit(xs);
   }
 
@@ -832,14 +835,14 @@ class optimizer {
     // Materialise u = δu₀ + Vᵀa with the old V before V changes.
     vector<S> u = vector<S>::Zero(state_.size);
     if (anchor_.size() == state_.size) u = static_cast<S>(anchor_decay_) * anchor_;
-    if (basis_.rows() > 0) u.noalias() += basis_.transpose() * coeff_velocity_.cast<S>();
+    if (basis_.cols() > 0) u.noalias() += basis_ * coeff_velocity_.cast<S>();
 
-    matrix<S> basis(kept, state_.size);
+    matrix<S> basis(state_.size, kept);
     eigenvalues_.resize(kept);
     num_top_ = 0;
     for (index r = 0; r < kept; ++r) {
       const auto i = keep[static_cast<std::size_t>(r)];
-      basis.row(r) = est.eigenvectors.row(i).template cast<S>();
+      basis.col(r) = est.eigenvectors.row(i).transpose().template cast<S>();
       eigenvalues_(r) = est.eigenvalues(i);
       if (i < est.num_largest) ++num_top_;  // the largest come first, so these are rows 0..
     }
@@ -848,7 +851,7 @@ class optimizer {
     anchor_ = std::move(u);
     anchor_decay_ = 1.0;
     coeff_velocity_ = Eigen::VectorXd::Zero(kept);
-    anchor_projection_ = (basis_ * anchor_).template cast<double>();
+    anchor_projection_ = (basis_.transpose() * anchor_).template cast<double>();
     all_reduce(anchor_projection_);
   }
 

@@ -1,0 +1,415 @@
+/// @file
+/// `dho2::mlp<S>`: a fully connected classifier (any depth, ReLU or tanh hidden layers, softmax
+/// cross-entropy output, L2 weight decay) with backpropagation and an exact Hessian-vector
+/// product by Pearlmutter's R-operator; and `dho2::parse_mlp_layers` for "784-256-10" specs.
+#pragma once
+
+#include <dho2/core/errors.hpp>
+#include <dho2/core/types.hpp>
+#include <dho2/data/classification_batch.hpp>
+#include <dho2/detail/random.hpp>
+#include <dho2/models/softmax_regression.hpp>
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace dho2 {
+
+/// Hidden-layer activation of `dho2::mlp`.
+enum class activation {
+  /// σ(z) = max(0, z); σ'(z) = [z > 0] (0 at z = 0); σ'' = 0. He initialisation.
+  relu,
+  /// σ(z) = tanh z; σ' = 1 − σ²; σ'' = −2σ(1 − σ²). Glorot initialisation.
+  tanh
+};
+
+/// Parses a layer-width spec such as "784-256-256-10" (input width, hidden widths, number of
+/// classes, separated by '-') into {784, 256, 256, 10}.
+/// @throws dho2::invalid_options with a one-line message of the form
+///   `layers = "<spec>". Violated constraint: ...` if the spec is empty, has a component that is
+///   not a decimal integer (signs and spaces are rejected), has fewer than two layers, or has a
+///   width of 0.
+[[nodiscard]] inline std::vector<index> parse_mlp_layers(std::string_view spec) {
+  const auto fail = [&](const std::string& constraint) {
+    throw invalid_options("layers = \"" + std::string(spec) +
+                          "\". Violated constraint: " + constraint);
+  };
+  const std::string format = "widths separated by '-', e.g. \"784-256-10\"";
+  if (spec.empty()) fail("non-empty list of " + format);
+  std::vector<index> widths;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t end = std::min(spec.find('-', start), spec.size());
+    const std::string_view part = spec.substr(start, end - start);
+    const bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                     [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) {
+      fail("every width is a decimal integer (\"" + std::string(part) + "\" is not); " + format);
+    }
+    long long width = 0;
+    const auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), width);
+    if (ec != std::errc() || ptr != part.data() + part.size() || width > (1LL << 31)) {
+      fail("every width is at most 2^31 (\"" + std::string(part) + "\" is too large)");
+    }
+    if (width == 0) {
+      fail("every width is >= 1 (layer " + std::to_string(widths.size()) + " has width 0)");
+    }
+    widths.push_back(static_cast<index>(width));
+    if (end == spec.size()) break;
+    start = end + 1;
+  }
+  if (widths.size() < 2) {
+    fail("at least two layers (input and output), got " + std::to_string(widths.size()));
+  }
+  return widths;
+}
+
+/// A multilayer perceptron classifier with softmax cross-entropy loss and L2 weight decay.
+///
+/// Layer widths s₀ (inputs), s₁, …, s_L (classes); L weight layers. For a batch X ∈ R^{s₀×B}
+/// (samples as columns) with labels y:
+///
+///     A₀ = X,   Zₗ = Wₗ Aₗ₋₁ + bₗ 1ᵀ,   Aₗ = σ(Zₗ) (l < L),   P = softmax(Z_L) column-wise,
+///     f = (1/B) Σⱼ −log P[yⱼ, j] + (λ/2) Σₗ ‖Wₗ‖²_F     (biases are not decayed).
+///
+/// Gradient (backpropagation): Δ_L = (P − Y)/B, Δₗ₋₁ = σ'(Zₗ₋₁) ⊙ (Wₗᵀ Δₗ),
+/// ∇Wₗ = Δₗ Aₗ₋₁ᵀ + λWₗ, ∇bₗ = Δₗ 1.
+///
+/// Exact Hessian-vector product along v = (Vₗ, cₗ)ₗ by Pearlmutter's R-operator
+/// (R{·} = d/dt ·(x + t v) at t = 0; Pearlmutter, Neural Computation 6(1), 1994):
+///
+///     forward:  R{A₀} = 0,  R{Zₗ} = Vₗ Aₗ₋₁ + cₗ 1ᵀ + Wₗ R{Aₗ₋₁},  R{Aₗ} = σ'(Zₗ) ⊙ R{Zₗ},
+///               R{Δ_L} = (P ⊙ (R{Z_L} − 1 (1ᵀ(P ⊙ R{Z_L})))) / B,
+///     backward: R{Δₗ₋₁} = σ'(Zₗ₋₁) ⊙ (Vₗᵀ Δₗ + Wₗᵀ R{Δₗ}) + σ''(Zₗ₋₁) ⊙ R{Zₗ₋₁} ⊙ (Wₗᵀ Δₗ),
+///     product:  (Hv)_{Wₗ} = R{Δₗ} Aₗ₋₁ᵀ + Δₗ R{Aₗ₋₁}ᵀ + λVₗ,   (Hv)_{bₗ} = R{Δₗ} 1.
+///
+/// The R-forward pass runs fused with the forward pass and the R-backward pass with the backward
+/// pass, so a product costs about two gradients' worth of matrix products (the gradient of the
+/// first layer's input is never formed). σ' and σ'' are expressed through Aₗ (ReLU: [Aₗ > 0];
+/// tanh: 1 − Aₗ², and σ''(Z) ⊙ R{Z} = −2Aₗ ⊙ R{Aₗ}), so pre-activations are not stored. For ReLU
+/// the Hessian is the generalised one (σ'' = 0 off the kinks).
+///
+/// Parameter layout (n = Σₗ sₗ(sₗ₋₁ + 1)): for l = 1, …, L in order, Wₗ (sₗ × sₗ₋₁,
+/// column-major: entry (i, k) at offset i + sₗ·k) then bₗ (sₗ). `parameter_blocks()` returns one
+/// length per Wₗ and per bₗ in that order. Parameters are mapped into matrices without copying.
+///
+/// All member functions are const and thread-safe: workspaces are local to each call (about
+/// 2·B·Σₗ sₗ scalars for a gradient, twice that for a product). The softmax is computed stably.
+template <model_scalar S>
+class mlp {
+ public:
+  /// Parameter scalar (`float` or `double`).
+  using scalar_type = S;
+  /// Batches of labelled samples, one per column.
+  using batch_type = classification_batch<S>;
+
+  /// A network with the given widths {s₀, …, s_L} (see `parse_mlp_layers`), hidden activation
+  /// and weight-decay coefficient `l2` (λ).
+  /// @throws dho2::invalid_options unless there are at least two widths, all ≥ 1, and l2 is
+  ///   finite and ≥ 0.
+  explicit mlp(std::vector<index> layers, dho2::activation hidden = dho2::activation::relu,
+               double l2 = 0.0)
+      : layers_(std::move(layers)), hidden_(hidden), l2_(l2) {
+    std::ostringstream message;
+    if (layers_.size() < 2) {
+      message << "layers.size() = " << layers_.size()
+              << ". Violated constraint: at least two layers (input and output)";
+    } else if (!(std::isfinite(l2) && l2 >= 0.0)) {
+      message << "l2 = " << l2 << ". Violated constraint: finite and >= 0";
+    } else {
+      for (std::size_t l = 0; l < layers_.size(); ++l) {
+        if (layers_[l] < 1) {
+          message << "layers[" << l << "] = " << layers_[l] << ". Violated constraint: >= 1";
+          break;
+        }
+      }
+    }
+    if (!message.str().empty()) throw invalid_options(message.str());
+    offsets_.reserve(layers_.size());
+    index offset = 0;
+    for (std::size_t l = 0; l + 1 < layers_.size(); ++l) {
+      offsets_.push_back(offset);
+      offset += layers_[l + 1] * (layers_[l] + 1);
+    }
+    offsets_.push_back(offset);
+  }
+
+  /// The widths {s₀, …, s_L}.
+  [[nodiscard]] const std::vector<index>& layers() const noexcept { return layers_; }
+  /// Number of weight layers L.
+  [[nodiscard]] index num_layers() const noexcept {
+    return static_cast<index>(offsets_.size()) - 1;
+  }
+  /// Number of inputs s₀.
+  [[nodiscard]] index features() const noexcept { return layers_.front(); }
+  /// Number of classes s_L.
+  [[nodiscard]] index classes() const noexcept { return layers_.back(); }
+  /// The hidden-layer activation.
+  [[nodiscard]] dho2::activation hidden_activation() const noexcept { return hidden_; }
+  /// The weight-decay coefficient λ.
+  [[nodiscard]] double l2() const noexcept { return l2_; }
+  /// Number of parameters n = Σₗ sₗ(sₗ₋₁ + 1).
+  [[nodiscard]] index num_parameters() const noexcept { return offsets_.back(); }
+  /// Number of samples in a batch.
+  [[nodiscard]] index batch_size(const batch_type& batch) const noexcept { return batch.size(); }
+
+  /// Block lengths of the parameter vector: {s₁s₀, s₁, s₂s₁, s₂, …} (each Wₗ, then its bₗ).
+  [[nodiscard]] std::vector<index> parameter_blocks() const {
+    std::vector<index> blocks;
+    blocks.reserve(2 * layers_.size());
+    for (index l = 0; l < num_layers(); ++l) {
+      blocks.push_back(rows(l) * cols(l));
+      blocks.push_back(rows(l));
+    }
+    return blocks;
+  }
+
+  /// Initial parameters drawn from `seed` with `dho2::detail::xoshiro256`: biases 0; weights
+  /// He-normal N(0, 2/sₗ₋₁) for ReLU, Glorot-uniform U(±√(6/(sₗ₋₁ + sₗ))) for tanh, drawn in
+  /// parameter order. The same seed gives the same vector on every platform.
+  [[nodiscard]] vector<S> initialize(std::uint64_t seed) const {
+    detail::xoshiro256 rng(seed);
+    vector<S> x = vector<S>::Zero(num_parameters());
+    for (index l = 0; l < num_layers(); ++l) {
+      const auto fan_in = static_cast<double>(cols(l));
+      const auto fan_out = static_cast<double>(rows(l));
+      const index count = rows(l) * cols(l);
+      for (index i = 0; i < count; ++i) {
+        const double w = hidden_ == dho2::activation::relu
+                             ? rng.normal() * std::sqrt(2.0 / fan_in)
+                             : (2.0 * rng.uniform() - 1.0) * std::sqrt(6.0 / (fan_in + fan_out));
+        x(offsets_[static_cast<std::size_t>(l)] + i) = static_cast<S>(w);
+      }
+    }
+    return x;
+  }
+
+  /// Writes the gradient of the loss into `g` (backpropagation) and returns the loss (see the
+  /// class documentation). An empty batch contributes 0 to the mean.
+  /// @throws dho2::data_error if the batch does not match the model.
+  S loss_and_gradient(const_vector_ref<S> x, const batch_type& batch, vector_ref<S> g) const {
+    eigen_assert(x.size() == num_parameters() && g.size() == num_parameters());
+    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    const index size = batch.size();
+    const index depth = num_layers();
+    double data_loss = 0.0;
+    if (size > 0) {
+      std::vector<matrix<S>> a(static_cast<std::size_t>(depth));
+      forward(x, batch.inputs, a);
+      matrix<S> delta = std::move(a.back());
+      a.pop_back();
+      data_loss = detail::softmax_cross_entropy(delta, batch.labels) / static_cast<double>(size);
+      detail::softmax_output_delta(delta, batch.labels, S(1) / static_cast<S>(size));
+      matrix<S> back;
+      for (index l = depth - 1; l >= 0; --l) {
+        const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
+        weights(g, l).noalias() = delta * in.transpose();
+        bias(g, l) = delta.rowwise().sum();
+        if (l == 0) break;
+        back.noalias() = weights(x, l).transpose() * delta;
+        apply_derivative(a[static_cast<std::size_t>(l - 1)], back);
+        std::swap(delta, back);
+      }
+    } else {
+      g.setZero();
+    }
+    return static_cast<S>(data_loss + add_decay(x, x, g));
+  }
+
+  /// Returns the loss. Large batches are evaluated in chunks of columns to bound memory.
+  /// @throws dho2::data_error if the batch does not match the model.
+  [[nodiscard]] S loss(const_vector_ref<S> x, const batch_type& batch) const {
+    eigen_assert(x.size() == num_parameters());
+    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    const index size = batch.size();
+    double data_loss = 0.0;
+    std::vector<matrix<S>> a(static_cast<std::size_t>(num_layers()));
+    for (index start = 0; start < size; start += evaluation_chunk) {
+      const index count = std::min(evaluation_chunk, size - start);
+      forward(x, batch.inputs.middleCols(start, count), a);
+      const Eigen::VectorXi labels = batch.labels.segment(start, count);
+      data_loss += detail::softmax_cross_entropy(a.back(), labels);
+    }
+    if (size > 0) data_loss /= static_cast<double>(size);
+    double decay = 0.0;
+    for (index l = 0; l < num_layers(); ++l) {
+      decay += static_cast<double>(weights(x, l).squaredNorm());
+    }
+    return static_cast<S>(data_loss + 0.5 * l2_ * decay);
+  }
+
+  /// Writes the exact Hessian-vector product H(x)·v into `hv` (Pearlmutter's R-operator; see
+  /// the class documentation). Costs about twice a gradient.
+  /// @throws dho2::data_error if the batch does not match the model.
+  void hessian_vector_product(const_vector_ref<S> x, const batch_type& batch, const_vector_ref<S> v,
+                              vector_ref<S> hv) const {
+    eigen_assert(x.size() == num_parameters() && v.size() == num_parameters() &&
+                 hv.size() == num_parameters());
+    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    const index size = batch.size();
+    const index depth = num_layers();
+    if (size == 0) {
+      hv.setZero();
+      static_cast<void>(add_decay(x, v, hv));
+      return;
+    }
+    const auto layers = static_cast<std::size_t>(depth);
+    std::vector<matrix<S>> a(layers);   // Aₗ (hidden), then P
+    std::vector<matrix<S>> ra(layers);  // R{Aₗ} (hidden), then R{Z_L}
+    for (index l = 0; l < depth; ++l) {
+      const auto k = static_cast<std::size_t>(l);
+      const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
+      a[k].noalias() = weights(x, l) * in;
+      a[k].colwise() += bias(x, l);
+      ra[k].noalias() = weights(v, l) * in;
+      ra[k].colwise() += bias(v, l);
+      if (l > 0) ra[k].noalias() += weights(x, l) * ra[k - 1];
+      if (l + 1 < depth) {
+        activate(a[k]);
+        apply_derivative(a[k], ra[k]);
+      }
+    }
+    matrix<S> delta = std::move(a.back());
+    matrix<S> rdelta = std::move(ra.back());
+    a.pop_back();
+    ra.pop_back();
+    static_cast<void>(detail::softmax_cross_entropy(delta, batch.labels));
+    const S scale = S(1) / static_cast<S>(size);
+    detail::softmax_jvp(delta, rdelta, scale);
+    detail::softmax_output_delta(delta, batch.labels, scale);
+    matrix<S> back;
+    matrix<S> rback;
+    for (index l = depth - 1; l >= 0; --l) {
+      const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
+      auto hv_w = weights(hv, l);
+      hv_w.noalias() = rdelta * in.transpose();
+      bias(hv, l) = rdelta.rowwise().sum();
+      if (l == 0) break;
+      const auto k = static_cast<std::size_t>(l - 1);
+      hv_w.noalias() += delta * ra[k].transpose();
+      back.noalias() = weights(x, l).transpose() * delta;
+      rback.noalias() = weights(v, l).transpose() * delta;
+      rback.noalias() += weights(x, l).transpose() * rdelta;
+      if (hidden_ == dho2::activation::relu) {
+        apply_derivative(a[k], rback);
+      } else {
+        // R{Δ} = (1 − A²) ⊙ U − 2 A ⊙ R{A} ⊙ T, with T = WᵀΔ (back) and U (rback).
+        rback.array() = (S(1) - a[k].array().square()) * rback.array() -
+                        S(2) * a[k].array() * ra[k].array() * back.array();
+      }
+      apply_derivative(a[k], back);
+      std::swap(delta, back);
+      std::swap(rdelta, rback);
+    }
+    static_cast<void>(add_decay(x, v, hv));
+  }
+
+  /// Predicted class (argmax of the output logits) of every column of `inputs`
+  /// (features × samples), evaluated in chunks of columns.
+  [[nodiscard]] Eigen::VectorXi predict(const_vector_ref<S> x,
+                                        const Eigen::Ref<const matrix<S>>& inputs) const {
+    eigen_assert(x.size() == num_parameters() && inputs.rows() == features());
+    Eigen::VectorXi result(inputs.cols());
+    std::vector<matrix<S>> a(static_cast<std::size_t>(num_layers()));
+    for (index start = 0; start < inputs.cols(); start += evaluation_chunk) {
+      const index count = std::min(evaluation_chunk, inputs.cols() - start);
+      forward(x, inputs.middleCols(start, count), a);
+      result.segment(start, count) = detail::column_argmax(a.back());
+    }
+    return result;
+  }
+
+  /// Fraction of the batch whose predicted class equals its label (0 for an empty batch).
+  /// @throws dho2::data_error if the batch does not match the model.
+  [[nodiscard]] double accuracy(const_vector_ref<S> x, const batch_type& batch) const {
+    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    if (batch.size() == 0) return 0.0;
+    const Eigen::VectorXi predicted = predict(x, batch.inputs);
+    return static_cast<double>((predicted.array() == batch.labels.array()).count()) /
+           static_cast<double>(batch.size());
+  }
+
+ private:
+  static constexpr index evaluation_chunk = 1024;
+
+  [[nodiscard]] index rows(index l) const { return layers_[static_cast<std::size_t>(l) + 1]; }
+  [[nodiscard]] index cols(index l) const { return layers_[static_cast<std::size_t>(l)]; }
+  [[nodiscard]] index offset(index l) const { return offsets_[static_cast<std::size_t>(l)]; }
+
+  [[nodiscard]] Eigen::Map<const matrix<S>> weights(const_vector_ref<S> x, index l) const {
+    return Eigen::Map<const matrix<S>>(x.data() + offset(l), rows(l), cols(l));
+  }
+  [[nodiscard]] Eigen::Map<const vector<S>> bias(const_vector_ref<S> x, index l) const {
+    return Eigen::Map<const vector<S>>(x.data() + offset(l) + rows(l) * cols(l), rows(l));
+  }
+  [[nodiscard]] Eigen::Map<matrix<S>> weights(vector_ref<S> x, index l) const {
+    return Eigen::Map<matrix<S>>(x.data() + offset(l), rows(l), cols(l));
+  }
+  [[nodiscard]] Eigen::Map<vector<S>> bias(vector_ref<S> x, index l) const {
+    return Eigen::Map<vector<S>>(x.data() + offset(l) + rows(l) * cols(l), rows(l));
+  }
+
+  // The input of weight layer l: the batch for l = 0, else the activations of layer l − 1.
+  static Eigen::Ref<const matrix<S>> input_of(index l, const Eigen::Ref<const matrix<S>>& inputs,
+                                              const std::vector<matrix<S>>& a) {
+    if (l == 0) return inputs;
+    return a[static_cast<std::size_t>(l - 1)];
+  }
+
+  void activate(matrix<S>& z) const {
+    if (hidden_ == dho2::activation::relu) {
+      z = z.cwiseMax(S(0));
+    } else {
+      z.array() = z.array().tanh();
+    }
+  }
+
+  // m ⊙= σ'(Z) expressed through A = σ(Z).
+  void apply_derivative(const matrix<S>& a, matrix<S>& m) const {
+    if (hidden_ == dho2::activation::relu) {
+      m = (a.array() > S(0)).select(m, S(0));
+    } else {
+      m.array() *= S(1) - a.array().square();
+    }
+  }
+
+  // a[l] = layer outputs for the columns `inputs`: hidden activations, then logits (a.back()).
+  void forward(const_vector_ref<S> x, const Eigen::Ref<const matrix<S>>& inputs,
+               std::vector<matrix<S>>& a) const {
+    const index depth = num_layers();
+    for (index l = 0; l < depth; ++l) {
+      const auto k = static_cast<std::size_t>(l);
+      const Eigen::Ref<const matrix<S>> in = input_of(l, inputs, a);
+      a[k].noalias() = weights(x, l) * in;
+      a[k].colwise() += bias(x, l);
+      if (l + 1 < depth) activate(a[k]);
+    }
+  }
+
+  // out_W += λ · dir_W for every layer; returns (λ/2) Σ‖W(x)‖² (the decay term of the loss).
+  double add_decay(const_vector_ref<S> x, const_vector_ref<S> dir, vector_ref<S> out) const {
+    double decay = 0.0;
+    for (index l = 0; l < num_layers(); ++l) {
+      decay += static_cast<double>(weights(x, l).squaredNorm());
+      if (l2_ != 0.0) weights(out, l) += static_cast<S>(l2_) * weights(dir, l);
+    }
+    return 0.5 * l2_ * decay;
+  }
+
+  std::vector<index> layers_;
+  std::vector<index> offsets_;
+  dho2::activation hidden_;
+  double l2_;
+};
+
+}  // namespace dho2
