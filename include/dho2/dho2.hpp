@@ -10,6 +10,7 @@
 #include <dho2/base/heavy_ball.hpp>
 #include <dho2/base/nesterov.hpp>
 #include <dho2/base/sgd.hpp>
+#include <dho2/callbacks/callbacks.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
 #include <dho2/concepts/curvature_estimator.hpp>
 #include <dho2/concepts/differentiable_model.hpp>

@@ -222,3 +222,30 @@ TEST_CASE("mode S: options or parameter counts that differ between ranks are ref
   }
   CHECK(messages[2].find("options.k = 2 on rank 2, 3 on rank 0") != std::string::npos);
 }
+
+TEST_CASE("mode S: a callback that stops on one rank stops every rank") {
+  // Rank 1 alone asks to stop at its sixth step; without agreement the other ranks would wait in
+  // the next collective until the transport's timeout.
+  const problem p;
+  struct stop_on_rank {
+    int rank;
+    bool on_step(const dho2::step_info<double>& info) const { return rank == 1 && info.iteration == 5; }
+  };
+  std::mutex lock;
+  std::vector<dho2::summary> summaries(3);
+  dho2::run_inproc(3, {.timeout = std::chrono::seconds(20)}, [&](dho2::inproc_transport& t) {
+    const int rank = t.rank();
+    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+    dho2::optimizer<double, policies> opt(test_options(false), policies{.transport = std::move(t)});
+    dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+    VectorXd x = p.x0;
+    const auto s = opt.optimize(p.model, x, batches, 2, stop_on_rank{rank});
+    std::lock_guard g(lock);
+    summaries[static_cast<std::size_t>(rank)] = s;
+  });
+  for (const auto& s : summaries) {
+    CHECK(s.termination == dho2::termination_type::stopped_by_callback);
+    CHECK(s.iterations == 6);
+    CHECK(s.epochs == 0);  // the first epoch was cut short
+  }
+}

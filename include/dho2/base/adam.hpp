@@ -70,8 +70,10 @@ struct adam {
     const auto b2 = static_cast<S>(beta2);
     const auto lr_t = static_cast<S>(learning_rate * c2 / c1);
     const auto eps_t = static_cast<S>(epsilon * c2);
-    st.m.array() = b1 * st.m.array() + (S{1} - b1) * g.array();
-    st.v.array() = b2 * st.v.array() + (S{1} - b2) * g.array().square();
+    const auto one_minus_b1 = static_cast<S>(1.0 - beta1);  // in double: 1 − 0.999f is inexact
+    const auto one_minus_b2 = static_cast<S>(1.0 - beta2);
+    st.m.array() = b1 * st.m.array() + one_minus_b1 * g.array();
+    st.v.array() = b2 * st.v.array() + one_minus_b2 * g.array().square();
     delta.array() = -lr_t * st.m.array() / (st.v.array().sqrt() + eps_t);
   }
 };

@@ -19,9 +19,9 @@
 #include <dho2/core/types.hpp>
 
 #include <optional>
-#include <type_traits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -147,6 +147,17 @@ bool call_on_epoch_end(C& c, Info& info) {
   }
   return false;
 }
+// Whether callback C has an on_step hook that can ask to stop (returns something other than void).
+template <class C, class Info>
+inline constexpr bool can_stop_on_step = [] {
+  if constexpr (requires(std::remove_reference_t<C>& c, const Info& info) { c.on_step(info); }) {
+    return !std::is_void_v<decltype(std::declval<std::remove_reference_t<C>&>().on_step(
+        std::declval<const Info&>()))>;
+  } else {
+    return false;
+  }
+}();
+
 template <class C>
 void call_on_end(C& c, const summary& s) {
   if constexpr (requires { c.on_end(s); }) c.on_end(s);

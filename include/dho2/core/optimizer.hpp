@@ -172,6 +172,7 @@ class optimizer {
                   "DHO2: optimizer<S>: the model's scalar_type must be S");
     initialize(model, x);
     last_estimated_ = false;
+    last_loss_ = std::numeric_limits<double>::quiet_NaN();
     if (stopped_) return step_status::stopped;
     const index t = summary_.iterations;
     if (opts_.use_curvature) {
@@ -263,21 +264,29 @@ class optimizer {
       batches.begin_epoch(e);
       double loss_sum = 0.0;
       index loss_count = 0;
+      index done = 0;
       for (index i = 0; i < per_epoch && !stop; ++i) {
         batch_epoch_ = e;
         batch_index_ = i;
         fill_slice(batches, i, comm().rank(), comm().size(), batch);
+        const index iteration = summary_.iterations;
         const step_status st = step(model, x, batch);
+        ++done;
         if (st == step_status::taken) {
           loss_sum += last_loss_;
           ++loss_count;
         }
-        const step_info<S> info{e, i, per_epoch, summary_.iterations - 1, last_loss_, st,
+        const step_info<S> info{e, i, per_epoch, iteration, last_loss_, st,
                                 last_estimated_, seconds(run_start, clock::now()), x};
-        stop = (detail::call_on_step(callbacks, info) | ... | false);
-        if (st == step_status::stopped) stop = true;
+        bool asked = (detail::call_on_step(callbacks, info) | ... | false);
+        // A stop asked on one rank must stop every rank, or the others would wait in the next
+        // collective; agreed only when some callback can ask at a step.
+        if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
+          asked = agree_on_stop(asked);
+        }
+        stop = asked || st == step_status::stopped;
       }
-      if (stopped_) break;
+      if (stopped_ || done < per_epoch) break;  // an epoch cut short is not a completed epoch
       epoch_info<S> info{e,
                          epochs,
                          summary_.iterations,
@@ -288,7 +297,7 @@ class optimizer {
                          {}};
       summary_.epochs = e + 1;
       summary_.final_loss = info.train_loss;
-      if ((detail::call_on_epoch_end(callbacks, info) | ... | false)) stop = true;
+      if (agree_on_stop((detail::call_on_epoch_end(callbacks, info) | ... | false))) stop = true;
     }
     finish_schedule();
     summary_.total_seconds = seconds_before + seconds(run_start, clock::now());
@@ -810,6 +819,14 @@ class optimizer {
     } else {
       if (pending_) finish_pending(summary_.iterations);
     }
+  }
+
+  // True on every rank of the working group if any rank asked to stop.
+  bool agree_on_stop(bool asked) {
+    if (!distributed()) return asked;
+    double flag = asked ? 1.0 : 0.0;
+    communicate([&] { comm().all_reduce_sum(std::span<double>(&flag, 1)); });
+    return flag != 0.0;
   }
 
   // Fills rank `rank`'s slice of batch i when the source can slice, else the whole batch.

@@ -55,7 +55,7 @@ struct options {
   momentum_kind momentum_form = momentum_kind::ema;
   /// c: clip of the base-step scale s = clip(λ_max/λ_min over the top k, 1, c); unset selects
   /// the base optimizer's default (1 for Adam, 3 otherwise).
-  std::optional<double> clip;
+  std::optional<double> clip{};
   /// Eigenpairs with |λ| < floor·max|λ| are dropped, not inverted (relative; in [0, 1)).
   double eigenvalue_floor = 1e-4;
   /// What to do with a non-finite loss, gradient or Hessian-vector product.

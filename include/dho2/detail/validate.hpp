@@ -3,17 +3,33 @@
 
 #include <dho2/core/errors.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <sstream>
+#include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace dho2::detail {
+
+// Shortest text that reads back as the same value (1.1, not 1.1000000000000001).
+template <class T>
+std::string format_value(const T& value) {
+  if constexpr (std::is_floating_point_v<T>) {
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, value);
+    return std::string(buf, r.ptr);
+  } else {
+    std::ostringstream os;
+    os << value;
+    return os.str();
+  }
+}
 
 template <class T>
 [[noreturn]] void throw_invalid(std::string_view field, const T& value, std::string_view rule) {
   std::ostringstream os;
-  os.precision(17);
-  os << field << " = " << value << ". Violated constraint: " << rule;
+  os << field << " = " << format_value(value) << ". Violated constraint: " << rule;
   throw invalid_options(os.str());
 }
 

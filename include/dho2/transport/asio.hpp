@@ -1,0 +1,709 @@
+/// @file
+/// `dho2::asio_transport`: the transport of P ranks that are processes (or threads) talking TCP
+/// over Boost.Asio, for machines without MPI; and `dho2::asio_options`, how a rank finds the
+/// others. Opt-in: include `<dho2/asio.hpp>` and link `dho2::asio` (Boost headers + Threads).
+///
+/// **Rendezvous** (in the constructor; every wait bounded by `connect_timeout`, ranks > 0 wait
+/// up to `connect_timeout + timeout` for rank 0's answer):
+///  1. rank 0 listens on `port` (bound to `bind_address`; the others reach it at `host:port`);
+///     every other rank listens on an ephemeral port of its own (bound to `bind_address`,
+///     loopback unless told otherwise), connects to rank 0 (retrying while rank 0 is not up yet)
+///     and sends a *hello*: protocol version, its rank, the world size, its listening port and
+///     address, its byte order and a fingerprint of the options that must agree;
+///  2. rank 0 checks every hello (valid frame, size and options equal to its own, rank in
+///     [1, P), no rank twice, same byte order) and, once all P − 1 ranks have joined, sends
+///     everyone the *table* (a random 64-bit session token and each rank's listening address and
+///     port). A connection that fails these checks (a stranger, garbage) fails the rendezvous on
+///     every rank with a message naming it;
+///  3. rank i connects to every rank j with 0 < j < i and sends a *join* (token, i); rank j
+///     accepts the connections of the ranks above it and checks token and rank. The result is a
+///     full mesh of P(P − 1)/2 connections (TCP_NODELAY), reused by every collective and message.
+///     A full mesh is meant for P up to a few dozen; the bandwidth-bound collectives only use the
+///     ring neighbours.
+///
+/// **Frames**: every message is a 32-byte little-endian header — magic "DHO2", protocol version,
+/// kind (hello, table, join, collective, message, abort), routine, tag (message tag, or the step
+/// of a collective), element type, sequence number (the collective's number in this group, or the
+/// message's number for its (peer, tag)), payload length — followed by the payload (elements in
+/// the host's own representation; ranks of different byte order are rejected at the rendezvous).
+/// The receiver checks magic, version, kind, routine, sequence number, step, element type and
+/// that the length equals what it expects *before* it reads or allocates anything; frames it does
+/// not yet want (messages for a later `recv`) are buffered up to `max_frame_bytes` in total.
+///
+/// **Algorithms** (P ranks, n elements of e bytes; right = rank + 1, left = rank − 1, mod P):
+///  - `all_reduce_sum`, n·e ≤ `direct_all_reduce_bytes`: every rank sends its vector to every
+///    other rank and sums all P in rank order (((x₀ + x₁) + x₂) + …) + x_{P−1}; one round trip.
+///    Above: a ring. The vector is cut into P even chunks; reduce-scatter in P − 1 steps (at step
+///    k rank r sends its partial sum of chunk r − 1 − k to the right and adds the left's partial
+///    sum of chunk r − 2 − k to its own), so chunk c is summed in the fixed order
+///    (((x_{c+1} + x_{c+2}) + …) + x_c), by one rank only; then an all-gather in P − 1 steps
+///    gives every rank the same bytes. Each rank sends and receives ≈ 2n·e(P − 1)/P bytes,
+///    independent of P. Both algorithms are bit-identical on every rank and in every run;
+///  - `reduce_scatter_sum` and `all_gather`: the two halves of the ring with the caller's
+///    (possibly uneven or empty) shards;
+///  - `broadcast`: a binomial tree rooted at `root` (⌈log₂ P⌉ rounds);
+///  - `barrier`: dissemination (⌈log₂ P⌉ rounds of empty frames);
+///  - `split`: a collective over the parent: every rank opens a new ephemeral listener, the
+///    (color, key, port) records are all-gathered over the parent, and each sub-group builds its
+///    own mesh of new connections (token derived from the parent's). Parent and child are
+///    independent objects with their own sockets and io_context, so they can be used from
+///    different threads;
+///  - `send` writes one frame and returns once the kernel has taken it (it blocks only while
+///    the peer's socket buffers are full); `recv` takes the first frame with its tag from
+///    the peer, buffering frames with other tags. A rank may send to itself (a local queue).
+///
+/// **Failures**: each read or write has a deadline of `timeout` *without progress* (a large
+/// transfer that keeps moving never times out). A closed connection, a missed deadline, a
+/// malformed or unexpected frame (different routine, sequence number, length or element type:
+/// the ranks called collectives differently) or an argument error throws
+/// `dho2::transport_error` of the form
+/// `"asio all_reduce_sum [rank 0, world size 4]: peer 2 (127.0.0.1:40123): connection closed"`
+/// or `"...: peer 2 (127.0.0.1:40123): no data for 2.0 s"`. The transport is then *poisoned*:
+/// it sends a best-effort abort frame carrying the message to every peer, closes all its
+/// sockets (so peers blocked on it fail at once, with "peer 0 (...) failed: <the message>"), and
+/// every later call throws immediately. Destroying a transport closes its sockets: peers waiting
+/// on it see "connection closed" (or "connection reset") at once. No failure leaves a rank
+/// waiting longer than `timeout` per step (`connect_timeout` in the rendezvous). A rank that
+/// already holds everything a collective needs from its peers may complete it while a peer
+/// fails; its next call then throws with the peer's cause.
+///
+/// **Threads**: none. Every wait runs the transport's own `io_context` on the calling thread.
+/// One object is used by one thread at a time (the concept's rule).
+///
+/// Example (each process, with DHO2_RANK, DHO2_WORLD_SIZE, DHO2_RENDEZVOUS=host:port set):
+/// ```
+/// dho2::asio_transport t(dho2::asio_options::from_environment());
+/// std::vector<double> g(1000, t.rank());
+/// t.all_reduce_sum(std::span<double>(g));  // every entry is 0 + 1 + … + (P − 1) on every rank
+/// ```
+#pragma once
+
+#include <dho2/concepts/transport.hpp>
+#include <dho2/core/errors.hpp>
+#include <dho2/core/types.hpp>
+#include <dho2/detail/validate.hpp>
+#include <dho2/transport/detail/asio_engine.hpp>
+#include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/transport_stats.hpp>
+
+#include <boost/asio/ip/address.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace dho2 {
+
+/// How an `asio_transport` rank finds its peers, and its limits. Every rank of a job must pass
+/// the same `size`, `host`, `port`, timeouts and limits (the rendezvous checks `size`,
+/// `max_frame_bytes` and `direct_all_reduce_bytes`).
+struct asio_options {
+  /// This rank, in [0, size).
+  int rank = 0;
+  /// Number of ranks P ≥ 1. With P = 1 nothing is opened and every collective is a copy.
+  int size = 1;
+  /// Host name or address of rank 0's rendezvous listener (what ranks > 0 connect to).
+  std::string host = "127.0.0.1";
+  /// Rank 0's rendezvous port (1–65535; required when size > 1).
+  unsigned short port = 0;
+  /// Local address every listener binds to (rank 0's rendezvous listener and every rank's mesh
+  /// listener). Loopback by default: set it (e.g. "0.0.0.0") to accept other machines.
+  std::string bind_address = "127.0.0.1";
+  /// Longest wait without progress for one read or write of a collective or message. A peer
+  /// that is dead, silent or not reading for this long fails the call.
+  std::chrono::milliseconds timeout{30000};
+  /// Longest wait for the rendezvous and for the mesh of a `split` (all ranks to start and
+  /// connect).
+  std::chrono::milliseconds connect_timeout{60000};
+  /// Largest frame payload accepted or sent, and the most bytes of frames buffered ahead of
+  /// their `recv`. A larger length in a header fails the call before anything is allocated.
+  std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
+  /// `all_reduce_sum` of at most this many bytes uses the direct algorithm (one round, each rank
+  /// sends its vector to every other); larger vectors use the ring.
+  std::size_t direct_all_reduce_bytes = 8192;
+
+  /// Options from the environment: `DHO2_RANK` (this rank), `DHO2_WORLD_SIZE` (P) and
+  /// `DHO2_RENDEZVOUS` (`host:port`, or `[ipv6]:port`, of rank 0; optional when P = 1), and
+  /// optionally `DHO2_BIND_ADDRESS`; the other fields keep their defaults. A missing or malformed
+  /// variable throws `dho2::invalid_options` naming it, e.g.
+  /// `"DHO2_RANK = <unset>. Violated constraint: set to this process's rank, an integer in
+  /// [0, DHO2_WORLD_SIZE)"`.
+  [[nodiscard]] static asio_options from_environment() {
+    asio_options o;
+    o.size = env_int("DHO2_WORLD_SIZE", "the number of ranks, an integer >= 1", 1, 1 << 24);
+    o.rank = env_int("DHO2_RANK",
+                     "set to this process's rank, an integer in [0, DHO2_WORLD_SIZE = " +
+                         std::to_string(o.size) + ")",
+                     0, o.size - 1);
+    const char* rv = std::getenv("DHO2_RENDEZVOUS");
+    if (rv != nullptr || o.size > 1) {
+      const std::string rule = "host:port (or [ipv6]:port) of rank 0, port in 1..65535";
+      if (rv == nullptr) detail::throw_invalid("DHO2_RENDEZVOUS", "<unset>", "set to " + rule);
+      const std::string s = rv;
+      const auto bad = [&] { detail::throw_invalid("DHO2_RENDEZVOUS", quoted(s), rule); };
+      std::string host;
+      std::string port;
+      if (!s.empty() && s.front() == '[') {
+        const auto close = s.find(']');
+        if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') bad();
+        host = s.substr(1, close - 1);
+        port = s.substr(close + 2);
+      } else {
+        const auto colon = s.rfind(':');
+        if (colon == std::string::npos || s.find(':') != colon) bad();
+        host = s.substr(0, colon);
+        port = s.substr(colon + 1);
+      }
+      int p = 0;
+      if (host.empty() || !parse_int(port, p) || p < 1 || p > 65535) bad();
+      o.host = host;
+      o.port = static_cast<unsigned short>(p);
+    }
+    if (const char* b = std::getenv("DHO2_BIND_ADDRESS")) {
+      boost::system::error_code ec;
+      (void)boost::asio::ip::make_address(b, ec);
+      if (ec) detail::throw_invalid("DHO2_BIND_ADDRESS", quoted(b), "an IPv4 or IPv6 address");
+      o.bind_address = b;
+    }
+    o.validate();
+    return o;
+  }
+
+  /// Throws `dho2::invalid_options` ("asio_options::<field> = <value>. Violated constraint:
+  /// ...") for the first invalid field.
+  void validate() const {
+    detail::require(size >= 1, "asio_options::size", size, ">= 1");
+    detail::require(rank >= 0 && rank < size, "asio_options::rank", rank,
+                    "0 <= rank < size (= " + std::to_string(size) + ")");
+    detail::require(size == 1 || port != 0, "asio_options::port", port,
+                    "in 1..65535 when size > 1");
+    detail::require(size == 1 || !host.empty(), "asio_options::host", quoted(host),
+                    "not empty when size > 1");
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address(bind_address, ec);
+    detail::require(!ec, "asio_options::bind_address", quoted(bind_address),
+                    "an IPv4 or IPv6 address");
+    detail::require(timeout.count() > 0, "asio_options::timeout (ms)", timeout.count(), "> 0");
+    detail::require(connect_timeout.count() > 0, "asio_options::connect_timeout (ms)",
+                    connect_timeout.count(), "> 0");
+    detail::require(max_frame_bytes >= 65536, "asio_options::max_frame_bytes", max_frame_bytes,
+                    ">= 65536");
+  }
+
+ private:
+  static std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+
+  static bool parse_int(std::string_view s, int& out) {
+    if (s.empty()) return false;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+    return ec == std::errc() && end == s.data() + s.size();
+  }
+
+  static int env_int(const char* name, const std::string& rule, int lo, int hi) {
+    const char* v = std::getenv(name);
+    if (v == nullptr) detail::throw_invalid(name, "<unset>", rule);
+    int out = 0;
+    if (!parse_int(v, out) || out < lo || out > hi) detail::throw_invalid(name, quoted(v), rule);
+    return out;
+  }
+};
+
+/// One rank of a group of P ranks connected by TCP; models `dho2::transport` (the contract is in
+/// `<dho2/concepts/transport.hpp>`; the protocol, algorithms and failure semantics in the file
+/// comment above). Move-only; a moved-from object can only be destroyed or assigned to.
+///
+/// Traffic accounting (`stats()`, see `dho2::transport_stats`): payload bytes of the frames this
+/// rank writes and reads (headers, the rendezvous, `barrier` and `split` are not counted). With
+/// n elements of e bytes, s_r this rank's shard and c_r its ring chunk (the even split of n):
+///  - `all_reduce_sum`: direct: sent = received = (P − 1)·n·e; ring: sent = (2n − c_r − c_{r+1})·e,
+///    received = (2n − c_{r−1} − c_r)·e, ≈ 2n·e(P − 1)/P each (reduce-scatter plus all-gather);
+///  - `reduce_scatter_sum`: sent = (n − s_r)·e, received = (n − s_{r−1})·e (every shard but
+///    one passes through each rank once);
+///  - `all_gather`: sent = (n − s_{r+1})·e, received = (n − s_r)·e;
+///  - `broadcast` of b bytes: b per child sent, b received (except at the root);
+///  - `send` / `recv` of b bytes to or from another rank: b; to or from itself: nothing.
+class asio_transport {
+ public:
+  /// Joins the group described by `options` (validated first; throws `dho2::invalid_options`):
+  /// runs the rendezvous and builds the mesh (see the file comment). Blocks until every rank
+  /// has joined; throws `dho2::transport_error` if that does not happen within
+  /// `options.connect_timeout`, or on any malformed or inconsistent handshake.
+  explicit asio_transport(const asio_options& options) : rank_(options.rank), size_(options.size) {
+    options.validate();
+    detail::asio_settings s;
+    s.timeout = options.timeout;
+    s.connect_timeout = options.connect_timeout;
+    s.max_frame_bytes = options.max_frame_bytes;
+    s.direct_all_reduce_bytes = options.direct_all_reduce_bytes;
+    s.bind_address = options.bind_address;
+    engine_ = std::make_unique<detail::asio_engine>(rank_, size_, std::move(s));
+    if (size_ > 1) {
+      if (rank_ == 0) {
+        engine_->rendezvous_root(options.port);
+      } else {
+        engine_->rendezvous_member(options.host, options.port);
+      }
+    }
+  }
+
+  asio_transport(const asio_transport&) = delete;
+  asio_transport& operator=(const asio_transport&) = delete;
+  /// Takes over `other`'s connections; `other` is left empty (every call on it throws).
+  asio_transport(asio_transport&& other) noexcept = default;
+  /// Closes this transport's connections (if any), then takes over `other`'s.
+  asio_transport& operator=(asio_transport&& other) noexcept = default;
+  /// Closes every connection: peers waiting on this rank fail at once ("connection closed").
+  ~asio_transport() = default;
+
+  /// This rank's index in [0, size()).
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  /// Number of ranks in the group.
+  [[nodiscard]] int size() const noexcept { return size_; }
+  /// True once a failure has poisoned this transport (every call then throws).
+  [[nodiscard]] bool failed() const noexcept { return !engine_ || !engine_->failure.empty(); }
+
+  /// In place, every rank gets the element-wise sum over ranks (direct or ring, see the file
+  /// comment; bit-identical on every rank). All ranks pass the same length.
+  template <model_scalar E>
+  void all_reduce_sum(std::span<E> values) {
+    auto& e = engine("all_reduce_sum");
+    const call_timer timer(*this);
+    if (size_ == 1) return;
+    const std::uint64_t seq = ++e.seq;
+    const std::size_t n = values.size();
+    const auto p = static_cast<std::size_t>(size_);
+    const auto me = static_cast<std::size_t>(rank_);
+    auto* bytes = reinterpret_cast<std::byte*>(values.data());
+    if (n * sizeof(E) <= e.settings.direct_all_reduce_bytes) {
+      std::vector<E>& slots = e.scratch<E>(0);
+      slots.resize(n * p);
+      std::vector<detail::asio_read> reads;
+      std::vector<detail::asio_write> writes;
+      reads.reserve(p - 1);
+      writes.reserve(p - 1);
+      const auto h =
+          header(detail::asio_wire::op::all_reduce_sum, seq, 0, detail::asio_wire::dtype_of<E>());
+      for (std::size_t q = 0; q < p; ++q) {
+        if (q == me) continue;
+        writes.push_back(e.make_write(static_cast<int>(q), h, std::as_bytes(values)));
+        reads.push_back(e.make_read(static_cast<int>(q), h,
+                                    std::as_writable_bytes(std::span<E>(slots.data() + q * n, n))));
+      }
+      e.exchange("all_reduce_sum", reads, writes);
+      for (std::size_t i = 0; i < n; ++i) {
+        E s = me == 0 ? values[i] : slots[i];
+        for (std::size_t q = 1; q < p; ++q) s += q == me ? values[i] : slots[q * n + i];
+        values[i] = s;
+      }
+      return;
+    }
+    std::vector<std::size_t> chunk(p + 1);
+    for (std::size_t c = 0; c <= p; ++c) chunk[c] = n / p * c + std::min(c, n % p);
+    std::vector<E>& tmp = e.scratch<E>(0);
+    tmp.resize(n / p + 1);
+    for (std::size_t k = 0; k + 1 < p; ++k) {
+      const std::size_t cs = ring_index(me, 1 + k);
+      const std::size_t cr = ring_index(me, 2 + k);
+      const std::size_t len = chunk[cr + 1] - chunk[cr];
+      ring_step(e, "all_reduce_sum",
+                header(detail::asio_wire::op::all_reduce_sum, seq, static_cast<int>(k),
+                       detail::asio_wire::dtype_of<E>()),
+                std::as_bytes(values.subspan(chunk[cs], chunk[cs + 1] - chunk[cs])),
+                std::as_writable_bytes(std::span<E>(tmp.data(), len)));
+      E* own = values.data() + chunk[cr];
+      for (std::size_t i = 0; i < len; ++i) own[i] = tmp[i] + own[i];
+    }
+    std::vector<std::size_t> byte_chunk(p + 1);
+    for (std::size_t c = 0; c <= p; ++c) byte_chunk[c] = chunk[c] * sizeof(E);
+    ring_gather(e, "all_reduce_sum", detail::asio_wire::op::all_reduce_sum, seq,
+                static_cast<int>(p) - 1, detail::asio_wire::dtype_of<E>(), bytes, byte_chunk);
+  }
+
+  /// `out` (this rank's shard, offsets[rank + 1] − offsets[rank] entries) gets this rank's shard
+  /// of the element-wise sum over ranks of `in` (offsets.back() entries on every rank); the ring
+  /// reduce-scatter of the file comment. Empty shards are allowed.
+  template <model_scalar E>
+  void reduce_scatter_sum(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
+    auto& e = engine("reduce_scatter_sum");
+    const call_timer timer(*this);
+    check_shards(e, "reduce_scatter_sum", offsets, in.size(), out.size(), "in", true);
+    const auto p = static_cast<std::size_t>(size_);
+    const auto me = static_cast<std::size_t>(rank_);
+    const auto off = [&](std::size_t c) { return static_cast<std::size_t>(offsets[c]); };
+    const auto len = [&](std::size_t c) { return off(c + 1) - off(c); };
+    if (size_ == 1) {
+      std::copy(in.begin(), in.end(), out.begin());
+      return;
+    }
+    const std::uint64_t seq = ++e.seq;
+    std::size_t widest = 0;
+    for (std::size_t c = 0; c < p; ++c) widest = std::max(widest, len(c));
+    e.scratch<E>(0).resize(widest);
+    e.scratch<E>(1).resize(widest);
+    for (std::size_t k = 0; k + 1 < p; ++k) {
+      const std::size_t cs = ring_index(me, 1 + k);
+      const std::size_t cr = ring_index(me, 2 + k);
+      const E* send =
+          k == 0 ? in.data() + off(cs) : e.scratch<E>(static_cast<int>((k - 1) % 2)).data();
+      E* recv = k + 2 == p ? out.data() : e.scratch<E>(static_cast<int>(k % 2)).data();
+      ring_step(e, "reduce_scatter_sum",
+                header(detail::asio_wire::op::reduce_scatter_sum, seq, static_cast<int>(k),
+                       detail::asio_wire::dtype_of<E>()),
+                std::as_bytes(std::span<const E>(send, len(cs))),
+                std::as_writable_bytes(std::span<E>(recv, len(cr))));
+      const E* own = in.data() + off(cr);
+      for (std::size_t i = 0; i < len(cr); ++i) recv[i] = recv[i] + own[i];
+    }
+  }
+
+  /// `out` (offsets.back() entries) gets every rank's shard `in` (offsets[rank + 1] −
+  /// offsets[rank] entries) in rank order; the ring all-gather of the file comment. `in` may be
+  /// this rank's part of `out` (in place).
+  template <model_scalar E>
+  void all_gather(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
+    auto& e = engine("all_gather");
+    const call_timer timer(*this);
+    check_shards(e, "all_gather", offsets, out.size(), in.size(), "out", false);
+    const auto p = static_cast<std::size_t>(size_);
+    const auto me = static_cast<std::size_t>(rank_);
+    E* mine = out.data() + offsets[me];
+    if (!in.empty() && in.data() != mine) std::memmove(mine, in.data(), in.size_bytes());
+    if (size_ == 1) return;
+    const std::uint64_t seq = ++e.seq;
+    std::vector<std::size_t> byte_off(p + 1);
+    for (std::size_t c = 0; c <= p; ++c) {
+      byte_off[c] = static_cast<std::size_t>(offsets[c]) * sizeof(E);
+    }
+    ring_gather(e, "all_gather", detail::asio_wire::op::all_gather, seq, 0,
+                detail::asio_wire::dtype_of<E>(), reinterpret_cast<std::byte*>(out.data()),
+                byte_off);
+  }
+
+  /// Every rank gets `root`'s bytes (all ranks pass the same length); a binomial tree.
+  void broadcast(std::span<std::byte> bytes, int root) {
+    auto& e = engine("broadcast");
+    const call_timer timer(*this);
+    if (root < 0 || root >= size_) {
+      e.fail(e.prefix("broadcast") + ": root " + std::to_string(root) + " out of range [0, " +
+             std::to_string(size_) + ")");
+    }
+    if (size_ == 1) return;
+    const std::uint64_t seq = ++e.seq;
+    const auto h =
+        header(detail::asio_wire::op::broadcast, seq, 0, detail::asio_wire::dtype::bytes);
+    const int v = (rank_ - root + size_) % size_;
+    int mask = 1;
+    while (mask < size_) {
+      if ((v & mask) != 0) {
+        auto r = e.make_read((v - mask + root) % size_, h, bytes);
+        e.exchange("broadcast", std::span(&r, 1), {});
+        break;
+      }
+      mask <<= 1;
+    }
+    std::vector<detail::asio_write> writes;
+    for (mask >>= 1; mask > 0; mask >>= 1) {
+      if (v + mask < size_) writes.push_back(e.make_write((v + mask + root) % size_, h, bytes));
+    }
+    if (!writes.empty()) e.exchange("broadcast", {}, writes);
+  }
+
+  /// Returns once every rank has entered the barrier (dissemination, ⌈log₂ P⌉ rounds).
+  void barrier() {
+    auto& e = engine("barrier");
+    const call_timer timer(*this);
+    if (size_ == 1) return;
+    const std::uint64_t seq = ++e.seq;
+    int round = 0;
+    for (int d = 1; d < size_; d <<= 1, ++round) {
+      const auto h =
+          header(detail::asio_wire::op::barrier, seq, round, detail::asio_wire::dtype::bytes);
+      auto w = e.make_write((rank_ + d) % size_, h, {});
+      auto r = e.make_read((rank_ - d + size_) % size_, h, {});
+      e.exchange("barrier", std::span(&r, 1), std::span(&w, 1));
+    }
+  }
+
+  /// The transport of the sub-group of ranks that passed the same `color`, ranked by
+  /// (key, rank in this group); a collective over this group. The sub-group gets its own
+  /// connections (a new mesh, see the file comment) and inherits the options.
+  [[nodiscard]] asio_transport split(int color, int key) {
+    auto& e = engine("split");
+    const call_timer timer(*this);
+    auto child = std::make_unique<detail::asio_engine>(0, 1, e.settings);
+    if (size_ == 1) return asio_transport(std::move(child));
+    const std::uint64_t seq = ++e.seq;
+    try {
+      child->open_acceptor(0);
+    } catch (const std::exception& ex) {
+      e.fail(e.prefix("split") + ": " + ex.what());
+    }
+    const auto p = static_cast<std::size_t>(size_);
+    namespace w = detail::asio_wire;
+    std::vector<std::byte> records(p * w::split_record_size);
+    std::array<unsigned char, w::split_record_size> mine{};
+    w::put_u32(mine.data(), static_cast<std::uint32_t>(color));
+    w::put_u32(mine.data() + 4, static_cast<std::uint32_t>(key));
+    w::put_u16(mine.data() + 8, child->acceptor->local_endpoint().port());
+    std::memcpy(records.data() + static_cast<std::size_t>(rank_) * w::split_record_size,
+                mine.data(), mine.size());
+    std::vector<std::size_t> off(p + 1);
+    for (std::size_t c = 0; c <= p; ++c) off[c] = c * w::split_record_size;
+    ring_gather(e, "split", w::op::split, seq, 0, w::dtype::bytes, records.data(), off, false);
+    struct member {
+      int key;
+      int rank;
+      unsigned short port;
+    };
+    std::vector<member> members;
+    for (std::size_t q = 0; q < p; ++q) {
+      const auto* rec =
+          reinterpret_cast<const unsigned char*>(records.data()) + q * w::split_record_size;
+      if (static_cast<int>(w::get_u32(rec)) != color) continue;
+      members.push_back(
+          {static_cast<int>(w::get_u32(rec + 4)), static_cast<int>(q), w::get_u16(rec + 8)});
+    }
+    std::sort(members.begin(), members.end(), [](const member& a, const member& b) {
+      return a.key != b.key ? a.key < b.key : a.rank < b.rank;
+    });
+    child->size = static_cast<int>(members.size());
+    child->links.resize(members.size());
+    child->addresses.resize(members.size());
+    std::vector<unsigned short> ports(members.size());
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      if (members[i].rank == rank_) child->rank = static_cast<int>(i);
+      child->addresses[i] = e.addresses[static_cast<std::size_t>(members[i].rank)];
+      ports[i] = members[i].port;
+    }
+    child->token = detail::asio_mix(e.token ^ detail::asio_mix(++e.splits) ^
+                                    detail::asio_mix(static_cast<std::uint32_t>(color)));
+    try {
+      if (child->size > 1) {
+        try {
+          child->build_mesh(ports, 0);
+        } catch (const transport_error&) {
+          throw;
+        } catch (const std::exception& ex) {
+          child->fail(child->prefix("split") + ": " + ex.what());
+        }
+      } else {
+        child->acceptor.reset();
+      }
+    } catch (const transport_error& ex) {
+      e.fail(e.prefix("split") + ": building the sub-group's connections failed: " + ex.what());
+    }
+    return asio_transport(std::move(child));
+  }
+
+  /// Sends `bytes` to `peer` with `tag`; returns once the bytes are handed to the kernel (blocks
+  /// only while the peer's buffers are full). Messages to one peer with one tag arrive in order.
+  /// `peer` may be this rank (the message is queued locally).
+  void send(std::span<const std::byte> bytes, int peer, int tag) {
+    auto& e = engine("send");
+    const call_timer timer(*this);
+    check_peer(e, "send", peer);
+    if (peer == rank_) {
+      if (e.stashed_bytes + bytes.size() > e.settings.max_frame_bytes) {
+        e.fail(e.prefix("send") + ": more than max_frame_bytes = " +
+               std::to_string(e.settings.max_frame_bytes) + " bytes queued to this rank itself");
+      }
+      detail::asio_frame f;
+      f.h.type = detail::asio_wire::kind::message;
+      f.h.tag = tag;
+      f.payload.assign(bytes.begin(), bytes.end());
+      e.stashed_bytes += bytes.size();
+      e.self_messages.push_back(std::move(f));
+      return;
+    }
+    auto& link = *e.links[static_cast<std::size_t>(peer)];
+    detail::asio_wire::header h;
+    h.type = detail::asio_wire::kind::message;
+    h.tag = tag;
+    h.seq = link.sent[tag];
+    auto w = e.make_write(peer, h, bytes);
+    e.exchange("send", {}, std::span(&w, 1));
+    ++link.sent[tag];
+  }
+
+  /// Receives into `bytes` the next message from `peer` with `tag` (its length must equal
+  /// `bytes.size()`), waiting at most `timeout` without progress.
+  void recv(std::span<std::byte> bytes, int peer, int tag) {
+    auto& e = engine("recv");
+    const call_timer timer(*this);
+    check_peer(e, "recv", peer);
+    if (peer == rank_) {
+      const auto it = std::find_if(e.self_messages.begin(), e.self_messages.end(),
+                                   [&](const detail::asio_frame& f) { return f.h.tag == tag; });
+      if (it == e.self_messages.end()) {
+        e.fail(e.prefix("recv") + ": no message from this rank to itself with tag " +
+               std::to_string(tag) + " (it would never arrive)");
+      }
+      if (it->payload.size() != bytes.size()) {
+        e.fail(e.prefix("recv") + ": the message from this rank to itself with tag " +
+               std::to_string(tag) + " has " + std::to_string(it->payload.size()) +
+               " bytes, expected " + std::to_string(bytes.size()));
+      }
+      std::copy(it->payload.begin(), it->payload.end(), bytes.begin());
+      e.stashed_bytes -= it->payload.size();
+      e.self_messages.erase(it);
+      return;
+    }
+    auto& link = *e.links[static_cast<std::size_t>(peer)];
+    detail::asio_wire::header h;
+    h.type = detail::asio_wire::kind::message;
+    h.tag = tag;
+    h.seq = link.received[tag];
+    auto r = e.make_read(peer, h, bytes);
+    e.exchange("recv", std::span(&r, 1), {});
+    ++link.received[tag];
+  }
+
+  /// Traffic and time of this transport so far (see the class comment for what is counted).
+  [[nodiscard]] const transport_stats& stats() const noexcept { return stats_; }
+  /// Sets every counter of `stats()` to zero.
+  void reset_stats() noexcept { stats_ = {}; }
+
+ private:
+  explicit asio_transport(std::unique_ptr<detail::asio_engine> eng)
+      : engine_(std::move(eng)), rank_(engine_->rank), size_(engine_->size) {}
+
+  // Adds the call's time and count to stats_, and its bytes unless the call throws.
+  class call_timer {
+   public:
+    explicit call_timer(asio_transport& t) noexcept
+        : t_(t), exceptions_(std::uncaught_exceptions()) {
+      t_.engine_->call_sent = 0;
+      t_.engine_->call_received = 0;
+    }
+    call_timer(const call_timer&) = delete;
+    call_timer& operator=(const call_timer&) = delete;
+    ~call_timer() {
+      t_.stats_.seconds +=
+          std::chrono::duration<double>(detail::asio_clock::now() - start_).count();
+      ++t_.stats_.calls;
+      if (std::uncaught_exceptions() == exceptions_) {
+        t_.stats_.bytes_sent += t_.engine_->call_sent;
+        t_.stats_.bytes_received += t_.engine_->call_received;
+      }
+    }
+
+   private:
+    asio_transport& t_;
+    int exceptions_;
+    detail::asio_clock::time_point start_ = detail::asio_clock::now();
+  };
+
+  detail::asio_engine& engine(const char* routine) {
+    if (!engine_) {
+      throw transport_error(std::string("asio ") + routine + " [rank " + std::to_string(rank_) +
+                            ", world size " + std::to_string(size_) +
+                            "]: this transport was moved from");
+    }
+    engine_->check_usable(routine);
+    return *engine_;
+  }
+
+  static detail::asio_wire::header header(detail::asio_wire::op o, std::uint64_t seq, int step,
+                                          detail::asio_wire::dtype d) noexcept {
+    detail::asio_wire::header h;
+    h.type = detail::asio_wire::kind::collective;
+    h.routine = o;
+    h.seq = seq;
+    h.tag = step;
+    h.element = d;
+    return h;
+  }
+
+  // (me − back) mod P.
+  std::size_t ring_index(std::size_t me, std::size_t back) const noexcept {
+    const auto p = static_cast<std::size_t>(size_);
+    return (me + p - back % p) % p;
+  }
+
+  // One ring step: `out` to the right neighbour while `in` comes from the left one.
+  void ring_step(detail::asio_engine& e, const char* routine, const detail::asio_wire::header& h,
+                 std::span<const std::byte> out, std::span<std::byte> in, bool counted = true) {
+    auto w = e.make_write((rank_ + 1) % size_, h, out);
+    auto r = e.make_read((rank_ - 1 + size_) % size_, h, in);
+    w.counted = counted;
+    r.counted = counted;
+    e.exchange(routine, std::span(&r, 1), std::span(&w, 1));
+  }
+
+  // Ring all-gather of the byte ranges [off[c], off[c+1]) of `data` (this rank's range already
+  // in place); steps are numbered from `first_step`.
+  void ring_gather(detail::asio_engine& e, const char* routine, detail::asio_wire::op o,
+                   std::uint64_t seq, int first_step, detail::asio_wire::dtype d, std::byte* data,
+                   const std::vector<std::size_t>& off, bool counted = true) {
+    const auto p = static_cast<std::size_t>(size_);
+    const auto me = static_cast<std::size_t>(rank_);
+    for (std::size_t k = 0; k + 1 < p; ++k) {
+      const std::size_t cs = ring_index(me, k);
+      const std::size_t cr = ring_index(me, 1 + k);
+      ring_step(e, routine, header(o, seq, first_step + static_cast<int>(k), d),
+                std::span<const std::byte>(data + off[cs], off[cs + 1] - off[cs]),
+                std::span<std::byte>(data + off[cr], off[cr + 1] - off[cr]), counted);
+    }
+  }
+
+  void check_peer(detail::asio_engine& e, const char* routine, int peer) {
+    if (peer < 0 || peer >= size_) {
+      e.fail(e.prefix(routine) + ": peer " + std::to_string(peer) + " out of range [0, " +
+             std::to_string(size_) + ")");
+    }
+  }
+
+  // Fails the engine unless `offsets` are P + 1 non-decreasing boundaries from 0, the full
+  // vector has offsets.back() entries and the shard this rank's.
+  void check_shards(detail::asio_engine& e, const char* routine, std::span<const index> offsets,
+                    std::size_t full, std::size_t shard, const char* full_name, bool shard_is_out) {
+    std::string bad;
+    if (offsets.size() != static_cast<std::size_t>(size_) + 1) {
+      bad = "offsets.size() = " + std::to_string(offsets.size()) +
+            ", expected size() + 1 = " + std::to_string(size_ + 1);
+    } else if (offsets.front() != 0) {
+      bad = "offsets[0] = " + std::to_string(offsets.front()) + " != 0";
+    } else {
+      for (std::size_t c = 0; c + 1 < offsets.size() && bad.empty(); ++c) {
+        if (offsets[c + 1] < offsets[c]) {
+          bad = "offsets decrease at " + std::to_string(c + 1) + " (" + std::to_string(offsets[c]) +
+                " > " + std::to_string(offsets[c + 1]) + ")";
+        }
+      }
+    }
+    if (bad.empty() && static_cast<std::size_t>(offsets.back()) != full) {
+      bad = std::string(full_name) + ".size() = " + std::to_string(full) +
+            " != offsets.back() = " + std::to_string(offsets.back());
+    }
+    if (bad.empty()) {
+      const auto r = static_cast<std::size_t>(rank_);
+      const auto len = static_cast<std::size_t>(offsets[r + 1] - offsets[r]);
+      if (shard != len) {
+        bad = std::string(shard_is_out ? "out" : "in") + ".size() = " + std::to_string(shard) +
+              " != this rank's shard length " + std::to_string(len);
+      }
+    }
+    if (!bad.empty()) e.fail(e.prefix(routine) + ": " + bad);
+  }
+
+  std::unique_ptr<detail::asio_engine> engine_;
+  int rank_;
+  int size_;
+  transport_stats stats_;
+};
+
+static_assert(transport<asio_transport>);
+
+}  // namespace dho2
