@@ -207,6 +207,7 @@ class optimizer {
     if (agreed[3] != 0.0) return reject(step_status::skipped_nonfinite_gradient);
 
     t1 = clock::now();
+    const double comm_before = summary_.communication_seconds;
     if (distributed()) {
       // g[I_p] = Σ_q (w_q / W) g_q[I_p]: the global mean gradient, on this rank's shard only.
       grad_ *= static_cast<S>(weight / agreed[1]);
@@ -226,7 +227,9 @@ class optimizer {
     } else {
       update(x, grad_);
     }
-    summary_.update_seconds += seconds(t1, clock::now());
+    // Communication is booked separately.
+    summary_.update_seconds +=
+        seconds(t1, clock::now()) - (summary_.communication_seconds - comm_before);
     ++summary_.steps;
     return step_status::taken;
   }
@@ -373,8 +376,6 @@ class optimizer {
     coeff_velocity_.resize(0);
     anchor_projection_.resize(0);
     summary_ = {};
-    summary_.hvp = hvp_model<M> ? hvp_source::model : hvp_source::finite_difference;
-    if (!opts_.use_curvature) summary_.hvp = hvp_source::none;
     initialized_ = true;
     update_memory_report(0);
   }
@@ -486,6 +487,11 @@ class optimizer {
   // Runs the estimator at x on this rank's slice of the curvature batch, with the basis sharded
   // over `offsets` of the working group (collective over it when `collective`). Touches no
   // member that training uses, so it may run on a background thread with collective = false.
+  template <class M>
+  static constexpr hvp_source hvp_source_of() {
+    return hvp_model<M> ? hvp_source::model : hvp_source::finite_difference;
+  }
+
   template <class M>
   eigen_estimate run_estimate(const M& model, const_vector_ref<S> x,
                               const model_batch_t<M>& batch, const estimate_request& request,
@@ -640,6 +646,9 @@ class optimizer {
   template <class M>
   void schedule_estimates(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
                           index t) {
+    if (policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
+      summary_.hvp = hvp_source_of<M>();
+    }
     if (pending_ && pending_->ready_step == t) finish_pending(t);
     if (stopped_ || !policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
       return;
@@ -742,6 +751,7 @@ class optimizer {
   // Curvature side: serve estimate requests until the trainers are done.
   template <class M, class Batches>
   void serve(const M& model, Batches& batches) {
+    summary_.hvp = hvp_source_of<M>();
     auto& world = policies_.transport;
     auto& group = comm();
     const int c = group.size();

@@ -1,0 +1,79 @@
+# cmake -P check for dho2_train's error handling (CTest: example.dho2_train.bad_input).
+#   -DDHO2_TRAIN=<path of dho2_train>  -DDHO2_WORK_DIR=<a writable directory>
+# Every case must exit with its code (2: bad usage, 1: runtime error such as missing data files)
+# and print exactly one line on stderr, starting with "dho2_train: error: " and matching the
+# case's pattern. All cases run; the failures are listed together.
+cmake_minimum_required(VERSION 3.20)
+foreach(_v IN ITEMS DHO2_TRAIN DHO2_WORK_DIR)
+  if(NOT DEFINED ${_v})
+    message(FATAL_ERROR "check_bad_input.cmake: -D${_v}=... is required")
+  endif()
+endforeach()
+
+set(_failures "")
+set(_cases 0)
+
+# expect(<exit code> <stderr regex> <args>...)
+function(expect code pattern)
+  math(EXPR _n "${_cases} + 1")
+  set(_cases ${_n} PARENT_SCOPE)
+  execute_process(COMMAND "${DHO2_TRAIN}" ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 60)
+  string(REGEX MATCHALL "\n" _breaks "${err}")
+  list(LENGTH _breaks _lines)
+  set(_problem "")
+  if(NOT "${rc}" STREQUAL "${code}")
+    string(APPEND _problem " exit code ${rc} (expected ${code});")
+  endif()
+  if(NOT _lines EQUAL 1 OR NOT err MATCHES "\n$")
+    string(APPEND _problem " ${_lines} line(s) on stderr (expected 1);")
+  endif()
+  if(NOT err MATCHES "^dho2_train: error: ")
+    string(APPEND _problem " stderr does not start with 'dho2_train: error: ';")
+  endif()
+  if(NOT err MATCHES "${pattern}")
+    string(APPEND _problem " stderr does not match '${pattern}';")
+  endif()
+  string(REPLACE ";" " " _args "${ARGN}")
+  if(_problem)
+    set(_failures "${_failures}\n  dho2_train ${_args}:${_problem}\n    stderr: ${err}"
+        PARENT_SCOPE)
+  else()
+    message(STATUS "ok (exit ${rc}): dho2_train ${_args}")
+  endif()
+endfunction()
+
+# Bad usage: exit code 2.
+expect(2 "unknown flag '--no-such-flag'" --no-such-flag)
+expect(2 "unexpected argument" positional)
+expect(2 "--lr: missing value" --dataset synthetic --lr)
+expect(2 "--epochs: missing value" --epochs --quiet)
+expect(2 "--lr: 'fast' is not a finite number" --lr fast)
+expect(2 "--batch: '12x' is not an integer" --batch 12x)
+expect(2 "--batch: 0 is out of range" --batch 0)
+expect(2 "--model mlp:784-abc-10: layers" --model mlp:784-abc-10)
+expect(2 "--model: unknown model 'cnn'" --model cnn)
+expect(2 "--model mlp:100-10: has 100 inputs" --model mlp:100-10)
+expect(2 "--optimizer: unknown value 'rmsprop'" --optimizer rmsprop)
+expect(2 "--activation: unknown value 'gelu'" --activation gelu)
+expect(2 "--dataset: unknown value 'cifar'" --dataset cifar)
+expect(2 "--alpha: options.alpha = -1. Violated constraint" --alpha -1)
+expect(2 "--k: options.k = 0. Violated constraint" --k 0)
+expect(2 "--m: options.lanczos_steps = 3. Violated constraint" --m 3)
+expect(2 "--lr: adam::learning_rate = 0. Violated constraint" --lr 0)
+expect(2 "--momentum: heavy_ball::momentum = 1. Violated constraint"
+       --optimizer momentum --momentum 1)
+expect(2 "--l2: l2 = -0.5. Violated constraint" --dataset synthetic --l2 -0.5)
+expect(2 "--target-accuracy: 2 is out of range" --target-accuracy 2)
+expect(2 "--batch: 512 exceeds the 100 training samples"
+       --dataset synthetic --train-size 100 --test-size 10 --batch 512)
+# Runtime errors: exit code 1, naming the file and the remedy.
+expect(1 "no-such-dir/.*file not found.*apt-get install dataset-fashion-mnist.*--dataset synthetic"
+       --data "${DHO2_WORK_DIR}/no-such-dir")
+expect(1 "--summary-json: directory '.*no-such-dir' does not exist"
+       --dataset synthetic --summary-json "${DHO2_WORK_DIR}/no-such-dir/summary.json")
+
+if(_failures)
+  message(FATAL_ERROR "dho2_train bad-input check failed:${_failures}")
+endif()
+message(STATUS "all ${_cases} bad-input cases passed")

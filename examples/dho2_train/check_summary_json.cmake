@@ -1,0 +1,73 @@
+# cmake -P check of the JSON that `dho2_train --summary-json FILE` writes
+# (CTest: example.dho2_train.summary_json, after example.dho2_train).   -DDHO2_SUMMARY=<file>
+# The file must parse as JSON (string(JSON), CMake >= 3.19) and hold the documented members.
+cmake_minimum_required(VERSION 3.20)
+if(NOT DEFINED DHO2_SUMMARY)
+  message(FATAL_ERROR "check_summary_json.cmake: -DDHO2_SUMMARY=... is required")
+endif()
+if(NOT EXISTS "${DHO2_SUMMARY}")
+  message(FATAL_ERROR "${DHO2_SUMMARY} does not exist (example.dho2_train writes it)")
+endif()
+file(READ "${DHO2_SUMMARY}" _json)
+
+# get(<var> <member path>...): the member's value; fails the check if it is missing.
+macro(get var)
+  string(JSON ${var} ERROR_VARIABLE _err GET "${_json}" ${ARGN})
+  if(_err)
+    message(FATAL_ERROR "${DHO2_SUMMARY}: ${_err}")
+  endif()
+endmacro()
+
+foreach(_member IN ITEMS optimizer model ranks epochs steps wall_s final_test_accuracy
+                         final_train_loss time_to_target_s curvature_estimates hvps hvp_source
+                         skipped_steps peak_rss_bytes curvature_bytes_per_rank
+                         optimizer_state_bytes_per_rank time_s options)
+  string(JSON _type ERROR_VARIABLE _err TYPE "${_json}" ${_member})
+  if(_err)
+    message(FATAL_ERROR "${DHO2_SUMMARY}: member '${_member}' is missing (${_err})")
+  endif()
+endforeach()
+
+get(_optimizer optimizer)
+get(_ranks ranks)
+get(_steps steps)
+get(_estimates curvature_estimates)
+get(_hvps hvps)
+get(_source hvp_source)
+get(_rss peak_rss_bytes)
+get(_accuracy final_test_accuracy)
+get(_curvature_bytes curvature_bytes_per_rank)
+get(_gradient_s time_s gradient)
+string(JSON _target_type TYPE "${_json}" time_to_target_s)
+set(_problems "")
+if(NOT _optimizer STREQUAL "fosi-adam")
+  string(APPEND _problems " optimizer is '${_optimizer}', expected the default fosi-adam;")
+endif()
+if(NOT _ranks EQUAL 1)
+  string(APPEND _problems " ranks = ${_ranks};")
+endif()
+if(NOT _steps EQUAL 60)
+  string(APPEND _problems " steps = ${_steps}, expected 60 (--max-steps 60);")
+endif()
+if(_estimates LESS 1 OR _hvps LESS 1 OR NOT _source STREQUAL "model")
+  string(APPEND _problems
+         " curvature: ${_estimates} estimates, ${_hvps} HVPs from '${_source}' (expected >= 1 "
+         "from the MLP's exact product);")
+endif()
+if(_curvature_bytes LESS 1)
+  string(APPEND _problems " curvature_bytes_per_rank = ${_curvature_bytes};")
+endif()
+if(_rss LESS 1000000)
+  string(APPEND _problems " peak_rss_bytes = ${_rss} is not a measured RSS;")
+endif()
+if(NOT _accuracy MATCHES "^(0(\\.[0-9]+)?|1)([eE]-?[0-9]+)?$")
+  string(APPEND _problems " final_test_accuracy = '${_accuracy}' is not in [0, 1];")
+endif()
+if(NOT _target_type STREQUAL "NULL")
+  string(APPEND _problems " time_to_target_s is ${_target_type}, expected null (no target);")
+endif()
+if(_problems)
+  message(FATAL_ERROR "${DHO2_SUMMARY}:${_problems}")
+endif()
+message(STATUS "${DHO2_SUMMARY}: valid JSON, ${_steps} steps, ${_estimates} estimate(s), "
+               "${_hvps} HVPs (${_source}), test accuracy ${_accuracy}, gradient ${_gradient_s} s")

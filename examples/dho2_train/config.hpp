@@ -1,0 +1,326 @@
+// dho2_train: the command line (flags, defaults, --help) parsed into a `train_config`.
+#pragma once
+
+#include <dho2/data/idx.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+namespace dho2_train {
+
+/// Bad usage: the message goes to stderr as one line and the exit code is 2.
+class usage_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Everything the command line controls. Optional fields are unset when the default depends on
+/// another flag (the learning rate and the momentum depend on the optimizer, the sizes on the
+/// data set).
+struct train_config {
+  std::string dataset = "fashion-mnist";
+  std::string data_dir = std::string(dho2::fashion_mnist_default_dir);
+  std::optional<long long> train_size;  // all of Fashion-MNIST, 12000 synthetic samples
+  std::optional<long long> test_size;   // all of Fashion-MNIST, 2000 synthetic samples
+  std::string model = "mlp:784-256-256-10";
+  std::string activation = "relu";
+  std::string optimizer = "fosi-adam";
+  std::optional<double> lr;        // per optimizer, see default_learning_rate
+  std::optional<double> momentum;  // base momentum (heavy ball / Nesterov mu, Adam beta1): 0.9
+  long long batch = 128;
+  long long epochs = 3;
+  long long k = 10;
+  long long l = 0;
+  long long lanczos_steps = 0;  // 0: max(4(k + l), ceil(2 ln n))
+  long long warmup = 50;
+  long long refresh_every = 800;
+  double alpha = 0.01;
+  double beta = 0.9;           // FOSI's Newton-part momentum
+  std::optional<double> clip;  // 1 for Adam, 3 otherwise
+  double l2 = 0.0;
+  std::uint64_t seed = 1;
+  long long threads = 1;
+  std::optional<double> target_accuracy;
+  bool continue_after_target = false;
+  std::string log_path;
+  std::string summary_json;
+  std::optional<long long> max_steps;
+  long long eval_every = 0;
+  bool quiet = false;
+  bool help = false;
+};
+
+/// Synthetic data set sizes used when --train-size / --test-size are not given.
+inline constexpr long long synthetic_default_train = 12000;
+inline constexpr long long synthetic_default_test = 2000;
+
+/// The optimizers dho2_train knows, in --help order.
+inline const std::vector<std::string_view>& optimizer_names() {
+  static const std::vector<std::string_view> names = {"sgd",           "momentum", "nesterov",
+                                                      "adam",          "fosi-sgd", "fosi-momentum",
+                                                      "fosi-nesterov", "fosi-adam"};
+  return names;
+}
+
+/// True for the fosi-* optimizers (curvature on); the others are the same optimizer with
+/// options.use_curvature = false.
+inline bool uses_curvature(std::string_view optimizer) { return optimizer.starts_with("fosi-"); }
+
+/// The base optimizer's name without the "fosi-" prefix.
+inline std::string_view base_name(std::string_view optimizer) {
+  return uses_curvature(optimizer) ? optimizer.substr(5) : optimizer;
+}
+
+/// Default learning rate of an optimizer (tuned on Fashion-MNIST with the default MLP).
+inline double default_learning_rate(std::string_view optimizer) {
+  const std::string_view base = base_name(optimizer);
+  if (base == "adam") return 1e-3;
+  if (base == "sgd") return 0.05;
+  return 0.02;  // momentum, nesterov
+}
+
+namespace detail {
+
+// (Strings are built with append: GCC 12 at -O3 gives a false -Wrestrict for "literal" +
+// temporary.)
+inline std::string quoted(std::string_view s) {
+  std::string out(1, '\'');
+  out.append(s);
+  out += '\'';
+  return out;
+}
+
+inline long long parse_integer(std::string_view flag, std::string_view text, long long min,
+                               long long max = std::numeric_limits<long long>::max()) {
+  long long v = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec == std::errc::invalid_argument || ptr != text.data() + text.size()) {
+    throw usage_error(std::string(flag) + ": " + quoted(text) + " is not an integer");
+  }
+  if (ec == std::errc::result_out_of_range || v < min || v > max) {
+    std::string range = ">= " + std::to_string(min);
+    if (max != std::numeric_limits<long long>::max()) {
+      range = "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    }
+    throw usage_error(std::string(flag) + ": " + std::string(text) + " is out of range (must be " +
+                      range + ")");
+  }
+  return v;
+}
+
+inline std::uint64_t parse_seed(std::string_view flag, std::string_view text) {
+  std::uint64_t v = 0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+    throw usage_error(std::string(flag) + ": " + quoted(text) +
+                      " is not an unsigned 64-bit integer");
+  }
+  return v;
+}
+
+inline double parse_number(std::string_view flag, std::string_view text) {
+  double v = 0.0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || !std::isfinite(v)) {
+    throw usage_error(std::string(flag) + ": " + quoted(text) + " is not a finite number");
+  }
+  return v;
+}
+
+inline std::string parse_choice(std::string_view flag, std::string_view text,
+                                const std::vector<std::string_view>& choices) {
+  for (const std::string_view c : choices) {
+    if (text == c) return std::string(text);
+  }
+  std::string list;
+  for (const std::string_view c : choices) {
+    if (!list.empty()) list += '|';
+    list.append(c);
+  }
+  throw usage_error(std::string(flag) + ": unknown value " + quoted(text) + " (expected " + list +
+                    ")");
+}
+
+struct flag {
+  std::string_view name;
+  std::string_view metavar;  // empty for switches without a value
+  std::string_view default_text;
+  std::string_view help;
+  std::function<void(train_config&, std::string_view)> set;
+};
+
+inline const std::vector<flag>& flags() {
+  using c = train_config;
+  static const std::vector<flag> table = {
+      {"--dataset", "NAME", "fashion-mnist",
+       "fashion-mnist | synthetic (teacher network, no files)",
+       [](c& o, std::string_view v) {
+         o.dataset = parse_choice("--dataset", v, {"fashion-mnist", "synthetic"});
+       }},
+      {"--data", "DIR", dho2::fashion_mnist_default_dir, "Fashion-MNIST directory (IDX, .gz)",
+       [](c& o, std::string_view v) { o.data_dir = std::string(v); }},
+      {"--train-size", "N", "all | 12000 synthetic", "training samples (first N)",
+       [](c& o, std::string_view v) { o.train_size = parse_integer("--train-size", v, 1); }},
+      {"--test-size", "N", "all | 2000 synthetic", "test samples (first N)",
+       [](c& o, std::string_view v) { o.test_size = parse_integer("--test-size", v, 1); }},
+      {"--model", "SPEC", "mlp:784-256-256-10", "mlp:<in>-<hidden>...-<classes> | softmax",
+       [](c& o, std::string_view v) { o.model = std::string(v); }},
+      {"--activation", "NAME", "relu", "hidden activation of the MLP: relu | tanh",
+       [](c& o, std::string_view v) {
+         o.activation = parse_choice("--activation", v, {"relu", "tanh"});
+       }},
+      {"--optimizer", "NAME", "fosi-adam",
+       "sgd | momentum | nesterov | adam, or fosi-<one of them> (FOSI on that base)",
+       [](c& o, std::string_view v) {
+         o.optimizer = parse_choice("--optimizer", v, optimizer_names());
+       }},
+      {"--lr", "X", "1e-3 adam, 0.05 sgd, 0.02 momentum/nesterov", "base learning rate",
+       [](c& o, std::string_view v) { o.lr = parse_number("--lr", v); }},
+      {"--momentum", "X", "0.9", "base momentum (heavy-ball/Nesterov mu, Adam beta1)",
+       [](c& o, std::string_view v) { o.momentum = parse_number("--momentum", v); }},
+      {"--batch", "N", "128", "mini-batch size",
+       [](c& o, std::string_view v) { o.batch = parse_integer("--batch", v, 1); }},
+      {"--epochs", "N", "3", "epochs",
+       [](c& o, std::string_view v) { o.epochs = parse_integer("--epochs", v, 0); }},
+      {"--k", "N", "10", "FOSI: largest eigenpairs in the Newton subspace",
+       [](c& o, std::string_view v) { o.k = parse_integer("--k", v, 0); }},
+      {"--l", "N", "0", "FOSI: smallest eigenpairs in the Newton subspace",
+       [](c& o, std::string_view v) { o.l = parse_integer("--l", v, 0); }},
+      {"--m", "N", "0 = max(4(k+l), 2 ln n)", "FOSI: Lanczos steps per estimate",
+       [](c& o, std::string_view v) { o.lanczos_steps = parse_integer("--m", v, 0); }},
+      {"--W", "N", "50", "FOSI: warm-up, first estimate before step W-1",
+       [](c& o, std::string_view v) { o.warmup = parse_integer("--W", v, 1); }},
+      {"--T", "N", "800", "FOSI: re-estimate curvature every T steps",
+       [](c& o, std::string_view v) { o.refresh_every = parse_integer("--T", v, 1); }},
+      {"--alpha", "X", "0.01", "FOSI: scale of the Newton step",
+       [](c& o, std::string_view v) { o.alpha = parse_number("--alpha", v); }},
+      {"--beta", "X", "0.9", "FOSI: momentum of the Newton part",
+       [](c& o, std::string_view v) { o.beta = parse_number("--beta", v); }},
+      {"--clip", "X", "1 adam, 3 others", "FOSI: clip c of the base-step scale",
+       [](c& o, std::string_view v) { o.clip = parse_number("--clip", v); }},
+      {"--l2", "X", "0", "L2 weight decay, in the loss (weights only)",
+       [](c& o, std::string_view v) { o.l2 = parse_number("--l2", v); }},
+      {"--seed", "N", "1", "seed of initial weights, shuffling, synthetic data, Lanczos",
+       [](c& o, std::string_view v) { o.seed = parse_seed("--seed", v); }},
+      {"--threads", "N", "1", "Eigen threads (Eigen::setNbThreads; needs OpenMP)",
+       [](c& o, std::string_view v) { o.threads = parse_integer("--threads", v, 1, 1024); }},
+      {"--target-accuracy", "X", "none", "stop when test accuracy >= X; record time_to_target_s",
+       [](c& o, std::string_view v) { o.target_accuracy = parse_number("--target-accuracy", v); }},
+      {"--continue-after-target", "", "off", "record the time to target but do not stop",
+       [](c& o, std::string_view) { o.continue_after_target = true; }},
+      {"--eval-every", "N", "0 = epoch ends only", "also evaluate test accuracy every N steps",
+       [](c& o, std::string_view v) { o.eval_every = parse_integer("--eval-every", v, 0); }},
+      {"--max-steps", "N", "none", "stop after N steps in total",
+       [](c& o, std::string_view v) { o.max_steps = parse_integer("--max-steps", v, 1); }},
+      {"--log", "FILE.csv", "none", "per-epoch history as CSV",
+       [](c& o, std::string_view v) { o.log_path = std::string(v); }},
+      {"--summary-json", "FILE", "none", "write the run summary as one JSON object",
+       [](c& o, std::string_view v) { o.summary_json = std::string(v); }},
+      {"--quiet", "", "off", "no progress or epoch lines (the final summary is printed)",
+       [](c& o, std::string_view) { o.quiet = true; }},
+      {"--help", "", "", "show this help and exit", [](c& o, std::string_view) { o.help = true; }},
+  };
+  return table;
+}
+
+}  // namespace detail
+
+/// The --help text.
+inline std::string usage() {
+  std::string text =
+      "usage: dho2_train [FLAG VALUE | FLAG=VALUE]...\n"
+      "Trains a classifier with DHO2's FOSI optimizer (fosi-*) or its base optimizer alone\n"
+      "(same code path with curvature off) and prints per-epoch test accuracy and a summary.\n\n";
+  for (const detail::flag& f : detail::flags()) {
+    std::string left = "  ";
+    left.append(f.name);
+    if (!f.metavar.empty()) {
+      left += ' ';
+      left.append(f.metavar);
+    }
+    if (left.size() < 26) left.append(26 - left.size(), ' ');
+    std::string line = left;
+    line.append(f.help);
+    if (!f.default_text.empty()) {
+      std::string tag = " [default: ";
+      tag.append(f.default_text);
+      tag += ']';
+      if (line.size() + tag.size() > 100) {  // continue on the next line, under the help text
+        line += '\n';
+        line.append(left.size() - 1, ' ');
+      }
+      line += tag;
+    }
+    text += line;
+    text += '\n';
+  }
+  text +=
+      "\nTimes: wall_s and time_to_target_s are wall-clock seconds of the training loop (test\n"
+      "evaluations included, data loading excluded); cpu_s and time_to_target_cpu_s count this\n"
+      "process's CPU time, a better guide than the wall clock on a busy machine.\n"
+      "\nExit status: 0 on success, 2 on bad usage (unknown flag, bad value, invalid options),\n"
+      "1 on runtime errors (missing or corrupt data files, I/O errors).\n";
+  return text;
+}
+
+/// Parses the arguments (argv[1..]). Throws `usage_error` for an unknown flag, a missing value
+/// or a value that does not parse; model specs and options are checked later.
+inline train_config parse_args(const std::vector<std::string_view>& args) {
+  train_config config;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    if (arg == "-h") arg = "--help";
+    std::optional<std::string_view> inline_value;
+    if (const std::size_t eq = arg.find('='); arg.starts_with("--") && eq != arg.npos) {
+      inline_value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    const detail::flag* match = nullptr;
+    for (const detail::flag& f : detail::flags()) {
+      if (f.name == arg) match = &f;
+    }
+    if (match == nullptr) {
+      throw usage_error(arg.starts_with("-")
+                            ? "unknown flag '" + std::string(arg) + "' (see --help)"
+                            : "unexpected argument '" + std::string(arg) +
+                                  "' (flags start with --; see --help)");
+    }
+    if (match->metavar.empty()) {
+      if (inline_value) throw usage_error(std::string(arg) + " takes no value");
+      match->set(config, {});
+      continue;
+    }
+    std::string_view value;
+    if (inline_value) {
+      value = *inline_value;
+    } else if (i + 1 < args.size() && !args[i + 1].starts_with("--")) {
+      value = args[++i];
+    } else {
+      throw usage_error(std::string(arg) + ": missing value (" + std::string(match->metavar) + ")");
+    }
+    match->set(config, value);
+  }
+  if (config.target_accuracy &&
+      !(*config.target_accuracy > 0.0 && *config.target_accuracy <= 1.0)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", *config.target_accuracy);
+    throw usage_error(std::string("--target-accuracy: ") + text +
+                      " is out of range (must be in (0, 1])");
+  }
+  if (config.continue_after_target && !config.target_accuracy) {
+    throw usage_error("--continue-after-target needs --target-accuracy");
+  }
+  return config;
+}
+
+}  // namespace dho2_train

@@ -1,0 +1,299 @@
+// dho2_train: what a run produced, the final summary block on stdout and the --summary-json
+// object.
+#pragma once
+
+#include "callbacks.hpp"
+#include "config.hpp"
+#include "json_writer.hpp"
+#include <dho2/core/summary.hpp>
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace dho2_train {
+
+/// Everything a finished run reports.
+struct run_result {
+  dho2::summary summary;
+  std::string model_name;  // "mlp:784-256-256-10 relu" or "softmax"
+  long long parameters = 0;
+  long long train_size = 0;
+  long long test_size = 0;
+  long long features = 0;
+  long long classes = 0;
+  long long steps_per_epoch = 0;
+  double learning_rate = 0.0;
+  double base_momentum = 0.0;   // heavy-ball / Nesterov mu, Adam beta1; 0 for SGD
+  double clip = 1.0;            // effective FOSI clip c
+  long long lanczos_steps = 0;  // effective m
+  double final_test_accuracy = std::numeric_limits<double>::quiet_NaN();
+  target_record target;
+  bool max_steps_reached = false;
+  double load_seconds = 0.0;
+  double eval_seconds = 0.0;
+  double cpu_seconds = 0.0;       // process CPU seconds of the training run (all threads)
+  double eval_cpu_seconds = 0.0;  // of which evaluating the test accuracy
+  long long evaluations_count = 0;
+  std::vector<evaluation_record> evaluations;
+  std::vector<epoch_record> epochs;
+  int eigen_threads = 1;
+};
+
+/// Peak resident set size of this process in bytes: VmHWM from /proc/self/status, or
+/// getrusage's ru_maxrss (KiB on Linux) when /proc is not available.
+inline std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmHWM:")) {
+      const unsigned long long kib = std::strtoull(line.c_str() + 6, nullptr, 10);
+      if (kib > 0) return static_cast<std::size_t>(kib) * 1024U;
+    }
+  }
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) == 0 && usage.ru_maxrss > 0) {
+    return static_cast<std::size_t>(usage.ru_maxrss) * 1024U;
+  }
+  return 0;
+}
+
+namespace detail {
+
+inline std::string mib(std::size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+inline std::string why_stopped(const run_result& r) {
+  if (r.summary.termination != dho2::termination_type::stopped_by_callback) {
+    return r.summary.message;
+  }
+  if (r.target.reached) return "target accuracy reached";
+  if (r.max_steps_reached) return "--max-steps reached";
+  return r.summary.message;
+}
+
+inline double other_seconds(const run_result& r) {
+  const dho2::summary& s = r.summary;
+  return std::max(0.0, s.total_seconds - s.gradient_seconds - s.hvp_seconds -
+                           s.estimate_other_seconds - s.update_seconds - s.communication_seconds -
+                           r.eval_seconds);
+}
+
+}  // namespace detail
+
+/// The final summary block (human-readable).
+inline void print_summary(const train_config& c, const run_result& r, std::size_t peak_rss,
+                          std::FILE* out) {
+  const dho2::summary& s = r.summary;
+  const auto ll = [](auto v) { return static_cast<long long>(v); };
+  std::fprintf(out, "\n== dho2_train summary ==\n");
+  std::fprintf(out, "optimizer        %s (lr %g", c.optimizer.c_str(), r.learning_rate);
+  if (base_name(c.optimizer) != "sgd") std::fprintf(out, ", momentum %g", r.base_momentum);
+  if (uses_curvature(c.optimizer)) {
+    std::fprintf(out, "; k %lld, l %lld, m %lld, W %lld, T %lld, alpha %g, beta %g, clip %g", c.k,
+                 c.l, r.lanczos_steps, c.warmup, c.refresh_every, c.alpha, c.beta, r.clip);
+  }
+  std::fprintf(out, ")\n");
+  const std::string activation = r.model_name.starts_with("mlp:") ? " " + c.activation : "";
+  std::fprintf(out, "model            %s%s, %lld parameters, l2 %g\n", r.model_name.c_str(),
+               activation.c_str(), r.parameters, c.l2);
+  std::fprintf(out, "data             %s: %lld train / %lld test, %lld features, %lld classes\n",
+               c.dataset.c_str(), r.train_size, r.test_size, r.features, r.classes);
+  std::fprintf(out, "termination      %s (%s)\n",
+               std::string(dho2::to_string(s.termination)).c_str(), detail::why_stopped(r).c_str());
+  std::fprintf(out, "steps            %lld in %lld epoch(s) of %lld, batch %lld; %lld skipped\n",
+               ll(s.steps), ll(s.epochs), r.steps_per_epoch, c.batch, ll(s.skipped_steps()));
+  std::fprintf(out, "result           test accuracy %.4f, train loss (last epoch) %.4f\n",
+               r.final_test_accuracy, s.final_loss);
+  if (c.target_accuracy) {
+    if (r.target.reached) {
+      std::fprintf(out,
+                   "time to target   %.2f s wall to test accuracy >= %g at step %lld (%.2f s of "
+                   "it evaluating; %.2f s CPU without evaluation)\n",
+                   r.target.elapsed_s, *c.target_accuracy, r.target.step, r.target.eval_s,
+                   r.target.cpu_s);
+    } else {
+      std::fprintf(out, "time to target   not reached (test accuracy >= %g)\n", *c.target_accuracy);
+    }
+  }
+  std::fprintf(out, "curvature        %lld estimate(s) (%lld failed), %lld HVPs from %s\n",
+               ll(s.curvature_estimates), ll(s.failed_estimates), ll(s.hvps),
+               std::string(dho2::to_string(s.hvp)).c_str());
+  if (!s.estimates.empty()) {
+    const dho2::estimate_report& e = s.estimates.back();
+    std::fprintf(out, "                 last before step %lld: %lld pairs kept, lambda_max %.4g",
+                 ll(e.step), ll(e.retained), e.eigenvalues.size() > 0 ? e.eigenvalues(0) : 0.0);
+    if (e.eigenvalues.size() > 0) {
+      std::fprintf(out, ", lambda_%lld %.4g", ll(e.eigenvalues.size()),
+                   e.eigenvalues(e.eigenvalues.size() - 1));
+    }
+    std::fprintf(out, ", scale %.3g, %.2f s\n", e.scale, e.seconds);
+  }
+  std::fprintf(out,
+               "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
+               "update %.2f + evaluation %.2f + other %.2f\n"
+               "                 CPU %.2f s; data load %.2f s; %d thread(s)\n",
+               s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
+               s.update_seconds, r.eval_seconds, detail::other_seconds(r), r.cpu_seconds,
+               r.load_seconds, r.eigen_threads);
+  std::fprintf(out, "memory           peak RSS %s; per rank: curvature %s, optimizer state %s\n",
+               detail::mib(peak_rss).c_str(), detail::mib(s.curvature_bytes).c_str(),
+               detail::mib(s.optimizer_state_bytes).c_str());
+  std::fflush(out);
+}
+
+/// The --summary-json document.
+inline std::string summary_json(const train_config& c, const run_result& r, std::size_t peak_rss) {
+  const dho2::summary& s = r.summary;
+  const auto ll = [](auto v) { return static_cast<long long>(v); };
+  const auto optional_number = [](json_writer& j, std::string_view name,
+                                  const std::optional<double>& v) {
+    j.key(name);
+    if (v) {
+      j.value(*v);
+    } else {
+      j.null();
+    }
+  };
+  json_writer j;
+  j.begin_object();
+  j.member("program", "dho2_train");
+  j.member("optimizer", c.optimizer);
+  j.member("model", r.model_name);
+  j.member("dataset", c.dataset);
+  j.member("ranks", 1);
+  j.member("epochs", ll(s.epochs));
+  j.member("steps", ll(s.steps));
+  j.member("iterations", ll(s.iterations));
+  j.member("steps_per_epoch", r.steps_per_epoch);
+  j.member("epochs_fractional", r.steps_per_epoch > 0 ? static_cast<double>(s.iterations) /
+                                                            static_cast<double>(r.steps_per_epoch)
+                                                      : 0.0);
+  j.member("termination", std::string(dho2::to_string(s.termination)));
+  j.member("termination_reason", detail::why_stopped(r));
+  j.member("wall_s", s.total_seconds);
+  j.member("cpu_s", r.cpu_seconds);
+  j.member("final_test_accuracy", r.final_test_accuracy);
+  j.member("final_train_loss", s.final_loss);
+  optional_number(j, "target_accuracy", c.target_accuracy);
+  optional_number(j, "time_to_target_s",
+                  r.target.reached ? std::optional<double>(r.target.elapsed_s) : std::nullopt);
+  optional_number(j, "time_to_target_excluding_eval_s",
+                  r.target.reached ? std::optional<double>(r.target.elapsed_s - r.target.eval_s)
+                                   : std::nullopt);
+  optional_number(j, "time_to_target_cpu_s",
+                  r.target.reached ? std::optional<double>(r.target.cpu_s) : std::nullopt);
+  j.key("steps_to_target");
+  if (r.target.reached) {
+    j.value(r.target.step);
+  } else {
+    j.null();
+  }
+  j.member("curvature_estimates", ll(s.curvature_estimates));
+  j.member("failed_estimates", ll(s.failed_estimates));
+  j.member("hvps", ll(s.hvps));
+  j.member("hvp_source", std::string(dho2::to_string(s.hvp)));
+  j.member("skipped_steps", ll(s.skipped_steps()));
+  j.member("peak_rss_bytes", static_cast<unsigned long long>(peak_rss));
+  j.member("curvature_bytes_per_rank", static_cast<unsigned long long>(s.curvature_bytes));
+  j.member("optimizer_state_bytes_per_rank",
+           static_cast<unsigned long long>(s.optimizer_state_bytes));
+  j.member("parameters", r.parameters);
+
+  j.key("time_s").begin_object();
+  j.member("wall", s.total_seconds);
+  j.member("gradient", s.gradient_seconds);
+  j.member("hvp", s.hvp_seconds);
+  j.member("estimate_other", s.estimate_other_seconds);
+  j.member("update", s.update_seconds);
+  j.member("communication", s.communication_seconds);
+  j.member("evaluation", r.eval_seconds);
+  j.member("evaluation_cpu", r.eval_cpu_seconds);
+  j.member("other", detail::other_seconds(r));
+  j.member("data_load", r.load_seconds);
+  j.end_object();
+
+  j.key("options").begin_object();
+  j.member("dataset", c.dataset);
+  j.member("data_dir", c.dataset == "synthetic" ? std::string() : c.data_dir);
+  j.member("train_size", r.train_size);
+  j.member("test_size", r.test_size);
+  j.member("model", c.model);
+  j.member("activation", c.activation);
+  j.member("optimizer", c.optimizer);
+  j.member("use_curvature", uses_curvature(c.optimizer));
+  j.member("lr", r.learning_rate);
+  j.member("momentum", r.base_momentum);
+  j.member("batch", c.batch);
+  j.member("epochs", c.epochs);
+  j.member("k", c.k);
+  j.member("l", c.l);
+  j.member("m", r.lanczos_steps);
+  j.member("W", c.warmup);
+  j.member("T", c.refresh_every);
+  j.member("alpha", c.alpha);
+  j.member("beta", c.beta);
+  j.member("clip", r.clip);
+  j.member("l2", c.l2);
+  j.member("seed", static_cast<unsigned long long>(c.seed));
+  j.member("threads", c.threads);
+  j.member("eigen_threads", r.eigen_threads);
+  optional_number(j, "target_accuracy", c.target_accuracy);
+  j.member("continue_after_target", c.continue_after_target);
+  j.key("max_steps");
+  if (c.max_steps) {
+    j.value(*c.max_steps);
+  } else {
+    j.null();
+  }
+  j.member("eval_every", c.eval_every);
+  j.end_object();
+
+  j.key("history").begin_array();
+  for (const epoch_record& e : r.epochs) {
+    j.begin_object(true);
+    j.member("epoch", e.epoch).member("steps", e.steps).member("train_loss", e.train_loss);
+    j.member("test_accuracy", e.test_accuracy).member("elapsed_s", e.elapsed_s);
+    j.end_object();
+  }
+  j.end_array();
+
+  j.key("evaluations").begin_array();
+  for (const evaluation_record& e : r.evaluations) {
+    j.begin_object(true);
+    j.member("step", e.step).member("epoch", e.epoch).member("elapsed_s", e.elapsed_s);
+    j.member("test_accuracy", e.test_accuracy);
+    j.end_object();
+  }
+  j.end_array();
+
+  j.key("estimates").begin_array();
+  for (const dho2::estimate_report& e : s.estimates) {
+    j.begin_object();
+    j.member("step", ll(e.step)).member("retained", ll(e.retained));
+    j.member("iterations", ll(e.iterations)).member("hvps", ll(e.hvps));
+    j.member("breakdown", e.breakdown).member("failed", e.failed).member("scale", e.scale);
+    j.member("seconds", e.seconds).member("hvp_seconds", e.hvp_seconds);
+    j.key("eigenvalues").begin_array(true);
+    for (dho2::index i = 0; i < e.eigenvalues.size(); ++i) j.value(e.eigenvalues(i));
+    j.end_array();
+    j.key("residuals").begin_array(true);
+    for (dho2::index i = 0; i < e.residuals.size(); ++i) j.value(e.residuals(i));
+    j.end_array();
+    j.end_object();
+  }
+  j.end_array();
+  j.end_object();
+  return j.str();
+}
+
+}  // namespace dho2_train
