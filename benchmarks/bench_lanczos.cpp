@@ -1,0 +1,169 @@
+// One dho2::lanczos estimate (k = 10 largest pairs, l = 0) against the number of steps m, on
+//   BM_lanczos_mlp/m:M       the exact HVP of dho2::mlp<float> 784-256-256-10 (ReLU) at batch 128
+//   BM_lanczos_diagonal/m:M  a diagonal operator of the same n (an HVP that costs almost nothing)
+// so that the HVP time and the rest of the estimate (mostly the re-orthogonalisation) are seen
+// separately. Counters, per estimate (averaged over the iterations):
+//   hvp_seconds    eigen_estimate::hvp_seconds (time inside hvp_operator::apply)
+//   reorth_seconds eigen_estimate::seconds - hvp_seconds: the CGS2 re-orthogonalisation, plus the
+//                  start vector, the tridiagonal eigensolver and the Ritz vectors V = Y^T Q^T
+//                  (small next to the re-orthogonalisation for m >= 20)
+//   reorth_GBps    reorth_bytes / reorth_seconds, with reorth_bytes counted from lanczos.hpp
+//                  (doubles, basis Q of n x (j + 1) at step j, two passes): each pass reads Q
+//                  twice (h = Q^T w, w -= Q h) and w three times (read, read + write), then
+//                  ||w|| and q_{j+1} = w / beta move 3n doubles:
+//                  sum_j 2 (16 (j + 1) n + 24 n) + 24 n = 16 n m (m + 1) + 72 n m bytes.
+// The operator is built here as the optimizer builds it for one process: shard_layout{n, 0, n},
+// the apply function casts the double vector to float, calls the model's HVP and casts back, and
+// the reduction is a no-op. Every estimate uses the same seed and stream, so every iteration
+// does the same work.
+#include <dho2/dho2.hpp>
+#include <dho2/models/mlp.hpp>
+
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+using dho2::index;
+
+constexpr std::uint64_t seed = 20240917;
+constexpr index batch_size = 128;
+constexpr index k_largest = 10;
+const std::vector<index> layers{784, 256, 256, 10};
+
+#ifdef DHO2_GIT_REVISION
+// The revision as text, whether the definition is a string literal or a bare token.
+#define DHO2_BENCH_STRINGIFY_(x) #x
+#define DHO2_BENCH_STRINGIFY(x) DHO2_BENCH_STRINGIFY_(x)
+std::string git_revision() {
+  std::string_view s = DHO2_BENCH_STRINGIFY(DHO2_GIT_REVISION);
+  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+  return std::string(s);
+}
+#endif
+
+const bool context_added = [] {
+#ifdef DHO2_GIT_REVISION
+  benchmark::AddCustomContext("git_revision", git_revision());
+#endif
+  benchmark::AddCustomContext("model", "mlp 784-256-256-10 relu (BM_lanczos_mlp)");
+  benchmark::AddCustomContext("n", std::to_string(dho2::mlp<float>(layers).num_parameters()));
+  benchmark::AddCustomContext("batch", std::to_string(batch_size));
+  benchmark::AddCustomContext("k", std::to_string(k_largest));
+  benchmark::AddCustomContext("m", "10,20,40,80");
+  benchmark::AddCustomContext("scalar", "float model, double Lanczos basis");
+  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
+  return true;
+}();
+
+dho2::classification_batch<float> random_batch(index features, index classes, index size) {
+  dho2::detail::xoshiro256 rng(seed + 1);
+  dho2::classification_batch<float> batch;
+  batch.inputs.resize(features, size);
+  batch.labels.resize(size);
+  for (index j = 0; j < size; ++j) {
+    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
+    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
+  }
+  return batch;
+}
+
+double as_double(index v) { return static_cast<double>(v); }
+
+// Runs the timed loop of estimates on `op` and reports the split.
+void run_estimates(benchmark::State& state, dho2::hvp_operator& op) {
+  const index m = state.range(0);
+  const dho2::lanczos lanczos{};
+  const dho2::estimate_request request{k_largest, 0, m, seed, 0};
+  double total = 0.0;
+  double hvp = 0.0;
+  index hvps = 0;
+  bool failed = false;
+  for (auto _ : state) {
+    dho2::eigen_estimate est = lanczos.estimate(op, request);
+    benchmark::DoNotOptimize(est.eigenvalues.data());
+    benchmark::DoNotOptimize(est.eigenvectors.data());
+    benchmark::ClobberMemory();
+    total += est.seconds;
+    hvp += est.hvp_seconds;
+    hvps += est.hvps;
+    failed = failed || est.failed;
+  }
+  if (failed) {
+    state.SkipWithError("an estimate failed (non-finite HVP)");
+    return;
+  }
+  const double n = as_double(op.global_size());
+  const double mm = as_double(m);
+  const double reorth_bytes = 16.0 * n * mm * (mm + 1.0) + 72.0 * n * mm;
+  const double estimates = as_double(state.iterations());
+  using counter = benchmark::Counter;
+  state.counters["hvp_seconds"] = counter(hvp, counter::kAvgIterations);
+  state.counters["reorth_seconds"] = counter(total - hvp, counter::kAvgIterations);
+  state.counters["hvps"] = counter(as_double(hvps), counter::kAvgIterations);
+  state.counters["reorth_bytes"] = reorth_bytes;
+  state.counters["reorth_GBps"] =
+      total > hvp ? reorth_bytes * estimates / (total - hvp) / 1e9 : 0.0;
+}
+
+void BM_lanczos_mlp(benchmark::State& state) {
+  const dho2::mlp<float> model(layers, dho2::activation::relu);
+  const index n = model.num_parameters();
+  const dho2::vector<float> x = model.initialize(seed);
+  const dho2::classification_batch<float> batch =
+      random_batch(model.features(), model.classes(), batch_size);
+  dho2::vector<float> v(n);
+  dho2::vector<float> hv(n);
+  dho2::hvp_operator op(
+      dho2::shard_layout{n, 0, n},
+      [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
+        v = in.cast<float>();
+        model.hessian_vector_product(x, batch, v, hv);
+        out = hv.cast<double>();
+        return hv.allFinite();
+      },
+      [](std::span<double>) {});
+  run_estimates(state, op);
+}
+BENCHMARK(BM_lanczos_mlp)
+    ->ArgName("m")
+    ->Arg(10)
+    ->Arg(20)
+    ->Arg(40)
+    ->Arg(80)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+void BM_lanczos_diagonal(benchmark::State& state) {
+  const index n = dho2::mlp<float>(layers).num_parameters();
+  // A spread spectrum in (0, 1] with a few outliers, so no step breaks down.
+  Eigen::VectorXd diagonal(n);
+  dho2::detail::xoshiro256 rng(seed + 3);
+  for (index i = 0; i < n; ++i) diagonal(i) = rng.uniform();
+  for (index r = 0; r < k_largest; ++r) diagonal((r * n) / k_largest) = 10.0 + as_double(r);
+  dho2::hvp_operator op(
+      dho2::shard_layout{n, 0, n},
+      [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
+        out = diagonal.cwiseProduct(in);
+        return true;
+      },
+      [](std::span<double>) {});
+  run_estimates(state, op);
+}
+BENCHMARK(BM_lanczos_diagonal)
+    ->ArgName("m")
+    ->Arg(10)
+    ->Arg(20)
+    ->Arg(40)
+    ->Arg(80)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
