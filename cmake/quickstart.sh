@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# DHO2 quickstart (Debian 12).
+#
+#   bash cmake/quickstart.sh demo [dho2_train arguments...]
+#       build the Fashion-MNIST training demo with the `ci` preset and run it
+#   bash cmake/quickstart.sh test
+#       build everything with the `ci` preset and run every test (`ctest --preset ci`)
+#
+# Both first install the Debian packages DHO2 needs, but only those that are missing (running
+# `apt-get update` only then; that needs root). Re-running is cheap: no reinstall, an incremental
+# build. Environment: CMAKE_BUILD_PARALLEL_LEVEL (default: number of CPUs).
+set -euo pipefail
+
+usage() {
+  echo "usage: bash cmake/quickstart.sh demo [dho2_train arguments...]" >&2
+  echo "       bash cmake/quickstart.sh test" >&2
+  exit 2
+}
+
+[[ $# -ge 1 ]] || usage
+command=$1
+shift
+case "$command" in
+  demo) ;;
+  test) [[ $# -eq 0 ]] || usage ;;
+  *) usage ;;
+esac
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+log() { printf '[quickstart] %s\n' "$*" >&2; }
+die() {
+  printf '[quickstart] error: %s\n' "$*" >&2
+  exit 1
+}
+
+# ---- Debian packages ------------------------------------------------------------------------------
+packages=(cmake g++ make libeigen3-dev libboost-dev libboost-mpi-dev openmpi-bin libopenmpi-dev
+          doctest-dev libbenchmark-dev zlib1g-dev dataset-fashion-mnist)
+
+install_missing_packages() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    log "dpkg-query not found (not Debian?): assuming ${packages[*]} (or equivalents) are installed"
+    return 0
+  fi
+  local missing=() pkg status
+  for pkg in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=("$pkg")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "all required Debian packages are installed"
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    die "missing Debian packages: ${missing[*]}
+    Install them as root, then re-run:
+      sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+  fi
+  log "installing missing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_missing_packages
+
+# ---- Configure and build with the ci preset -------------------------------------------------------
+if [[ -z ${CMAKE_BUILD_PARALLEL_LEVEL:-} ]]; then
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc 2>/dev/null || echo 2)
+fi
+export CMAKE_BUILD_PARALLEL_LEVEL
+
+log "configuring (cmake --preset ci)"
+cmake --preset ci
+
+case "$command" in
+  demo)
+    demo=build/ci/examples/dho2_train
+    if [[ -f examples/dho2_train.cpp || -f examples/dho2_train/main.cpp ]]; then
+      log "building dho2_train (cmake --build --preset ci --target dho2_train)"
+      cmake --build --preset ci --target dho2_train
+    else
+      log "the dho2_train sources (examples/dho2_train.cpp) do not exist yet: building everything"
+      cmake --build --preset ci
+    fi
+    if [[ ! -x $demo ]]; then
+      die "the training demo $demo has not been built: examples/dho2_train.cpp is not there yet
+    (it is the Fashion-MNIST demo; until it lands, try: bash cmake/quickstart.sh test)"
+    fi
+    log "running $demo $*"
+    exec "$demo" "$@"
+    ;;
+  test)
+    log "building everything (cmake --build --preset ci)"
+    cmake --build --preset ci
+    log "running every test (ctest --preset ci)"
+    ctest --preset ci
+    ;;
+esac
