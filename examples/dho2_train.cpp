@@ -13,6 +13,7 @@
 // failures (missing data files, I/O) do the same with exit code 1.
 #include "dho2_train/callbacks.hpp"
 #include "dho2_train/config.hpp"
+#include "dho2_train/distributed.hpp"
 #include "dho2_train/json_writer.hpp"
 #include "dho2_train/report.hpp"
 #include <dho2/callbacks/callbacks.hpp>
@@ -22,15 +23,23 @@
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
 #include <dho2/models/softmax_regression.hpp>
+#include <dho2/partition/any.hpp>
+#include <dho2/partition/block_aligned.hpp>
+#include <dho2/partition/weighted.hpp>
+#include <dho2/schedule/background.hpp>
+#include <dho2/schedule/split.hpp>
+#include <dho2/transport/any.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <exception>
 #include <filesystem>
 #include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -162,28 +171,102 @@ dho2::vector<scalar> initial_parameters(const Model& model, std::uint64_t seed) 
   }
 }
 
-/// Trains `model` with base optimizer `base` (plus curvature for fosi-*) and collects the result.
-template <class Model, class Base>
-run_result run(const train_config& c, const Model& model, const dataset& data, const Base& base,
-               optional_callback<dho2::csv_history>& log) {
-  using policies = dho2::default_policies::with_base<Base>;
-  dho2::optimizer<scalar, policies> opt(make_options(c), policies{.base = base});
+/// The partitioner --partitioner names.
+template <class Model>
+dho2::any_partitioner make_partitioner(const train_config& c, const Model& model) {
+  if (c.partitioner == "block") {
+    if constexpr (requires { model.parameter_blocks(); }) {
+      return dho2::any_partitioner(dho2::block_aligned_partitioner::for_model(model));
+    } else {
+      throw usage_error("--partitioner block: the model has no parameter blocks");
+    }
+  }
+  if (c.partitioner == "weighted") {
+    return dho2::any_partitioner(dho2::weighted_partitioner(c.partition_weights));
+  }
+  return dho2::any_partitioner(dho2::even_partitioner{});
+}
+
+template <class Schedule>
+Schedule make_schedule(const train_config& c) {
+  if constexpr (std::is_same_v<Schedule, dho2::split_schedule>) {
+    return {.curvature_group = static_cast<int>(c.curvature_ranks),
+            .max_staleness = static_cast<dho2::index>(c.max_staleness)};
+  } else if constexpr (std::is_same_v<Schedule, dho2::background_schedule>) {
+    return {.max_staleness = static_cast<dho2::index>(c.max_staleness)};
+  } else {
+    return {};
+  }
+}
+
+template <class Admm>
+Admm make_admm(const train_config& c) {
+  if constexpr (Admm::consensus) {
+    return {.rho = c.admm_rho.value_or(1.0),
+            .tau = static_cast<dho2::index>(c.admm_every.value_or(8)),
+            .residual_balancing = c.admm_balance};
+  } else {
+    return {};
+  }
+}
+
+/// Parameters whose optimizer state rank `rank` keeps (its shard in mode S, all in mode A, none
+/// on a curvature rank).
+template <class Policies>
+long long shard_of(const Policies& p, dho2::index n, int rank, int ranks, bool curvature_rank) {
+  if (curvature_rank) return 0;
+  if constexpr (Policies::admm_type::consensus) {
+    return static_cast<long long>(n);
+  } else {
+    const int trainers = ranks - (std::is_same_v<typename Policies::schedule_type,
+                                                 dho2::split_schedule>
+                                      ? p.schedule.curvature_ranks()
+                                      : 0);
+    const std::vector<dho2::index> offsets = p.partitioner.partition(n, trainers);
+    const auto r = static_cast<std::size_t>(rank);
+    return static_cast<long long>(offsets[r + 1] - offsets[r]);
+  }
+}
+
+/// One rank of the run: trains `model` on its slice of every global batch with `policies`
+/// (whose transport is this rank's) and, on rank 0, fills `lead`. The test accuracy, progress,
+/// CSV log and stopping decisions are rank 0's; the optimizer agrees the stop with the others.
+template <class Policies, class Model>
+rank_record run_rank(const train_config& c, const Model& model, const dataset& data,
+                     Policies policies, std::optional<run_result>& lead) {
+  const bool is_lead = policies.transport.rank() == 0;
+  dho2::any_transport world = policies.transport;
+  dho2::optimizer<scalar, Policies> opt(make_options(c), std::move(policies));
   dho2::vector<scalar> x = initial_parameters(model, c.seed);
   dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
 
   timed_metric accuracy(
       [&](dho2::const_vector_ref<scalar> w) { return model.accuracy(w, data.test); });
-  dho2::evaluate test_accuracy("test_accuracy", std::ref(accuracy));
-  run_monitor monitor(c.max_steps, c.eval_every, c.target_accuracy, !c.continue_after_target,
+  using evaluate_accuracy = dho2::evaluate<std::reference_wrapper<timed_metric>>;
+  optional_callback<evaluate_accuracy> test_accuracy(
+      is_lead ? std::optional<evaluate_accuracy>(std::in_place, "test_accuracy", std::ref(accuracy))
+              : std::nullopt);
+  run_monitor monitor(c.max_steps, is_lead ? c.eval_every : 0,
+                      is_lead ? c.target_accuracy : std::nullopt, !c.continue_after_target,
                       accuracy);
   optional_callback<dho2::progress_bar> progress(
-      c.quiet ? std::nullopt : std::optional<dho2::progress_bar>(std::in_place, stdout));
+      c.quiet || !is_lead ? std::nullopt : std::optional<dho2::progress_bar>(std::in_place, stdout));
+  optional_callback<dho2::csv_history> log(
+      c.log_path.empty() || !is_lead
+          ? std::nullopt
+          : std::optional<dho2::csv_history>(std::in_place, c.log_path));
 
   run_result r;
   const double cpu0 = process_cpu_seconds();
   r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), test_accuracy,
                            monitor, log, progress);
   r.cpu_seconds = process_cpu_seconds() - cpu0;
+  const rank_record mine = make_rank_record(
+      r.summary, world, opt.is_curvature_rank(),
+      shard_of(opt.policies(), model.num_parameters(), world.rank(), world.size(),
+               opt.is_curvature_rank()));
+  r.ranks = gather_records(world, mine);
+  if (!is_lead) return mine;
   // Evaluate the final parameters unless the last evaluation already saw them (a run stopped
   // mid-epoch gets no epoch-end evaluation).
   const auto& evals = monitor.evaluations();
@@ -203,12 +286,30 @@ run_result run(const train_config& c, const Model& model, const dataset& data, c
   r.train_size = static_cast<long long>(data.train.size());
   r.test_size = static_cast<long long>(data.test.size());
   r.steps_per_epoch = static_cast<long long>(batches.num_batches());
-  r.clip = c.clip.value_or(dho2::default_clip_for<Base>());
+  r.clip = c.clip.value_or(dho2::default_clip_for<typename Policies::base_type>());
   r.lanczos_steps = static_cast<long long>(
       c.lanczos_steps > 0 ? c.lanczos_steps
                           : dho2::default_lanczos_steps(c.k, c.l, model.num_parameters()));
   r.load_seconds = data.load_seconds;
-  return r;
+  if (opt.get_summary().admm_rounds.size() > 0) r.admm_rho = opt.penalty();
+  lead = std::move(r);
+  return mine;
+}
+
+/// The first line of a run (rank 0, unless --quiet).
+template <class Model>
+void announce(const train_config& c, const Model& model, const model_choice& choice,
+              const dataset& data, const std::string& transport, int ranks) {
+  const std::string model_name =
+      choice.is_mlp ? c.model + " (" + c.activation + ")" : std::string("softmax");
+  std::printf(
+      "dho2_train: %s on %s (%lld train / %lld test), %s with %lld parameters, "
+      "batch %lld, %lld epoch(s), %d rank(s) over %s, %d thread(s) per rank\n",
+      c.optimizer.c_str(), c.dataset.c_str(), static_cast<long long>(data.train.size()),
+      static_cast<long long>(data.test.size()), model_name.c_str(),
+      static_cast<long long>(model.num_parameters()), c.batch, c.epochs, ranks,
+      ranks == 1 && transport != "asio" ? "no transport" : transport.c_str(), Eigen::nbThreads());
+  std::fflush(stdout);
 }
 
 /// Calls `f(base)` with the base optimizer --optimizer names, its learning rate and momentum.
@@ -226,65 +327,95 @@ int with_base(const train_config& c, F&& f) {
   return f(dho2::adam{.learning_rate = lr, .beta1 = mu}, mu);
 }
 
-/// Validates everything that does not need the data, loads it, trains and reports.
+/// The policy bundle of a run: base, schedule and ADMM solver fixed at compile time, transport
+/// and partitioner chosen at run time.
+template <class Base, class Schedule, class Admm>
+using run_policies = dho2::policies<Base, dho2::lanczos, dho2::any_partitioner, Schedule,
+                                    dho2::any_transport, Admm>;
+
+/// Calls `f(policies)` with the bundle --schedule and --admm-* ask for. Only the Adam base has
+/// the split and background schedules and consensus ADMM (--optimizer dho2, fosi-adam, adam), so
+/// that the other bases add one instantiation each.
+template <class Base, class F>
+int with_policies(const train_config& c, const Base& base, F&& f) {
+  if constexpr (std::is_same_v<Base, dho2::adam>) {
+    if (uses_admm(c)) {
+      using P = run_policies<Base, dho2::synchronous_schedule, dho2::consensus_admm>;
+      return f(P{.base = base, .admm = make_admm<dho2::consensus_admm>(c)});
+    }
+    if (c.schedule == "split") {
+      using P = run_policies<Base, dho2::split_schedule, dho2::synchronous_admm>;
+      return f(P{.base = base, .schedule = make_schedule<dho2::split_schedule>(c)});
+    }
+    if (c.schedule == "background") {
+      using P = run_policies<Base, dho2::background_schedule, dho2::synchronous_admm>;
+      return f(P{.base = base, .schedule = make_schedule<dho2::background_schedule>(c)});
+    }
+  }
+  return f(run_policies<Base, dho2::synchronous_schedule, dho2::synchronous_admm>{.base = base});
+}
+
+/// Validates everything that does not need the data, loads it, trains on every rank this process
+/// hosts and reports (on the process of rank 0).
 template <class Model>
-int train(const train_config& c, const Model& model, const model_choice& choice) {
+int train(const train_config& c, const Model& model, const model_choice& choice,
+          const std::string& transport) {
   return with_base(c, [&](const auto& base, double mu) {
     // Options and hyper-parameters are checked before the data is read.
     base.validate();
     make_options(c).validate(model.num_parameters());
     check_output_directory("--summary-json", c.summary_json);
-    optional_callback<dho2::csv_history> log(
-        c.log_path.empty() ? std::nullopt
-                           : std::optional<dho2::csv_history>(std::in_place, c.log_path));
+    check_output_directory("--log", c.log_path);
+    return with_policies(c, base, [&](auto policies) {
+      if constexpr (requires { policies.schedule.validate(); }) policies.schedule.validate();
+      if constexpr (requires { policies.admm.validate(); }) policies.admm.validate();
+      policies.partitioner = make_partitioner(c, model);
 
-    const dataset data = load_data(c, choice);
-    if (data.train.size() < c.batch) {
-      throw usage_error("--batch: " + std::to_string(c.batch) + " exceeds the " +
-                        std::to_string(data.train.size()) + " training samples");
-    }
-    const std::string model_name =
-        choice.is_mlp ? c.model + " (" + c.activation + ")" : std::string("softmax");
-    if (!c.quiet) {
-      std::printf(
-          "dho2_train: %s on %s (%lld train / %lld test), %s with %lld parameters, "
-          "batch %lld, %lld epoch(s), %d thread(s)\n",
-          c.optimizer.c_str(), c.dataset.c_str(), static_cast<long long>(data.train.size()),
-          static_cast<long long>(data.test.size()), model_name.c_str(),
-          static_cast<long long>(model.num_parameters()), c.batch, c.epochs, Eigen::nbThreads());
-      std::fflush(stdout);
-    }
-
-    run_result r = run(c, model, data, base, log);
-    r.model_name = c.model;
-    r.features = choice.features;
-    r.classes = choice.classes;
-    r.learning_rate = base.learning_rate;
-    r.base_momentum = mu;
-    r.eigen_threads = Eigen::nbThreads();
-    const std::size_t peak = peak_rss_bytes();
-    print_summary(c, r, peak, stdout);
-    if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
-    return 0;
+      const dataset data = load_data(c, choice);
+      if (data.train.size() < c.batch) {
+        throw usage_error("--batch: " + std::to_string(c.batch) + " exceeds the " +
+                          std::to_string(data.train.size()) + " training samples");
+      }
+      std::optional<run_result> lead;
+      bool announced = false;
+      run_ranks(c, transport, [&](dho2::any_transport& t) {
+        if (t.rank() == 0 && !c.quiet && !announced) {
+          announced = true;
+          announce(c, model, choice, data, transport, t.size());
+        }
+        auto mine = policies;
+        mine.transport = t;
+        run_rank(c, model, data, std::move(mine), lead);
+      });
+      if (!lead) return 0;  // rank 0 is another process
+      run_result& r = *lead;
+      r.model_name = c.model;
+      r.features = choice.features;
+      r.classes = choice.classes;
+      r.learning_rate = base.learning_rate;
+      r.base_momentum = mu;
+      r.eigen_threads = Eigen::nbThreads();
+      r.transport = transport;
+      const std::size_t peak = peak_rss_bytes();
+      print_summary(c, r, peak, stdout);
+      if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
+      return 0;
+    });
   });
 }
 
-int run_command_line(const std::vector<std::string_view>& args) {
-  const train_config c = parse_args(args);
-  if (c.help) {
-    std::fputs(usage().c_str(), stdout);
-    return 0;
-  }
+/// Builds the model --model names and trains it over `transport`.
+int run(const train_config& c, const std::string& transport) {
   Eigen::setNbThreads(static_cast<int>(c.threads));
   const model_choice choice = parse_model(c);
   if (choice.is_mlp) {
     const dho2::mlp<scalar> model(
         choice.layers, c.activation == "tanh" ? dho2::activation::tanh : dho2::activation::relu,
         c.l2);
-    return train(c, model, choice);
+    return train(c, model, choice, transport);
   }
   const dho2::softmax_regression<scalar> model(choice.features, choice.classes, c.l2);
-  return train(c, model, choice);
+  return train(c, model, choice, transport);
 }
 
 /// The flag behind a field named in a dho2::invalid_options message ("options.alpha = -1. ..."),
@@ -306,8 +437,24 @@ std::string flag_of_invalid_option(std::string_view message) {
       {"heavy_ball::momentum", "--momentum"},
       {"nesterov::momentum", "--momentum"},
       {"adam::beta1", "--momentum"},
-      {"l2", "--l2"}};
-  const std::string_view field = message.substr(0, message.find(" = "));
+      {"l2", "--l2"},
+      {"split_schedule::curvature_group", "--curvature-ranks"},
+      {"split_schedule::max_staleness", "--max-staleness"},
+      {"background_schedule::max_staleness", "--max-staleness"},
+      {"schedule staleness", "--max-staleness"},
+      {"transport size", "--schedule background"},
+      {"consensus_admm::rho", "--admm-rho"},
+      {"consensus_admm::tau", "--admm-every"},
+      {"weighted_partitioner ranks", "--partitioner"},
+      {"weighted_partitioner weights", "--partitioner"},
+      {"weighted_partitioner sum of the weights", "--partitioner"},
+      {"asio_options::rank", "--rank"},
+      {"asio_options::size", "--world-size"},
+      {"asio_options::host", "--rendezvous"},
+      {"asio_options::port", "--rendezvous"},
+      {"asio_options::bind_address", "--bind"}};
+  std::string_view field = message.substr(0, message.find(" = "));
+  field = field.substr(0, field.find('['));  // weights[2] -> weights
   for (const auto& [name, flag] : fields) {
     if (field == name) return std::string(flag);
   }
@@ -325,25 +472,75 @@ int fail(int code, std::string_view message) {
   return code;
 }
 
+/// Exit code and message of the exception in flight: 2 for bad usage and invalid options (which
+/// every rank detects alike), 1 for everything else.
+std::pair<int, std::string> describe_current_exception() {
+  try {
+    throw;
+  } catch (const usage_error& e) {
+    return {2, e.what()};
+  } catch (const dho2::invalid_options& e) {
+    const std::string flag = flag_of_invalid_option(e.what());
+    return {2, flag.empty() ? std::string(e.what()) : flag + ": " + e.what()};
+  } catch (const dho2::data_error& e) {
+    return {1, e.what()};
+  } catch (const std::bad_alloc&) {
+    return {1, "out of memory"};
+  } catch (const std::exception& e) {
+    return {1, e.what()};
+  } catch (...) {
+    return {1, "unknown exception"};
+  }
+}
+
+/// Reports the exception in flight. Under mpirun, usage errors are printed by rank 0 only (every
+/// rank meets them alike); runtime errors by the rank that met them, naming it.
+int report_current_exception(std::optional<int> rank) {
+  const auto [code, message] = describe_current_exception();
+  if (!rank) return fail(code, message);
+  if (code == 2) return *rank == 0 ? fail(code, message) : code;
+  return fail(code, "rank " + std::to_string(*rank) + ": " + message);
+}
+
+/// Parses the command line, sets up MPI when it is the transport, and runs.
+int run_command_line(int argc, char** argv) {
+  const std::vector<std::string_view> args(argv + (argc > 0 ? 1 : 0), argv + argc);
+  const std::optional<int> launched_rank = launcher_rank();
+  train_config c;
+  std::string transport;
+  try {
+    c = parse_args(args);
+    if (c.help) {
+      if (launched_rank.value_or(0) == 0) std::fputs(usage().c_str(), stdout);
+      return 0;
+    }
+    transport = resolved_transport(c);
+  } catch (...) {
+    return report_current_exception(launched_rank);
+  }
+#if DHO2_TRAIN_WITH_MPI
+  if (transport == "mpi") {
+    // Exceptions are reported here; a rank that fails alone aborts the job, so that no peer
+    // waits forever in a collective.
+    const boost::mpi::environment env(argc, argv, false);
+    const boost::mpi::communicator world;
+    try {
+      return run(c, transport);
+    } catch (...) {
+      const int code = report_current_exception(world.rank());
+      if (code != 2 && world.size() > 1) world.abort(code);
+      return code;
+    }
+  }
+#endif
+  try {
+    return run(c, transport);
+  } catch (...) {
+    return report_current_exception(std::nullopt);
+  }
+}
+
 }  // namespace
 }  // namespace dho2_train
 
-int main(int argc, char** argv) {
-  const std::vector<std::string_view> args(argv + (argc > 0 ? 1 : 0), argv + argc);
-  try {
-    return dho2_train::run_command_line(args);
-  } catch (const dho2_train::usage_error& e) {
-    return dho2_train::fail(2, e.what());
-  } catch (const dho2::invalid_options& e) {
-    const std::string flag = dho2_train::flag_of_invalid_option(e.what());
-    return dho2_train::fail(2, flag.empty() ? std::string(e.what()) : flag + ": " + e.what());
-  } catch (const dho2::data_error& e) {
-    return dho2_train::fail(1, e.what());
-  } catch (const std::bad_alloc&) {
-    return dho2_train::fail(1, "out of memory");
-  } catch (const std::exception& e) {
-    return dho2_train::fail(1, e.what());
-  } catch (...) {
-    return dho2_train::fail(1, "unknown exception");
-  }
-}
+int main(int argc, char** argv) { return dho2_train::run_command_line(argc, argv); }

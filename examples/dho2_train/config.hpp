@@ -58,7 +58,27 @@ struct train_config {
   long long eval_every = 0;
   bool quiet = false;
   bool help = false;
+  // Distribution (see --help): how ranks talk, how parameters are sharded, how they synchronise
+  // and where curvature is estimated.
+  std::string transport = "auto";  // auto: mpi under mpirun (when built with MPI), else inproc
+  std::optional<long long> ranks;  // inproc only: number of ranks (threads); 1
+  std::string partitioner = "even";  // even | block | weighted:w0,w1,...
+  std::vector<double> partition_weights;  // of weighted:...
+  std::optional<double> admm_rho;        // consensus ADMM penalty (turns mode A on)
+  std::optional<long long> admm_every;   // consensus ADMM local steps per round (mode A)
+  bool admm_balance = false;             // residual balancing of rho (mode A)
+  std::string schedule = "synchronous";  // synchronous | split | background
+  long long curvature_ranks = 1;         // split: dedicated curvature ranks
+  long long max_staleness = 4;           // split / background: steps an estimate may lag
+  double timeout = 60.0;                 // inproc / asio: seconds a rank waits for its peers
+  std::optional<long long> rank;         // asio: this rank (else DHO2_RANK)
+  std::optional<long long> world_size;   // asio: number of ranks (else DHO2_WORLD_SIZE)
+  std::string rendezvous;                // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
+  std::string bind_address;              // asio: address to listen on (else loopback)
 };
+
+/// True when mode A (consensus ADMM) is asked for.
+inline bool uses_admm(const train_config& c) { return c.admm_rho || c.admm_every; }
 
 /// Synthetic data set sizes used when --train-size / --test-size are not given.
 inline constexpr long long synthetic_default_train = 12000;
@@ -66,19 +86,22 @@ inline constexpr long long synthetic_default_test = 2000;
 
 /// The optimizers dho2_train knows, in --help order.
 inline const std::vector<std::string_view>& optimizer_names() {
-  static const std::vector<std::string_view> names = {"sgd",           "momentum", "nesterov",
-                                                      "adam",          "fosi-sgd", "fosi-momentum",
-                                                      "fosi-nesterov", "fosi-adam"};
+  static const std::vector<std::string_view> names = {
+      "sgd",      "momentum",      "nesterov",      "adam",     "fosi-sgd",
+      "fosi-momentum", "fosi-nesterov", "fosi-adam", "dho2"};
   return names;
 }
 
-/// True for the fosi-* optimizers (curvature on); the others are the same optimizer with
-/// options.use_curvature = false.
-inline bool uses_curvature(std::string_view optimizer) { return optimizer.starts_with("fosi-"); }
+/// True for the fosi-* optimizers and dho2 (curvature on); the others are the same optimizer
+/// with options.use_curvature = false.
+inline bool uses_curvature(std::string_view optimizer) {
+  return optimizer.starts_with("fosi-") || optimizer == "dho2";
+}
 
-/// The base optimizer's name without the "fosi-" prefix.
+/// The base optimizer's name without the "fosi-" prefix (dho2 is FOSI-Adam).
 inline std::string_view base_name(std::string_view optimizer) {
-  return uses_curvature(optimizer) ? optimizer.substr(5) : optimizer;
+  if (optimizer == "dho2") return "adam";
+  return optimizer.starts_with("fosi-") ? optimizer.substr(5) : optimizer;
 }
 
 /// Default learning rate of an optimizer (tuned on Fashion-MNIST with the default MLP).
@@ -151,6 +174,30 @@ inline std::string parse_choice(std::string_view flag, std::string_view text,
                     ")");
 }
 
+// --partitioner even | block | weighted:w0,w1,...
+inline void parse_partitioner(train_config& o, std::string_view v) {
+  o.partition_weights.clear();
+  if (v == "even" || v == "block") {
+    o.partitioner = std::string(v);
+    return;
+  }
+  if (!v.starts_with("weighted:")) {
+    throw usage_error("--partitioner: unknown value " + quoted(v) +
+                      " (expected even|block|weighted:w0,w1,...)");
+  }
+  o.partitioner = "weighted";
+  std::string_view rest = v.substr(9);
+  while (true) {
+    const std::size_t comma = rest.find(',');
+    const double w = parse_number("--partitioner weight", rest.substr(0, comma));
+    if (w < 0.0) throw usage_error("--partitioner: weight " + quoted(rest.substr(0, comma)) +
+                                   " is negative");
+    o.partition_weights.push_back(w);
+    if (comma == rest.npos) break;
+    rest = rest.substr(comma + 1);
+  }
+}
+
 struct flag {
   std::string_view name;
   std::string_view metavar;  // empty for switches without a value
@@ -180,7 +227,8 @@ inline const std::vector<flag>& flags() {
          o.activation = parse_choice("--activation", v, {"relu", "tanh"});
        }},
       {"--optimizer", "NAME", "fosi-adam",
-       "sgd | momentum | nesterov | adam, or fosi-<one of them> (FOSI on that base)",
+       "sgd | momentum | nesterov | adam, fosi-<one of them> (FOSI on that base), or dho2 "
+       "(FOSI-Adam with the distribution flags below)",
        [](c& o, std::string_view v) {
          o.optimizer = parse_choice("--optimizer", v, optimizer_names());
        }},
@@ -228,6 +276,48 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.summary_json = std::string(v); }},
       {"--quiet", "", "off", "no progress or epoch lines (the final summary is printed)",
        [](c& o, std::string_view) { o.quiet = true; }},
+      {"--transport", "NAME", "auto",
+       "inproc (ranks are threads) | mpi (run under mpirun) | asio (TCP); auto: mpi under "
+       "mpirun, else inproc",
+       [](c& o, std::string_view v) {
+         o.transport = parse_choice("--transport", v, {"auto", "inproc", "mpi", "asio"});
+       }},
+      {"--ranks", "P", "1", "inproc: number of ranks (threads of this process)",
+       [](c& o, std::string_view v) { o.ranks = parse_integer("--ranks", v, 1, 1024); }},
+      {"--partitioner", "NAME", "even",
+       "even | block (shards on layer boundaries) | weighted:w0,w1,... (one weight per trainer)",
+       [](c& o, std::string_view v) { parse_partitioner(o, v); }},
+      {"--admm-rho", "X", "1 with --admm-every", "consensus ADMM (mode A): penalty rho",
+       [](c& o, std::string_view v) { o.admm_rho = parse_number("--admm-rho", v); }},
+      {"--admm-every", "N", "8 with --admm-rho", "consensus ADMM (mode A): local steps per round",
+       [](c& o, std::string_view v) { o.admm_every = parse_integer("--admm-every", v, 1); }},
+      {"--admm-balance", "", "off", "consensus ADMM: residual balancing of rho",
+       [](c& o, std::string_view) { o.admm_balance = true; }},
+      {"--schedule", "NAME", "synchronous",
+       "where curvature is estimated: synchronous | split (dedicated ranks) | background "
+       "(a thread; one rank)",
+       [](c& o, std::string_view v) {
+         o.schedule = parse_choice("--schedule", v, {"synchronous", "split", "background"});
+       }},
+      {"--curvature-ranks", "C", "1", "split: ranks that only estimate curvature (the last C)",
+       [](c& o, std::string_view v) {
+         o.curvature_ranks = parse_integer("--curvature-ranks", v, 1);
+       }},
+      {"--max-staleness", "S", "4", "split / background: steps an estimate may lag (exactly S)",
+       [](c& o, std::string_view v) { o.max_staleness = parse_integer("--max-staleness", v, 0); }},
+      {"--timeout", "SECONDS", "60", "inproc / asio: how long a rank waits for its peers",
+       [](c& o, std::string_view v) {
+         o.timeout = parse_number("--timeout", v);
+         if (!(o.timeout > 0.0)) throw usage_error("--timeout: must be > 0");
+       }},
+      {"--rank", "R", "$DHO2_RANK", "asio: this process's rank",
+       [](c& o, std::string_view v) { o.rank = parse_integer("--rank", v, 0); }},
+      {"--world-size", "P", "$DHO2_WORLD_SIZE", "asio: number of ranks",
+       [](c& o, std::string_view v) { o.world_size = parse_integer("--world-size", v, 1); }},
+      {"--rendezvous", "HOST:PORT", "$DHO2_RENDEZVOUS", "asio: address of rank 0",
+       [](c& o, std::string_view v) { o.rendezvous = std::string(v); }},
+      {"--bind", "ADDRESS", "loopback", "asio: address this rank listens on",
+       [](c& o, std::string_view v) { o.bind_address = std::string(v); }},
       {"--help", "", "", "show this help and exit", [](c& o, std::string_view) { o.help = true; }},
   };
   return table;
@@ -271,6 +361,38 @@ inline std::string usage() {
       "\nExit status: 0 on success, 2 on bad usage (unknown flag, bad value, invalid options),\n"
       "1 on runtime errors (missing or corrupt data files, I/O errors).\n";
   return text;
+}
+
+/// Checks the distribution flags against each other (what does not need the world size).
+inline void check_distribution(const train_config& c) {
+  if (c.ranks && c.transport != "inproc" && c.transport != "auto") {
+    throw usage_error("--ranks: only with --transport inproc (the world size of mpi is "
+                      "mpirun's -np, of asio --world-size)");
+  }
+  const bool asio_flag = c.rank || c.world_size || !c.rendezvous.empty() || !c.bind_address.empty();
+  if (asio_flag && c.transport != "asio") {
+    throw usage_error("--rank/--world-size/--rendezvous/--bind: only with --transport asio");
+  }
+  const bool adam_based = base_name(c.optimizer) == "adam";
+  if (c.schedule != "synchronous") {
+    if (!adam_based) {
+      throw usage_error("--schedule " + c.schedule + ": needs --optimizer dho2 (or fosi-adam)");
+    }
+    if (uses_admm(c)) {
+      throw usage_error("--schedule " + c.schedule +
+                        ": not with consensus ADMM (--admm-rho/--admm-every); use synchronous");
+    }
+  } else if (c.curvature_ranks != 1) {
+    throw usage_error("--curvature-ranks: only with --schedule split");
+  }
+  if (uses_admm(c)) {
+    if (!adam_based) {
+      throw usage_error("--admm-rho/--admm-every: need --optimizer dho2, fosi-adam or adam");
+    }
+    if (c.admm_rho && *c.admm_rho < 0.0) throw usage_error("--admm-rho: must be >= 0");
+  } else if (c.admm_balance) {
+    throw usage_error("--admm-balance: needs --admm-rho or --admm-every");
+  }
 }
 
 /// Parses the arguments (argv[1..]). Throws `usage_error` for an unknown flag, a missing value
@@ -320,6 +442,7 @@ inline train_config parse_args(const std::vector<std::string_view>& args) {
   if (config.continue_after_target && !config.target_accuracy) {
     throw usage_error("--continue-after-target needs --target-accuracy");
   }
+  check_distribution(config);
   return config;
 }
 

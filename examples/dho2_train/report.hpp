@@ -4,6 +4,7 @@
 
 #include "callbacks.hpp"
 #include "config.hpp"
+#include "distributed.hpp"
 #include "json_writer.hpp"
 #include <dho2/core/summary.hpp>
 
@@ -44,6 +45,9 @@ struct run_result {
   std::vector<evaluation_record> evaluations;
   std::vector<epoch_record> epochs;
   int eigen_threads = 1;
+  std::string transport = "inproc";  // resolved --transport
+  std::vector<rank_record> ranks;    // every rank's measured costs, in rank order
+  std::optional<double> admm_rho;    // mode A: the penalty in force at the end
 };
 
 /// Peak resident set size of this process in bytes: VmHWM from /proc/self/status, or
@@ -140,14 +144,35 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
   }
   std::fprintf(out,
                "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
-               "update %.2f + evaluation %.2f + other %.2f\n"
+               "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
                "                 CPU %.2f s; data load %.2f s; %d thread(s)\n",
                s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
-               s.update_seconds, r.eval_seconds, detail::other_seconds(r), r.cpu_seconds,
+               s.update_seconds, s.communication_seconds, r.eval_seconds, detail::other_seconds(r), r.cpu_seconds,
                r.load_seconds, r.eigen_threads);
-  std::fprintf(out, "memory           peak RSS %s; per rank: curvature %s, optimizer state %s\n",
+  std::fprintf(out, "memory           peak RSS %s (this process); rank 0: curvature %s, "
+               "optimizer state %s\n",
                detail::mib(peak_rss).c_str(), detail::mib(s.curvature_bytes).c_str(),
                detail::mib(s.optimizer_state_bytes).c_str());
+  if (r.ranks.size() > 1) {
+    std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s\n", r.ranks.size(),
+                 r.transport.c_str(), c.partitioner.c_str(), c.schedule.c_str(),
+                 uses_admm(c) ? ", consensus ADMM" : "");
+    if (r.admm_rho) {
+      std::fprintf(out, "                 ADMM: %zu rounds, rho %g at the end\n",
+                   s.admm_rounds.size(), *r.admm_rho);
+    }
+    std::fprintf(out, "  rank role       shard   curvature   opt state        sent    received"
+                      "   comm s  staleness\n");
+    for (const rank_record& k : r.ranks) {
+      std::fprintf(out, "  %4d %-9s %7lld %11s %11s %11s %11s %8.2f %10lld\n", k.rank,
+                   k.curvature_rank ? "curvature" : "trainer", k.shard,
+                   detail::mib(static_cast<std::size_t>(k.curvature_bytes)).c_str(),
+                   detail::mib(static_cast<std::size_t>(k.optimizer_state_bytes)).c_str(),
+                   detail::mib(static_cast<std::size_t>(k.bytes_sent)).c_str(),
+                   detail::mib(static_cast<std::size_t>(k.bytes_received)).c_str(), k.transport_s,
+                   k.max_staleness);
+    }
+  }
   std::fflush(out);
 }
 
@@ -170,7 +195,11 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("optimizer", c.optimizer);
   j.member("model", r.model_name);
   j.member("dataset", c.dataset);
-  j.member("ranks", 1);
+  j.member("ranks", static_cast<long long>(std::max<std::size_t>(r.ranks.size(), 1)));
+  j.member("transport", r.transport);
+  j.member("partitioner", c.partitioner);
+  j.member("schedule", c.schedule);
+  j.member("admm", uses_admm(c));
   j.member("epochs", ll(s.epochs));
   j.member("steps", ll(s.steps));
   j.member("iterations", ll(s.iterations));
@@ -204,6 +233,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("hvp_source", std::string(dho2::to_string(s.hvp)));
   j.member("skipped_steps", ll(s.skipped_steps()));
   j.member("peak_rss_bytes", static_cast<unsigned long long>(peak_rss));
+  j.member("max_staleness", ll(s.max_staleness));
   j.member("curvature_bytes_per_rank", static_cast<unsigned long long>(s.curvature_bytes));
   j.member("optimizer_state_bytes_per_rank",
            static_cast<unsigned long long>(s.optimizer_state_bytes));
@@ -256,7 +286,49 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
     j.null();
   }
   j.member("eval_every", c.eval_every);
+  j.member("transport", c.transport);
+  j.member("partitioner", c.partitioner);
+  j.member("schedule", c.schedule);
+  j.member("curvature_ranks", c.curvature_ranks);
+  j.member("max_staleness", c.max_staleness);
+  optional_number(j, "admm_rho", c.admm_rho);
+  j.key("admm_every");
+  if (c.admm_every) {
+    j.value(*c.admm_every);
+  } else {
+    j.null();
+  }
+  j.member("admm_balance", c.admm_balance);
   j.end_object();
+
+  j.key("per_rank").begin_array();
+  for (const rank_record& k : r.ranks) {
+    const auto ull = [](double v) { return static_cast<unsigned long long>(v); };
+    j.begin_object(true);
+    j.member("rank", k.rank).member("role", k.curvature_rank ? "curvature" : "trainer");
+    j.member("shard_parameters", k.shard).member("steps", k.steps);
+    j.member("curvature_estimates", k.curvature_estimates).member("hvps", k.hvps);
+    j.member("curvature_bytes", ull(k.curvature_bytes));
+    j.member("optimizer_state_bytes", ull(k.optimizer_state_bytes));
+    j.member("bytes_sent", ull(k.bytes_sent)).member("bytes_received", ull(k.bytes_received));
+    j.member("communication_s", k.communication_s).member("transport_s", k.transport_s);
+    j.member("transport_calls", k.transport_calls).member("max_staleness", k.max_staleness);
+    j.member("wall_s", k.wall_s);
+    j.end_object();
+  }
+  j.end_array();
+
+  if (!s.admm_rounds.empty()) {
+    j.key("admm_rounds").begin_array();
+    for (const dho2::admm_round& a : s.admm_rounds) {
+      j.begin_object(true);
+      j.member("round", ll(a.round)).member("step", ll(a.step));
+      j.member("primal_residual", a.primal_residual).member("dual_residual", a.dual_residual);
+      j.member("rho", a.rho);
+      j.end_object();
+    }
+    j.end_array();
+  }
 
   j.key("history").begin_array();
   for (const epoch_record& e : r.epochs) {
@@ -283,6 +355,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
     j.member("iterations", ll(e.iterations)).member("hvps", ll(e.hvps));
     j.member("breakdown", e.breakdown).member("failed", e.failed).member("scale", e.scale);
     j.member("seconds", e.seconds).member("hvp_seconds", e.hvp_seconds);
+    j.member("staleness", ll(e.staleness));
     j.key("eigenvalues").begin_array(true);
     for (dho2::index i = 0; i < e.eigenvalues.size(); ++i) j.value(e.eigenvalues(i));
     j.end_array();

@@ -581,7 +581,10 @@ class asio_engine {
       const bool retry = retry_refused && result == asio_net::error::connection_refused;
       if (!retry || asio_clock::now() + std::chrono::milliseconds(50) >= deadline) {
         throw asio_defect("cannot connect to " + asio_endpoint_string(ep) + ": " +
-                          result.message());
+                          result.message() +
+                          (retry ? " (retried for connect_timeout = " +
+                                       asio_seconds(settings.connect_timeout) + ")"
+                                 : std::string()));
       }
       if ((attempt + 1) % eps.size() == 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
