@@ -5,21 +5,19 @@
 // non-fatal CHECKs, no REQUIRE), so a failure on one rank never desynchronises the others.
 // Rank 0 prints doctest's full report; the other ranks print only their failures (doctest's
 // --minimal), each prefixed with "rank r of P" through INFO. The exit code is non-zero on every
-// rank if any rank failed (the failure counts are summed over MPI_COMM_WORLD).
-#define DOCTEST_CONFIG_IMPLEMENT
+// rank if any rank failed (see mpi_doctest_main.hpp).
+#include "mpi_doctest_main.hpp"
 #include <dho2/mpi.hpp>
 #include <dho2/testing/transport_conformance.hpp>
 
 #include <boost/mpi/collectives.hpp>
 #include <boost/mpi/communicator.hpp>
-#include <boost/mpi/environment.hpp>
 #include <doctest/doctest.h>
 #include <mpi.h>
 
 #include <climits>
 #include <cstddef>
 #include <functional>
-#include <iostream>
 #include <optional>
 #include <span>
 #include <string>
@@ -321,27 +319,7 @@ int main(int argc, char** argv) {
   // Declared before the environment, destroyed after MPI_Finalize: its destructor must notice
   // and not call MPI_Comm_free.
   std::optional<dho2::mpi_transport> outlives_mpi;
-  int failed_ranks = 0;
-  {
-    const boost::mpi::environment env(argc, argv);
-    const boost::mpi::communicator world;
-    doctest::Context context;
-    context.applyCommandLine(argc, argv);
-    if (world.rank() != 0) {
-      context.setOption("minimal", true);
-      context.setOption("no-version", true);
-      context.setOption("no-colors", true);
-    }
-    const int result = context.run();
-    if (context.shouldExit()) return result;
-    failed_ranks = boost::mpi::all_reduce(world, result != 0 ? 1 : 0, std::plus<>());
-    if (world.rank() == 0) {
-      std::cout << "[dho2 mpi] " << world.size() << " ranks, "
-                << (failed_ranks == 0 ? std::string("all passed")
-                                      : std::to_string(failed_ranks) + " rank(s) failed")
-                << std::endl;
-    }
-    outlives_mpi.emplace(world);
-  }
-  return failed_ranks == 0 ? 0 : 1;
+  return dho2_test::run_mpi_doctest(
+      argc, argv, "dho2 mpi",
+      [&](const boost::mpi::communicator& world) { outlives_mpi.emplace(world); });
 }

@@ -1,15 +1,14 @@
 // Mode A (DESIGN §2.5): consensus ADMM reduces to mode S with τ = 1, ρ = 0, and converges to the
 // closed-form optimum of a least-squares problem split over ranks, with vanishing residuals.
+#include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
-#include <dho2/data/synthetic.hpp>
 #include <dho2/dho2.hpp>
-#include <dho2/models/mlp.hpp>
 #include <dho2/transport/inproc.hpp>
 
 #include <doctest/doctest.h>
 
 #include <Eigen/Dense>
-#include <mutex>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -57,47 +56,36 @@ least_squares::batch_type rank_data(int rank, dho2::index n) {
 }  // namespace
 
 TEST_CASE("consensus_admm: tau = 1 and rho = 0 equal mode S at P = 2 3 4") {
-  const dho2::mlp<double> model({6, 5, 3}, dho2::activation::tanh, 1e-3);
-  const auto data = dho2::make_teacher_classification<double>(400, 10, 6, 3, 5);
-  const VectorXd x0 = model.initialize(9);
-  dho2::options o;
-  o.k = 3;
-  o.warmup = 3;
-  o.refresh_every = 4;
-  o.lanczos_steps = 16;
-  o.alpha = 0.2;
+  const dho2_test::mlp_problem p;
+  dho2::options o = dho2_test::fosi_test_options();
+  o.l = 0;
   const dho2::heavy_ball base{.learning_rate = 0.05, .momentum = 0.9};
   constexpr dho2::index global_batch = 24;  // equal slices at P = 2, 3, 4
+  struct rank_run {
+    VectorXd x;
+    dho2::index rounds = 0;
+  };
   for (int ranks : {2, 3, 4}) {
-    std::vector<VectorXd> mode_s(static_cast<std::size_t>(ranks));
-    std::vector<VectorXd> mode_a(static_cast<std::size_t>(ranks));
-    std::vector<dho2::index> rounds(static_cast<std::size_t>(ranks));
-    auto run = [&](auto admm, std::vector<VectorXd>& out) {
+    auto run = [&](auto admm) {
       using policies = admm_policies<decltype(admm)>;
-      dho2::run_inproc(ranks, {.timeout = std::chrono::seconds(60)}, [&](dho2::inproc_transport& t) {
+      return dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
         const int rank = t.rank();
         dho2::optimizer<double, policies> opt(
             o, policies{.base = base, .transport = std::move(t), .admm = admm});
-        dho2::shuffling_batcher<double> batches(data.train, global_batch, 3);
-        dho2::classification_batch<double> b;
-        VectorXd x = x0;
-        for (int s = 0; s < 10; ++s) {
-          batches.fill_batch(s, rank, ranks, b);
-          opt.step(model, x, b);
-        }
-        out[static_cast<std::size_t>(rank)] = x;
-        rounds[static_cast<std::size_t>(rank)] =
-            static_cast<dho2::index>(opt.get_summary().admm_rounds.size());
+        dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 3);
+        rank_run out{p.x0, 0};
+        dho2_test::train_steps(opt, p.model, out.x, batches, 10, rank, ranks);
+        out.rounds = static_cast<dho2::index>(opt.get_summary().admm_rounds.size());
+        return out;
       });
     };
-    run(dho2::synchronous_admm{}, mode_s);
-    run(dho2::consensus_admm{.rho = 0.0, .tau = 1}, mode_a);
+    const auto mode_s = run(dho2::synchronous_admm{});
+    const auto mode_a = run(dho2::consensus_admm{.rho = 0.0, .tau = 1});
     for (int r = 0; r < ranks; ++r) {
       const auto i = static_cast<std::size_t>(r);
-      INFO("P = ", ranks, ", rank ", r, ": max |x_A - x_S| = ",
-           (mode_a[i] - mode_s[i]).cwiseAbs().maxCoeff());
-      CHECK((mode_a[i] - mode_s[i]).cwiseAbs().maxCoeff() < 1e-10);
-      CHECK(rounds[i] == 10);
+      INFO("P = ", ranks, ", rank ", r);
+      dho2_test::check_close(mode_a[i].x, mode_s[i].x, 1e-10, "max |x_A - x_S|");
+      CHECK(mode_a[i].rounds == 10);
     }
   }
 }
@@ -116,9 +104,11 @@ TEST_CASE("consensus_admm: converges to the centralised least-squares optimum") 
   }
   const VectorXd x_star = h.ldlt().solve(rhs);
 
+  struct rank_end {
+    VectorXd z;
+    std::vector<dho2::admm_round> rounds;
+  };
   for (bool balancing : {false, true}) {
-    std::vector<VectorXd> finals(ranks);
-    std::vector<std::vector<dho2::admm_round>> history(ranks);
     using policies = dho2::default_policies::with_base<dho2::sgd>::with_transport<
         dho2::inproc_transport>::with_admm<dho2::consensus_admm>;
     dho2::options o;
@@ -132,7 +122,7 @@ TEST_CASE("consensus_admm: converges to the centralised least-squares optimum") 
     o.momentum_form = dho2::momentum_kind::none;
     const dho2::consensus_admm admm{.rho = balancing ? 1e-3 : 8.0, .tau = 10,
                                     .residual_balancing = balancing};
-    dho2::run_inproc(ranks, {.timeout = std::chrono::seconds(60)}, [&](dho2::inproc_transport& t) {
+    const auto ends = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
       const int rank = t.rank();
       const least_squares model{n};
       const auto data = rank_data(rank, n);
@@ -140,17 +130,16 @@ TEST_CASE("consensus_admm: converges to the centralised least-squares optimum") 
           o, policies{.base = {.learning_rate = 0.02}, .transport = std::move(t), .admm = admm});
       VectorXd x = VectorXd::Zero(n);
       for (int s = 0; s < 1500; ++s) opt.step(model, x, data);
-      finals[static_cast<std::size_t>(rank)] = opt.consensus_point();
-      history[static_cast<std::size_t>(rank)] = opt.get_summary().admm_rounds;
+      return rank_end{opt.consensus_point(), opt.get_summary().admm_rounds};
     });
-    const auto& rounds = history[0];
+    const auto& rounds = ends[0].rounds;
     REQUIRE(rounds.size() == 150);
-    INFO("residual balancing ", balancing, ": |z - x*| = ", (finals[0] - x_star).norm(),
+    INFO("residual balancing ", balancing, ": |z - x*| = ", (ends[0].z - x_star).norm(),
          ", primal ", rounds.front().primal_residual, " -> ", rounds.back().primal_residual,
          ", dual ", rounds[1].dual_residual, " -> ", rounds.back().dual_residual,
          ", rho ", rounds.front().rho, " -> ", rounds.back().rho);
     for (int r = 0; r < ranks; ++r) {
-      CHECK((finals[static_cast<std::size_t>(r)] - x_star).norm() < 1e-6 * x_star.norm());
+      CHECK((ends[static_cast<std::size_t>(r)].z - x_star).norm() < 1e-6 * x_star.norm());
     }
     CHECK(rounds.back().primal_residual < 1e-6);
     CHECK(rounds.back().dual_residual < 1e-6);

@@ -1,30 +1,24 @@
 // Mode S (DESIGN §2.4): every sharded computation over P in-process ranks equals the P = 1
 // computation on the same global batches and seed, to round-off — gradient steps, a whole
 // Lanczos estimate (eigenvalues and assembled eigenvectors), FOSI steps, ten training steps.
+#include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
-#include <dho2/data/synthetic.hpp>
 #include <dho2/dho2.hpp>
-#include <dho2/models/mlp.hpp>
 #include <dho2/partition/block_aligned.hpp>
 #include <dho2/partition/weighted.hpp>
 #include <dho2/transport/inproc.hpp>
 
 #include <doctest/doctest.h>
 
-#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
 
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
-
-struct problem {
-  dho2::mlp<double> model{{6, 5, 3}, dho2::activation::tanh, 1e-3};
-  dho2::train_test_sets<double> data = dho2::make_teacher_classification<double>(400, 10, 6, 3, 5);
-  VectorXd x0 = model.initialize(9);
-};
+using problem = dho2_test::mlp_problem;
 
 struct run_result {
   VectorXd x;
@@ -36,74 +30,57 @@ struct run_result {
 };
 
 dho2::options test_options(bool curvature) {
-  dho2::options o;
+  dho2::options o = dho2_test::fosi_test_options();
   o.use_curvature = curvature;
-  o.k = 3;
-  o.l = 1;
-  o.warmup = 3;
-  o.refresh_every = 4;
-  o.lanczos_steps = 16;
-  o.alpha = 0.2;
   return o;
 }
 
 constexpr dho2::index global_batch = 29;  // uneven slices for every P > 1
+
+// The run of `opt` that ended at `x` with `losses`; its eigenvectors are this rank's shard.
+template <class Optimizer>
+run_result result_of(const Optimizer& opt, VectorXd x, std::vector<double> losses) {
+  return {std::move(x),
+          opt.eigenvalues(),
+          opt.eigenvectors(),
+          opt.get_summary().curvature_estimates,
+          opt.get_summary().steps,
+          std::move(losses)};
+}
 
 // P = 1 reference on the whole global batches.
 template <class Base>
 run_result run_single(const problem& p, const dho2::options& o, const Base& base, int steps) {
   dho2::optimizer<double, dho2::default_policies::with_base<Base>> opt(o, {.base = base});
   dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
-  dho2::classification_batch<double> b;
-  run_result r{p.x0, {}, {}, 0, 0, {}};
-  for (int t = 0; t < steps; ++t) {
-    batches.fill_batch(t, b);
-    opt.step(p.model, r.x, b);
-    r.losses.push_back(opt.last_loss());
-  }
-  r.eigenvalues = opt.eigenvalues();
-  r.eigenvectors = opt.eigenvectors();
-  r.estimates = opt.get_summary().curvature_estimates;
-  r.steps = opt.get_summary().steps;
-  return r;
+  VectorXd x = p.x0;
+  auto losses = dho2_test::train_steps(opt, p.model, x, batches, steps);
+  return result_of(opt, std::move(x), std::move(losses));
 }
 
 // P in-process ranks, each training on its slice of the same global batches.
 template <class Base, class Partitioner = dho2::even_partitioner>
 std::vector<run_result> run_sharded(const problem& p, const dho2::options& o, const Base& base,
                                     int steps, int ranks, Partitioner part = {}) {
-  std::vector<run_result> results(static_cast<std::size_t>(ranks));
-  std::mutex gather;
-  std::vector<MatrixXd> shards(static_cast<std::size_t>(ranks));
-  dho2::run_inproc(ranks, {.timeout = std::chrono::seconds(60)}, [&](dho2::inproc_transport& t) {
+  using policies = typename dho2::default_policies::with_base<Base>::template with_transport<
+      dho2::inproc_transport>::template with_partitioner<Partitioner>;
+  auto results = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     const int rank = t.rank();
-    using policies = typename dho2::default_policies::with_base<Base>::template with_transport<
-        dho2::inproc_transport>::template with_partitioner<Partitioner>;
     dho2::optimizer<double, policies> opt(
         o, policies{.base = base, .partitioner = part, .transport = std::move(t)});
     dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
-    dho2::classification_batch<double> b;
-    run_result r{p.x0, {}, {}, 0, 0, {}};
-    for (int s = 0; s < steps; ++s) {
-      batches.fill_batch(s, rank, ranks, b);
-      opt.step(p.model, r.x, b);
-      r.losses.push_back(opt.last_loss());
-    }
-    r.eigenvalues = opt.eigenvalues();
-    r.estimates = opt.get_summary().curvature_estimates;
-    r.steps = opt.get_summary().steps;
-    std::lock_guard lock(gather);
-    shards[static_cast<std::size_t>(rank)] = opt.eigenvectors();
-    results[static_cast<std::size_t>(rank)] = std::move(r);
+    VectorXd x = p.x0;
+    auto losses = dho2_test::train_steps(opt, p.model, x, batches, steps, rank, ranks);
+    return result_of(opt, std::move(x), std::move(losses));
   });
   // Assemble V from the shards, in rank order.
   dho2::index rows = 0;
-  for (const auto& s : shards) rows += s.rows();
-  MatrixXd v(rows, shards[0].cols());
+  for (const auto& r : results) rows += r.eigenvectors.rows();
+  MatrixXd v(rows, results[0].eigenvectors.cols());
   dho2::index at = 0;
-  for (const auto& s : shards) {
-    v.middleRows(at, s.rows()) = s;
-    at += s.rows();
+  for (const auto& r : results) {
+    v.middleRows(at, r.eigenvectors.rows()) = r.eigenvectors;
+    at += r.eigenvectors.rows();
   }
   for (auto& r : results) r.eigenvectors = v;
   return results;
@@ -135,6 +112,16 @@ void check_equal(const run_result& single, const std::vector<run_result>& ranks,
   }
 }
 
+// Checks the runs over P = 1 2 3 4 7 ranks against the P = 1 reference `single`.
+template <class Base>
+void check_equal_at_every_p(const run_result& single, const problem& p, const dho2::options& o,
+                            const Base& base, int steps, double tol) {
+  for (int ranks : {1, 2, 3, 4, 7}) {
+    INFO("P = ", ranks);
+    check_equal(single, run_sharded(p, o, base, steps, ranks), tol);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("mode S: one gradient step equals P = 1 at P = 1 2 3 4 7") {
@@ -142,10 +129,7 @@ TEST_CASE("mode S: one gradient step equals P = 1 at P = 1 2 3 4 7") {
   const auto o = test_options(false);
   const dho2::sgd base{.learning_rate = 0.1};
   const auto single = run_single(p, o, base, 1);
-  for (int ranks : {1, 2, 3, 4, 7}) {
-    INFO("P = ", ranks);
-    check_equal(single, run_sharded(p, o, base, 1, ranks), 1e-13);
-  }
+  check_equal_at_every_p(single, p, o, base, 1, 1e-13);
 }
 
 TEST_CASE("mode S: Lanczos estimate and FOSI steps equal P = 1 at P = 1 2 3 4 7") {
@@ -157,10 +141,7 @@ TEST_CASE("mode S: Lanczos estimate and FOSI steps equal P = 1 at P = 1 2 3 4 7"
   const auto single = run_single(p, o, base, 3);
   REQUIRE(single.estimates == 1);
   REQUIRE(single.eigenvalues.size() == 4);
-  for (int ranks : {1, 2, 3, 4, 7}) {
-    INFO("P = ", ranks);
-    check_equal(single, run_sharded(p, o, base, 3, ranks), 1e-10);
-  }
+  check_equal_at_every_p(single, p, o, base, 3, 1e-10);
 }
 
 TEST_CASE("mode S: ten training steps equal P = 1 at P = 1 2 3 4 7") {
@@ -169,10 +150,7 @@ TEST_CASE("mode S: ten training steps equal P = 1 at P = 1 2 3 4 7") {
   const dho2::heavy_ball base{.learning_rate = 0.05, .momentum = 0.9};
   const auto single = run_single(p, o, base, 10);
   REQUIRE(single.estimates == 2);
-  for (int ranks : {1, 2, 3, 4, 7}) {
-    INFO("P = ", ranks);
-    check_equal(single, run_sharded(p, o, base, 10, ranks), 1e-9);
-  }
+  check_equal_at_every_p(single, p, o, base, 10, 1e-9);
 }
 
 TEST_CASE("mode S: weighted and block-aligned partitions give the same result") {
@@ -194,26 +172,26 @@ TEST_CASE("mode S: weighted and block-aligned partitions give the same result") 
 
 TEST_CASE("mode S: options or parameter counts that differ between ranks are refused by all") {
   const problem p;
-  std::mutex lock;
-  std::vector<std::string> messages(3);
-  dho2::run_inproc(3, {.timeout = std::chrono::seconds(20)}, [&](dho2::inproc_transport& t) {
-    const int rank = t.rank();
-    auto o = test_options(true);
-    if (rank == 2) o.k = 2;
-    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
-    dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
-    dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
-    dho2::classification_batch<double> b;
-    batches.fill_batch(0, rank, 3, b);
-    VectorXd x = p.x0;
-    try {
-      opt.step(p.model, x, b);
-    } catch (const dho2::invalid_options& e) {
-      std::lock_guard g(lock);
-      messages[static_cast<std::size_t>(rank)] = e.what();
-    }
-    CHECK((x.array() == p.x0.array()).all());  // nothing changed
-  });
+  using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+  const auto messages = dho2_test::on_inproc_ranks(
+      3,
+      [&](dho2::inproc_transport& t) {
+        const int rank = t.rank();
+        auto o = test_options(true);
+        if (rank == 2) o.k = 2;
+        dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
+        dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+        VectorXd x = p.x0;
+        std::string message;
+        try {
+          dho2_test::train_steps(opt, p.model, x, batches, 1, rank, 3);
+        } catch (const dho2::invalid_options& e) {
+          message = e.what();
+        }
+        CHECK((x.array() == p.x0.array()).all());  // nothing changed
+        return message;
+      },
+      std::chrono::seconds(20));
   for (int r = 0; r < 3; ++r) {
     INFO("rank ", r, ": ", messages[static_cast<std::size_t>(r)]);
     CHECK(messages[static_cast<std::size_t>(r)].find("options.k = ") != std::string::npos);
@@ -231,18 +209,18 @@ TEST_CASE("mode S: a callback that stops on one rank stops every rank") {
     int rank;
     bool on_step(const dho2::step_info<double>& info) const { return rank == 1 && info.iteration == 5; }
   };
-  std::mutex lock;
-  std::vector<dho2::summary> summaries(3);
-  dho2::run_inproc(3, {.timeout = std::chrono::seconds(20)}, [&](dho2::inproc_transport& t) {
-    const int rank = t.rank();
-    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
-    dho2::optimizer<double, policies> opt(test_options(false), policies{.transport = std::move(t)});
-    dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
-    VectorXd x = p.x0;
-    const auto s = opt.optimize(p.model, x, batches, 2, stop_on_rank{rank});
-    std::lock_guard g(lock);
-    summaries[static_cast<std::size_t>(rank)] = s;
-  });
+  using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+  const auto summaries = dho2_test::on_inproc_ranks(
+      3,
+      [&](dho2::inproc_transport& t) {
+        const int rank = t.rank();
+        dho2::optimizer<double, policies> opt(test_options(false),
+                                              policies{.transport = std::move(t)});
+        dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+        VectorXd x = p.x0;
+        return opt.optimize(p.model, x, batches, 2, stop_on_rank{rank});
+      },
+      std::chrono::seconds(20));
   for (const auto& s : summaries) {
     CHECK(s.termination == dho2::termination_type::stopped_by_callback);
     CHECK(s.iterations == 6);

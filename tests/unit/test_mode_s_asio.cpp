@@ -1,9 +1,8 @@
 // Mode S over the TCP transport (ranks are threads on loopback): ten FOSI training steps, with a
 // Lanczos estimate, equal the single-process run on the same global batches at P = 1 2 3 4.
+#include "distributed_fixture.hpp"
 #include <dho2/asio.hpp>
 #include <dho2/data/batcher.hpp>
-#include <dho2/data/synthetic.hpp>
-#include <dho2/models/mlp.hpp>
 
 #include <doctest/doctest.h>
 
@@ -26,27 +25,15 @@ unsigned short free_loopback_port() {
 }  // namespace
 
 TEST_CASE("mode S over asio: ten FOSI steps equal P = 1 at P = 1 2 3 4") {
-  const dho2::mlp<double> model({6, 5, 3}, dho2::activation::tanh, 1e-3);
-  const auto data = dho2::make_teacher_classification<double>(400, 10, 6, 3, 5);
-  const VectorXd x0 = model.initialize(9);
-  dho2::options o;
-  o.k = 3;
-  o.l = 1;
-  o.warmup = 3;
-  o.refresh_every = 4;
-  o.lanczos_steps = 16;
-  o.alpha = 0.2;
+  const dho2_test::mlp_problem p;
+  const dho2::options o = dho2_test::fosi_test_options();
   constexpr dho2::index global_batch = 29;
   constexpr int steps = 10;
 
   dho2::optimizer<double> single(o, {.base = {.learning_rate = 0.01}});
-  dho2::shuffling_batcher<double> batches(data.train, global_batch, 17);
-  dho2::classification_batch<double> b;
-  VectorXd reference = x0;
-  for (int s = 0; s < steps; ++s) {
-    batches.fill_batch(s, b);
-    single.step(model, reference, b);
-  }
+  dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+  VectorXd reference = p.x0;
+  dho2_test::train_steps(single, p.model, reference, batches, steps);
 
   using policies = dho2::default_policies::with_transport<dho2::asio_transport>;
   for (int ranks : {1, 2, 3, 4}) {
@@ -64,13 +51,9 @@ TEST_CASE("mode S over asio: ten FOSI steps equal P = 1 at P = 1 2 3 4") {
           t.timeout = std::chrono::seconds(30);
           dho2::optimizer<double, policies> opt(
               o, policies{.base = {.learning_rate = 0.01}, .transport = dho2::asio_transport(t)});
-          dho2::shuffling_batcher<double> mine(data.train, global_batch, 17);
-          dho2::classification_batch<double> slice;
-          VectorXd x = x0;
-          for (int s = 0; s < steps; ++s) {
-            mine.fill_batch(s, r, ranks, slice);
-            opt.step(model, x, slice);
-          }
+          dho2::shuffling_batcher<double> mine(p.data.train, global_batch, 17);
+          VectorXd x = p.x0;
+          dho2_test::train_steps(opt, p.model, x, mine, steps, r, ranks);
           finals[static_cast<std::size_t>(r)] = x;
         } catch (const std::exception& e) {
           errors[static_cast<std::size_t>(r)] = e.what();
@@ -82,7 +65,7 @@ TEST_CASE("mode S over asio: ten FOSI steps equal P = 1 at P = 1 2 3 4") {
       const auto i = static_cast<std::size_t>(r);
       INFO("P = ", ranks, ", rank ", r, ": ", errors[i]);
       REQUIRE(errors[i].empty());
-      CHECK((finals[i] - reference).cwiseAbs().maxCoeff() < 1e-9);
+      dho2_test::check_close(finals[i], reference, 1e-9, "max |x - x_single|");
     }
   }
 }

@@ -1,35 +1,25 @@
 // Schedules (DESIGN §2.6): background and split estimates equal the synchronous schedule when
 // staleness is 0, are deterministic for a fixed staleness, and report the staleness they saw.
+#include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
-#include <dho2/data/synthetic.hpp>
 #include <dho2/dho2.hpp>
-#include <dho2/models/mlp.hpp>
 #include <dho2/schedule/background.hpp>
 #include <dho2/schedule/split.hpp>
 #include <dho2/transport/inproc.hpp>
 
 #include <doctest/doctest.h>
 
-#include <mutex>
-#include <vector>
+#include <utility>
 
 namespace {
 
 using Eigen::VectorXd;
-
-struct problem {
-  dho2::mlp<double> model{{6, 5, 3}, dho2::activation::tanh, 1e-3};
-  dho2::train_test_sets<double> data = dho2::make_teacher_classification<double>(400, 10, 6, 3, 5);
-  VectorXd x0 = model.initialize(9);
-};
+using problem = dho2_test::mlp_problem;
 
 dho2::options schedule_options() {
-  dho2::options o;
-  o.k = 3;
-  o.warmup = 3;
+  dho2::options o = dho2_test::fosi_test_options();
+  o.l = 0;
   o.refresh_every = 5;
-  o.lanczos_steps = 16;
-  o.alpha = 0.2;
   return o;
 }
 
@@ -40,40 +30,37 @@ struct outcome {
   dho2::summary summary;
 };
 
-// One process, `optimize` for one epoch (16 steps, estimates before steps 2, 7, 12).
-template <class Schedule>
-outcome run_one_process(const problem& p, Schedule schedule) {
-  using policies = dho2::default_policies::with_schedule<Schedule>;
-  dho2::optimizer<double, policies> opt(schedule_options(),
-                                        policies{.base = {.learning_rate = 0.01},
-                                                 .schedule = schedule});
+// `optimize` for one epoch (16 steps, estimates before steps 2, 7, 12).
+template <class Optimizer>
+outcome one_epoch(Optimizer& opt, const problem& p) {
   dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 3);
   outcome out{p.x0, {}};
   out.summary = opt.optimize(p.model, out.x, batches, 1);
   return out;
 }
 
-// `ranks` in-process ranks; returns rank 0's outcome (a trainer).
+// One process, one epoch.
+template <class Schedule>
+outcome run_one_process(const problem& p, Schedule schedule) {
+  using policies = dho2::default_policies::with_schedule<Schedule>;
+  dho2::optimizer<double, policies> opt(schedule_options(),
+                                        policies{.base = {.learning_rate = 0.01},
+                                                 .schedule = schedule});
+  return one_epoch(opt, p);
+}
+
+// `ranks` in-process ranks, one epoch; returns rank 0's outcome (a trainer).
 template <class Schedule>
 outcome run_ranks(const problem& p, Schedule schedule, int ranks) {
   using policies = dho2::default_policies::with_schedule<Schedule>::template with_transport<
       dho2::inproc_transport>;
-  outcome out;
-  std::mutex lock;
-  dho2::run_inproc(ranks, {.timeout = std::chrono::seconds(60)}, [&](dho2::inproc_transport& t) {
-    const int rank = t.rank();
+  auto outcomes = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     dho2::optimizer<double, policies> opt(
         schedule_options(),
         policies{.base = {.learning_rate = 0.01}, .schedule = schedule, .transport = std::move(t)});
-    dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 3);
-    VectorXd x = p.x0;
-    const auto s = opt.optimize(p.model, x, batches, 1);
-    if (rank == 0) {
-      std::lock_guard g(lock);
-      out = {x, s};
-    }
+    return one_epoch(opt, p);
   });
-  return out;
+  return std::move(outcomes[0]);
 }
 
 bool bitwise_equal(const VectorXd& a, const VectorXd& b) { return (a.array() == b.array()).all(); }
@@ -109,9 +96,8 @@ TEST_CASE("schedules: split with staleness 0 equals synchronous on the trainers"
     const auto split =
         run_ranks(p, dho2::split_schedule{.curvature_group = curvature, .max_staleness = 0},
                   2 + curvature);
-    INFO("2 trainers + ", curvature, " curvature ranks: max |x - x_sync| = ",
-         (split.x - sync.x).cwiseAbs().maxCoeff());
-    CHECK((split.x - sync.x).cwiseAbs().maxCoeff() < 1e-10);
+    INFO("2 trainers + ", curvature, " curvature ranks");
+    dho2_test::check_close(split.x, sync.x, 1e-10, "max |x - x_sync|");
     CHECK(split.summary.curvature_estimates == 3);
   }
 }
@@ -125,8 +111,7 @@ TEST_CASE("schedules: split with a fixed staleness is deterministic and matches 
   CHECK(a.summary.max_staleness == 2);
   // The same stale curvature computed by a background thread of one process.
   const auto background = run_one_process(p, dho2::background_schedule{.max_staleness = 2});
-  INFO("max |x_split - x_background| = ", (a.x - background.x).cwiseAbs().maxCoeff());
-  CHECK((a.x - background.x).cwiseAbs().maxCoeff() < 1e-10);
+  dho2_test::check_close(a.x, background.x, 1e-10, "max |x_split - x_background|");
 }
 
 TEST_CASE("schedules: invalid layouts are refused with the field named") {

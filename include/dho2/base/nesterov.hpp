@@ -2,10 +2,8 @@
 /// `dho2::nesterov`: SGD with Nesterov momentum as a FOSI base optimizer.
 #pragma once
 
+#include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
-#include <dho2/detail/validate.hpp>
-
-#include <cstddef>
 
 namespace dho2 {
 
@@ -19,25 +17,15 @@ struct nesterov {
 
   /// Run state: the momentum buffer m.
   template <model_scalar S>
-  struct state {
-    /// Momentum buffer, one entry per parameter.
-    vector<S> m;
-    /// Bytes held by the state.
-    [[nodiscard]] std::size_t bytes() const noexcept {
-      return static_cast<std::size_t>(m.size()) * sizeof(S);
-    }
-  };
+  using state = detail::momentum_state<S>;
 
   /// Throws `dho2::invalid_options` for a bad learning rate or momentum.
-  void validate() const {
-    detail::require_finite_positive("nesterov::learning_rate", learning_rate);
-    detail::require_unit_interval("nesterov::momentum", momentum);
-  }
+  void validate() const { detail::validate_momentum("nesterov", learning_rate, momentum); }
 
   /// A zero momentum buffer for `n` parameters.
   template <model_scalar S>
   [[nodiscard]] state<S> init(index n) const {
-    return {vector<S>::Zero(n)};
+    return state<S>::zero(n);
   }
 
   /// m ← μm + g; delta = −η(g + μm).

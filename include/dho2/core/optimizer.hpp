@@ -185,17 +185,7 @@ class optimizer {
     if constexpr (consensus) {
       return local_step(model, x, batch);
     }
-    auto t0 = clock::now();
-    // Mean loss and gradient over this rank's slice; an empty slice contributes nothing.
-    const double weight = detail::batch_weight(model, batch);
-    double local_loss = 0.0;
-    if (weight > 0.0) {
-      local_loss = static_cast<double>(model.loss_and_gradient(x, batch, grad_));
-    } else {
-      grad_.setZero();
-    }
-    auto t1 = clock::now();
-    summary_.gradient_seconds += seconds(t0, t1);
+    const auto [local_loss, weight] = local_loss_and_gradient(model, x, batch);
     // One small all-reduce agrees on the global loss and on whether any rank saw a non-finite
     // value, so every rank takes or skips the step together.
     std::array<double, 4> agreed{weight * local_loss, weight,
@@ -203,10 +193,12 @@ class optimizer {
                                  grad_.allFinite() ? 0.0 : 1.0};
     if (distributed()) communicate([&] { comm().all_reduce_sum(std::span<double>(agreed)); });
     last_loss_ = agreed[1] > 0.0 ? agreed[0] / agreed[1] : local_loss;
-    if (agreed[2] != 0.0) return reject(step_status::skipped_nonfinite_loss);
-    if (agreed[3] != 0.0) return reject(step_status::skipped_nonfinite_gradient);
+    if (agreed[2] != 0.0) return reject(step_status::skipped_nonfinite_loss, stop_timing::now);
+    if (agreed[3] != 0.0) {
+      return reject(step_status::skipped_nonfinite_gradient, stop_timing::now);
+    }
 
-    t1 = clock::now();
+    const auto t1 = clock::now();
     const double comm_before = summary_.communication_seconds;
     if (distributed()) {
       // g[I_p] = Σ_q (w_q / W) g_q[I_p]: the global mean gradient, on this rank's shard only.
@@ -380,19 +372,54 @@ class optimizer {
     update_memory_report(0);
   }
 
-  step_status reject(step_status why) {
+  // The mean loss over this rank's slice of `batch` and its weight in the global mean
+  // (`detail::batch_weight`).
+  struct weighted_loss {
+    double loss;
+    double weight;
+  };
+
+  // Loss and gradient (into grad_) over this rank's slice, booked as gradient time; an empty
+  // slice contributes nothing: loss 0, weight 0, zero gradient.
+  template <class M>
+  weighted_loss local_loss_and_gradient(const M& model, const_vector_ref<S> x,
+                                        const model_batch_t<M>& batch) {
+    const auto t0 = clock::now();
+    const double weight = detail::batch_weight(model, batch);
+    double loss = 0.0;
+    if (weight > 0.0) {
+      loss = static_cast<double>(model.loss_and_gradient(x, batch, grad_));
+    } else {
+      grad_.setZero();
+    }
+    summary_.gradient_seconds += seconds(t0, clock::now());
+    return {loss, weight};
+  }
+
+  // When a step rejected under `nonfinite_policy::stop` stops the run: at once (mode S, where
+  // all ranks agreed on the non-finite value), or at the next consensus round (mode A, where
+  // the ranks learn of it).
+  enum class stop_timing { now, next_round };
+
+  // Books a step skipped for a non-finite loss or gradient (`why`) and returns `why`; under
+  // `nonfinite_policy::stop`, stops the run (`when`), says why, and returns `stopped`.
+  step_status reject(step_status why, stop_timing when) {
     if (why == step_status::skipped_nonfinite_loss) ++summary_.skipped_nonfinite_loss;
     if (why == step_status::skipped_nonfinite_gradient) ++summary_.skipped_nonfinite_gradient;
-    if (opts_.on_nonfinite == nonfinite_policy::stop) {
+    if (opts_.on_nonfinite != nonfinite_policy::stop) return why;
+    summary_.message = std::string("non-finite ") +
+                       (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
+                       " at step " + std::to_string(summary_.iterations - 1);
+    if (when == stop_timing::now) {
       stopped_ = true;
       summary_.termination = termination_type::numerical_failure;
-      summary_.message = std::string("non-finite ") +
-                         (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
-                         " at step " + std::to_string(summary_.iterations - 1) +
-                         "; parameters are those before it";
-      return step_status::stopped;
+      summary_.message += "; parameters are those before it";
+    } else {
+      pending_stop_ = true;
+      summary_.message +=
+          " on rank " + std::to_string(comm().rank()) + "; parameters are the last consensus";
     }
-    return why;
+    return step_status::stopped;
   }
 
   // The FOSI update of this rank's shard (DESIGN §2.1); K = 0 is the base step exactly. `g` is
@@ -561,12 +588,19 @@ class optimizer {
     return est;
   }
 
-  // Books an estimate (of the snapshot taken before step `snapshot_step`, put in use before
-  // step t) in the summary and, unless it failed, adopts it.
-  void record_estimate(eigen_estimate est, index snapshot_step, index t) {
+  // Counts an estimate, wherever it ran, in the summary: estimates, HVPs and their time,
+  // failures.
+  void book_estimate(const eigen_estimate& est) {
     ++summary_.curvature_estimates;
     summary_.hvps += est.hvps;
     summary_.hvp_seconds += est.hvp_seconds;
+    if (est.failed) ++summary_.failed_estimates;
+  }
+
+  // Books an estimate (of the snapshot taken before step `snapshot_step`, put in use before
+  // step t) in the summary and, unless it failed, adopts it.
+  void record_estimate(eigen_estimate est, index snapshot_step, index t) {
+    book_estimate(est);
     estimate_report report;
     report.step = snapshot_step;
     report.staleness = t - snapshot_step;
@@ -580,7 +614,6 @@ class optimizer {
     report.failed = est.failed;
     summary_.max_staleness = std::max(summary_.max_staleness, report.staleness);
     if (report.failed) {
-      ++summary_.failed_estimates;
       if (opts_.on_nonfinite == nonfinite_policy::stop) {
         stopped_ = true;
         summary_.termination = termination_type::numerical_failure;
@@ -777,10 +810,7 @@ class optimizer {
       double comm_seconds = 0.0;
       eigen_estimate est = run_estimate(model, x, batch, next_request(), c > 1, &comm_seconds);
       summary_.communication_seconds += comm_seconds;
-      ++summary_.curvature_estimates;
-      summary_.hvps += est.hvps;
-      summary_.hvp_seconds += est.hvp_seconds;
-      if (est.failed) ++summary_.failed_estimates;
+      book_estimate(est);
       update_memory_report(est.basis_bytes);
       const index k = est.failed ? 0 : est.eigenvalues.size();
       if (group.rank() == 0) {
@@ -920,24 +950,16 @@ class optimizer {
   // steps. Non-finite values are handled locally; a stop is agreed at the next round.
   template <class M>
   step_status local_step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch) {
-    auto t0 = clock::now();
-    const double weight = detail::batch_weight(model, batch);
-    double loss = 0.0;
-    if (weight > 0.0) {
-      loss = static_cast<double>(model.loss_and_gradient(x, batch, grad_));
-    } else {
-      grad_.setZero();
-    }
-    auto t1 = clock::now();
-    summary_.gradient_seconds += seconds(t0, t1);
+    const double loss = local_loss_and_gradient(model, x, batch).loss;
+    const auto t1 = clock::now();
     last_loss_ = loss;
     step_status status = step_status::taken;
     if (pending_stop_) {
       status = step_status::stopped;
     } else if (!std::isfinite(loss)) {
-      status = reject_local(step_status::skipped_nonfinite_loss);
+      status = reject(step_status::skipped_nonfinite_loss, stop_timing::next_round);
     } else if (!grad_.allFinite()) {
-      status = reject_local(step_status::skipped_nonfinite_gradient);
+      status = reject(step_status::skipped_nonfinite_gradient, stop_timing::next_round);
     } else {
       if (penalty_ != 0.0) {
         grad_.array() += static_cast<S>(penalty_) * (x.array() - z_.array() + dual_.array());
@@ -948,21 +970,6 @@ class optimizer {
     summary_.update_seconds += seconds(t1, clock::now());
     if (++local_steps_ % policies_.admm.local_steps() == 0) consensus_round(x);
     return stopped_ ? step_status::stopped : status;
-  }
-
-  step_status reject_local(step_status why) {
-    if (why == step_status::skipped_nonfinite_loss) ++summary_.skipped_nonfinite_loss;
-    if (why == step_status::skipped_nonfinite_gradient) ++summary_.skipped_nonfinite_gradient;
-    if (opts_.on_nonfinite == nonfinite_policy::stop) {
-      pending_stop_ = true;
-      summary_.message = std::string("non-finite ") +
-                         (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") +
-                         " at step " + std::to_string(summary_.iterations - 1) +
-                         " on rank " + std::to_string(comm().rank()) +
-                         "; parameters are the last consensus";
-      return step_status::stopped;
-    }
-    return why;
   }
 
   // z ← mean(x + u); u ← u + x − z; x ← z; residuals; optional rebalancing of ρ.
