@@ -2,7 +2,8 @@
 # DHO2 quickstart (Debian 12).
 #
 #   bash cmake/quickstart.sh demo [dho2_train arguments...]
-#       build the Fashion-MNIST training demo with the `ci` preset and run it
+#       build the Fashion-MNIST training demo with the `ci` preset and run it: DHO2 on 2 MPI
+#       ranks (DHO2_DEMO_RANKS to change; threads of one process if mpirun is missing)
 #   bash cmake/quickstart.sh test
 #       build everything with the `ci` preset and run every test (`ctest --preset ci`)
 #
@@ -89,8 +90,20 @@ case "$command" in
       die "the training demo $demo has not been built: examples/dho2_train.cpp is not there yet
     (it is the Fashion-MNIST demo; until it lands, try: bash cmake/quickstart.sh test)"
     fi
-    log "running $demo $*"
-    exec "$demo" "$@"
+    # The main job: DHO2 (FOSI-Adam, parameters and curvature sharded) on DHO2_DEMO_RANKS MPI
+    # ranks (default 2); later arguments override --optimizer. Without mpirun it runs the same
+    # ranks as threads of one process (--transport inproc).
+    ranks=${DHO2_DEMO_RANKS:-2}
+    [[ $ranks =~ ^[1-9][0-9]*$ ]] || die "DHO2_DEMO_RANKS=$ranks is not a positive integer"
+    if command -v mpirun >/dev/null 2>&1; then
+      launcher=(mpirun -np "$ranks" --oversubscribe)
+      [[ $(id -u) -ne 0 ]] || launcher+=(--allow-run-as-root)
+      log "running ${launcher[*]} $demo --optimizer dho2 $*"
+      exec "${launcher[@]}" "$demo" --optimizer dho2 "$@"
+    fi
+    log "mpirun not found: running the $ranks ranks as threads (--transport inproc)"
+    log "running $demo --optimizer dho2 --transport inproc --ranks $ranks $*"
+    exec "$demo" --optimizer dho2 --transport inproc --ranks "$ranks" "$@"
     ;;
   test)
     log "building everything (cmake --build --preset ci)"

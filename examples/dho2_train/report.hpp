@@ -145,10 +145,11 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
   std::fprintf(out,
                "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
                "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
-               "                 CPU %.2f s; data load %.2f s; %d thread(s)\n",
+               "                 CPU %.2f s; data load %.2f s; %d thread(s); estimates beside "
+               "training %.2f s\n",
                s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
-               s.update_seconds, s.communication_seconds, r.eval_seconds, detail::other_seconds(r), r.cpu_seconds,
-               r.load_seconds, r.eigen_threads);
+               s.update_seconds, s.communication_seconds, r.eval_seconds, detail::other_seconds(r),
+               r.cpu_seconds, r.load_seconds, r.eigen_threads, s.offloaded_estimate_seconds);
   std::fprintf(out, "memory           peak RSS %s (this process); rank 0: curvature %s, "
                "optimizer state %s\n",
                detail::mib(peak_rss).c_str(), detail::mib(s.curvature_bytes).c_str(),
@@ -246,6 +247,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("estimate_other", s.estimate_other_seconds);
   j.member("update", s.update_seconds);
   j.member("communication", s.communication_seconds);
+  j.member("offloaded_estimates", s.offloaded_estimate_seconds);
   j.member("evaluation", r.eval_seconds);
   j.member("evaluation_cpu", r.eval_cpu_seconds);
   j.member("other", detail::other_seconds(r));

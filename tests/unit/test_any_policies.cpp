@@ -16,6 +16,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <utility>
 #include <mutex>
 #include <span>
 #include <string>
@@ -157,5 +158,32 @@ TEST_CASE("any_transport + any_partitioner: mode S over the wrappers equals the 
     INFO("expected identical parameters through the wrappers");
     CHECK((wrapped[r] - concrete[r]).cwiseAbs().maxCoeff() == 0.0);
     CHECK((wrapped[r] - wrapped[0]).cwiseAbs().maxCoeff() == 0.0);
+  }
+}
+
+TEST_CASE("optimizer: offsets from a partitioner that breaks its contract are rejected") {
+  // A user-written partitioner that returns the wrong number of offsets, a wrong end or
+  // decreasing offsets must be reported naming the offending entry, before any state is sized
+  // from it.
+  struct broken {
+    std::vector<dho2::index> result;
+    [[nodiscard]] std::vector<dho2::index> partition(dho2::index, int) const { return result; }
+  };
+  dho2::vector<double> eigenvalues = dho2::vector<double>::LinSpaced(6, 1.0, 6.0);
+  const dho2::quadratic<double> model(eigenvalues, 3);
+  using P = dho2::default_policies::with_partitioner<dho2::any_partitioner>;
+  const std::pair<std::vector<dho2::index>, const char*> cases[] = {
+      {{0, 3, 6}, "partitioner offsets size = 3"},
+      {{1, 6}, "partitioner offsets[0] = 1"},
+      {{0, 5}, "partitioner offsets[ranks] = 5"}};
+  for (const auto& [offsets, message] : cases) {
+    CAPTURE(message);
+    dho2::optimizer<double, P> opt({}, P{.partitioner = dho2::any_partitioner(broken{offsets})});
+    dho2::vector<double> x = model.initial_point();
+    const dho2::vector<double> before = x;
+    CHECK_THROWS_WITH_AS(opt.step(model, dho2::vector_ref<double>(x), {}),
+                         doctest::Contains(message), dho2::invalid_options);
+    INFO("the parameters must be untouched by a rejected step");
+    CHECK(x == before);
   }
 }

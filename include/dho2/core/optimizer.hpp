@@ -327,6 +327,22 @@ class optimizer {
     detail::check_fields_agree(policies_.transport, fields);
   }
 
+  // A partitioner's result must be P + 1 non-decreasing offsets from 0 to n (a user-written one
+  // may get it wrong; every rank computes the same offsets, so every rank throws alike).
+  static void check_offsets(const std::vector<index>& offsets, index n, int ranks) {
+    detail::require(offsets.size() == static_cast<std::size_t>(ranks) + 1,
+                    "partitioner offsets size", offsets.size(),
+                    "ranks + 1 = " + std::to_string(ranks + 1));
+    detail::require(offsets.front() == 0, "partitioner offsets[0]", offsets.front(), "0");
+    detail::require(offsets.back() == n, "partitioner offsets[ranks]", offsets.back(),
+                    "n = " + std::to_string(n));
+    for (std::size_t r = 0; r + 1 < offsets.size(); ++r) {
+      detail::require(offsets[r] <= offsets[r + 1],
+                      "partitioner offsets[" + std::to_string(r + 1) + "]", offsets[r + 1],
+                      ">= offsets[" + std::to_string(r) + "] = " + std::to_string(offsets[r]));
+    }
+  }
+
   template <class M>
   void initialize(const M& model, const_vector_ref<S> x) {
     const index n = model.num_parameters();
@@ -343,6 +359,7 @@ class optimizer {
     ranks_ = comm().size();
     opts_.validate(n);
     offsets_ = policies_.partitioner.partition(n, ranks_);
+    check_offsets(offsets_, n, ranks_);
     const auto r = static_cast<std::size_t>(comm().rank());
     shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
     state_ = consensus ? shard_layout{n, 0, n} : shard_;
@@ -514,6 +531,12 @@ class optimizer {
   // Runs the estimator at x on this rank's slice of the curvature batch, with the basis sharded
   // over `offsets` of the working group (collective over it when `collective`). Touches no
   // member that training uses, so it may run on a background thread with collective = false.
+  // Seconds of transport calls inside an estimate: within its HVPs, and elsewhere (the
+  // reductions of Lanczos).
+  struct estimate_communication {
+    double hvp = 0.0, other = 0.0;
+  };
+
   template <class M>
   static constexpr hvp_source hvp_source_of() {
     return hvp_model<M> ? hvp_source::model : hvp_source::finite_difference;
@@ -522,15 +545,16 @@ class optimizer {
   template <class M>
   eigen_estimate run_estimate(const M& model, const_vector_ref<S> x,
                               const model_batch_t<M>& batch, const estimate_request& request,
-                              bool collective, double* comm_seconds_out) {
+                              bool collective, estimate_communication* comm_out) {
     auto& t = comm();
     const std::vector<index>& offsets = offsets_;
     const shard_layout shard = shard_;
-    double comm_seconds = 0.0;
+    estimate_communication comm_seconds;
+    bool in_hvp = false;
     auto timed = [&](auto&& f) {
       const auto t0 = clock::now();
       f();
-      comm_seconds += seconds(t0, clock::now());
+      (in_hvp ? comm_seconds.hvp : comm_seconds.other) += seconds(t0, clock::now());
     };
     // Each rank's product is scaled by w_p / W so the reduce-scatter sums to the Hessian of
     // the global mean loss over the curvature batch.
@@ -542,6 +566,11 @@ class optimizer {
     hvp_operator op(
         shard,
         [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
+          in_hvp = true;
+          const struct leave_hvp {
+            bool& flag;
+            ~leave_hvp() { flag = false; }
+          } leave{in_hvp};
           if (collective) {
             part = in.template cast<S>();
             timed([&] {
@@ -584,23 +613,33 @@ class optimizer {
         });
     eigen_estimate est = policies_.estimator.estimate(op, request);
     if (!est.eigenvalues.allFinite() || !est.eigenvectors.allFinite()) est.failed = true;
-    if (comm_seconds_out != nullptr) *comm_seconds_out = comm_seconds;
+    if (comm_out != nullptr) *comm_out = comm_seconds;
     return est;
   }
 
-  // Counts an estimate, wherever it ran, in the summary: estimates, HVPs and their time,
-  // failures.
-  void book_estimate(const eigen_estimate& est) {
+  // Counts an estimate in the summary: estimates, HVPs, failures, and its time. An estimate this
+  // rank took part in (`here`: the communication inside it) adds to this rank's time split —
+  // HVP, other estimate work and communication, disjoint; one that ran beside training (a
+  // background thread, the curvature ranks) adds to offloaded_estimate_seconds only.
+  void book_estimate(const eigen_estimate& est, const estimate_communication* here) {
     ++summary_.curvature_estimates;
     summary_.hvps += est.hvps;
-    summary_.hvp_seconds += est.hvp_seconds;
     if (est.failed) ++summary_.failed_estimates;
+    if (here != nullptr) {
+      summary_.hvp_seconds += std::max(0.0, est.hvp_seconds - here->hvp);
+      summary_.estimate_other_seconds +=
+          std::max(0.0, est.seconds - est.hvp_seconds - here->other);
+      summary_.communication_seconds += here->hvp + here->other;
+    } else {
+      summary_.offloaded_estimate_seconds += est.seconds;
+    }
   }
 
   // Books an estimate (of the snapshot taken before step `snapshot_step`, put in use before
   // step t) in the summary and, unless it failed, adopts it.
-  void record_estimate(eigen_estimate est, index snapshot_step, index t) {
-    book_estimate(est);
+  void record_estimate(eigen_estimate est, index snapshot_step, index t,
+                       const estimate_communication* here) {
+    book_estimate(est, here);
     estimate_report report;
     report.step = snapshot_step;
     report.staleness = t - snapshot_step;
@@ -626,7 +665,6 @@ class optimizer {
     }
     report.retained = eigenvalues_.size();
     report.scale = scale_;
-    summary_.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds);
     summary_.estimates.push_back(std::move(report));
     update_memory_report(est.basis_bytes);
   }
@@ -634,11 +672,10 @@ class optimizer {
   // An estimate due before step t, run inline (every rank of the group takes part).
   template <class M>
   void estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch, index t) {
-    double comm_seconds = 0.0;
+    estimate_communication comm_seconds;
     eigen_estimate est =
         run_estimate(model, x, batch, next_request(), distributed(), &comm_seconds);
-    summary_.communication_seconds += comm_seconds;
-    record_estimate(std::move(est), t, t);
+    record_estimate(std::move(est), t, t, &comm_seconds);
   }
 
   // --- schedules: where and when estimates run (inline, background thread, dedicated ranks) ---
@@ -719,7 +756,7 @@ class optimizer {
     } else {
       est = p.result.get();
     }
-    record_estimate(std::move(est), p.snapshot_step, t);
+    record_estimate(std::move(est), p.snapshot_step, t, nullptr);
   }
 
   template <class T>
@@ -807,10 +844,9 @@ class optimizer {
         epoch = e;
       }
       fill_slice(batches, static_cast<index>(header[3]), group.rank(), c, batch);
-      double comm_seconds = 0.0;
+      estimate_communication comm_seconds;
       eigen_estimate est = run_estimate(model, x, batch, next_request(), c > 1, &comm_seconds);
-      summary_.communication_seconds += comm_seconds;
-      book_estimate(est);
+      book_estimate(est, &comm_seconds);
       update_memory_report(est.basis_bytes);
       const index k = est.failed ? 0 : est.eigenvalues.size();
       if (group.rank() == 0) {

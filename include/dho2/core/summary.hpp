@@ -129,14 +129,21 @@ struct summary {
   double final_loss = std::numeric_limits<double>::quiet_NaN();
   /// Seconds in loss and gradient evaluations.
   double gradient_seconds = 0.0;
-  /// Seconds in Hessian-vector products.
+  /// Seconds in Hessian-vector products of estimates this rank took part in (their transport
+  /// calls excluded: those are in `communication_seconds`).
   double hvp_seconds = 0.0;
-  /// Seconds in curvature estimates other than HVPs (orthogonalisation, tridiagonal solve).
+  /// Seconds in those estimates other than HVPs and transport calls (orthogonalisation,
+  /// tridiagonal solve).
   double estimate_other_seconds = 0.0;
-  /// Seconds in parameter updates (projections, base step).
+  /// Seconds in parameter updates (projections, base step), transport calls excluded.
   double update_seconds = 0.0;
-  /// Seconds inside transport calls (0 on one process).
+  /// Seconds inside this rank's transport calls (0 on one process), waiting for peers included.
+  /// With `gradient_seconds`, `hvp_seconds`, `estimate_other_seconds` and `update_seconds` it
+  /// splits this rank's time without overlap.
   double communication_seconds = 0.0;
+  /// Wall seconds of estimates that ran beside training — on a background thread or on the
+  /// curvature ranks of the split schedule — and so are not part of this rank's time split.
+  double offloaded_estimate_seconds = 0.0;
   /// Wall seconds of the run.
   double total_seconds = 0.0;
   /// Peak bytes of curvature state on this rank (Krylov basis during an estimate, or the
