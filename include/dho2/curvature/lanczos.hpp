@@ -21,10 +21,24 @@ namespace dho2 {
 /// From a start vector q₀ drawn from the estimator's own counter-based RNG (seed and stream of
 /// the request; the value of coordinate i does not depend on how the vector is sharded), step j
 /// computes w = H qⱼ and orthogonalises it against the whole basis Q = [q₀ … qⱼ] by classical
-/// Gram–Schmidt applied `reorthogonalization_passes` times (twice by default, "CGS2"):
+/// Gram–Schmidt (CGS) passes
 /// \f[ h = Q^\top w,\; w \leftarrow w - Q h,\; \alpha_j = h_j \;(+\text{corrections}),\quad
 ///     \beta_j = \lVert w \rVert,\quad q_{j+1} = w / \beta_j. \f]
-/// The first pass contains the three-term recurrence; the rest keep Q orthonormal to round-off.
+/// The first pass contains the three-term recurrence. A further pass runs only when the DGKS
+/// criterion (Daniel, Gragg, Kaufman & Stewart, "Reorthogonalization and stable algorithms for
+/// updating the Gram–Schmidt QR factorization", Math. Comp. 30(136), 1976) detects cancellation:
+/// with w⁻ the vector before a pass and w⁺ after it,
+/// \f[ \lVert w^+ \rVert < \eta\,\lVert w^- \rVert \quad (\eta = \texttt{reorthogonalization\_eta}
+///     = 1/\sqrt{2}) \f]
+/// means the pass removed most of w, so the rounding errors of h, of relative size ε‖w⁻‖, are
+/// large relative to ‖w⁺‖ and w⁺ is not orthogonal to Q to working precision: CGS is repeated,
+/// at most `reorthogonalization_passes` passes in all ("twice is enough": 2 by default). When the
+/// criterion does not fire, one pass already leaves w⁺ orthogonal to round-off and the second
+/// pass of CGS2 (two reads of Q) is saved. The test needs no reduction of its own: each pass
+/// reduces ‖w⁻‖² together with h, and ‖w⁺‖² = ‖w⁻‖² − ‖h‖² (Pythagoras, Q orthonormal; the
+/// O(ε‖w⁻‖²) error of this form cannot move a comparison with η² unless η ≲ √ε). The decision
+/// uses reduced values only, which every rank holds identically, so all ranks run the same passes
+/// and collectives: a step costs 2 reductions without a second pass, 3 with one (as CGS2 did).
 /// After m steps the tridiagonal T = tridiag(β, α, β) = Y Θ Yᵀ gives Ritz values θ and vectors
 /// V = Yᵀ Qᵀ, with residuals ‖H vᵢ − θᵢ vᵢ‖ = |β_{m−1} Y_{m−1,i}| at no extra cost.
 ///
@@ -38,8 +52,13 @@ namespace dho2 {
 struct lanczos {
   /// Relative threshold on β for declaring breakdown (in (0, 1)).
   double breakdown_tolerance = 1e-10;
-  /// Classical Gram–Schmidt passes per step (≥ 1; 2 gives orthogonality to round-off).
+  /// Maximum classical Gram–Schmidt passes per step (≥ 1; 2 gives orthogonality to round-off).
+  /// Passes after the first run only when the DGKS criterion fires (see the class doc).
   index reorthogonalization_passes = 2;
+  /// DGKS threshold η in [0, 1]: one more pass runs when a pass leaves ‖w⁺‖ < η‖w⁻‖. 1/√2 is
+  /// the classical choice; smaller values repeat less often, 1 repeats whenever a pass removed
+  /// anything (CGS2 in practice).
+  double reorthogonalization_eta = 0.70710678118654752;
 
   /// Throws `dho2::invalid_options` for bad hyper-parameters.
   void validate() const {
@@ -48,6 +67,9 @@ struct lanczos {
                     "lanczos::breakdown_tolerance", breakdown_tolerance, "0 < value < 1");
     detail::require(reorthogonalization_passes >= 1, "lanczos::reorthogonalization_passes",
                     reorthogonalization_passes, ">= 1");
+    detail::require(std::isfinite(reorthogonalization_eta) && reorthogonalization_eta >= 0.0 &&
+                        reorthogonalization_eta <= 1.0,
+                    "lanczos::reorthogonalization_eta", reorthogonalization_eta, "0 <= value <= 1");
   }
 
   /// Runs at most `request.steps` (and at most n) Lanczos steps on `op` and returns the
@@ -67,7 +89,7 @@ struct lanczos {
     VectorXd alpha = VectorXd::Zero(m);
     VectorXd beta = VectorXd::Zero(m);
     VectorXd w(ns);
-    VectorXd h(m);
+    VectorXd h(m + 1);  // a pass's projections Qᵀw, then ‖w⁻‖², reduced together
 
     const auto offset = static_cast<std::uint64_t>(op.shard_offset());
     for (index i = 0; i < ns; ++i) {
@@ -88,12 +110,23 @@ struct lanczos {
       }
       steps = j + 1;
       const auto q = basis.leftCols(j + 1);
+      auto hj = h.head(j + 1);
+      // CGS passes. A pass that may be followed by another reduces ‖w⁻‖² along with h, so the
+      // DGKS test costs no reduction of its own and depends only on reduced values (the same
+      // branch on every rank); the last allowed pass needs no test.
+      const double eta2 = reorthogonalization_eta * reorthogonalization_eta;
       for (index pass = 0; pass < reorthogonalization_passes; ++pass) {
-        auto hj = h.head(j + 1);
+        const bool last = pass + 1 == reorthogonalization_passes;
         hj.noalias() = q.transpose() * w;
-        op.all_reduce_sum(std::span<double>(hj.data(), static_cast<std::size_t>(j + 1)));
+        if (!last) h(j + 1) = w.squaredNorm();
+        op.all_reduce_sum(
+            std::span<double>(h.data(), static_cast<std::size_t>(last ? j + 1 : j + 2)));
         w.noalias() -= q * hj;
         alpha(j) += hj(j);
+        if (last) break;
+        const double before2 = h(j + 1);
+        const double after2 = before2 - hj.squaredNorm();  // ‖w⁺‖², see the class doc
+        if (!(after2 < eta2 * before2)) break;
       }
       double b2 = w.squaredNorm();
       op.all_reduce_sum(std::span<double>(&b2, 1));
