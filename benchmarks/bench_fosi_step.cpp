@@ -38,6 +38,8 @@
 #include <dho2/dho2.hpp>
 
 #include <Eigen/Core>
+#include "bench_context.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -55,21 +57,8 @@ constexpr std::uint64_t seed = 20240917;
 // The parameter count of dho2::mlp<float> 784-256-256-10: 256*785 + 256*257 + 10*257.
 constexpr index num_params = 269322;
 
-#ifdef DHO2_GIT_REVISION
-// The revision as text, whether the definition is a string literal or a bare token.
-#define DHO2_BENCH_STRINGIFY_(x) #x
-#define DHO2_BENCH_STRINGIFY(x) DHO2_BENCH_STRINGIFY_(x)
-std::string git_revision() {
-  std::string_view s = DHO2_BENCH_STRINGIFY(DHO2_GIT_REVISION);
-  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  return std::string(s);
-}
-#endif
-
 const bool context_added = [] {
-#ifdef DHO2_GIT_REVISION
-  benchmark::AddCustomContext("git_revision", git_revision());
-#endif
+  benchmark::AddCustomContext("git_revision", dho2_bench::git_revision());
   benchmark::AddCustomContext("n", std::to_string(num_params));
   benchmark::AddCustomContext("k", "1,5,10,20 (BM_fosi_*); 0 (BM_adam_*)");
   benchmark::AddCustomContext("scalar", "float");

@@ -28,6 +28,8 @@
 #include <dho2/models/mlp.hpp>
 
 #include <Eigen/Core>
+#include "bench_context.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -43,17 +45,6 @@ constexpr std::uint64_t seed = 20240917;
 constexpr index batch_size = 128;
 const std::vector<index> layers{784, 256, 256, 10};
 
-#ifdef DHO2_GIT_REVISION
-// The revision as text, whether the definition is a string literal or a bare token.
-#define DHO2_BENCH_STRINGIFY_(x) #x
-#define DHO2_BENCH_STRINGIFY(x) DHO2_BENCH_STRINGIFY_(x)
-std::string git_revision() {
-  std::string_view s = DHO2_BENCH_STRINGIFY(DHO2_GIT_REVISION);
-  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  return std::string(s);
-}
-#endif
-
 std::string layer_spec() {
   std::string spec;
   for (const index w : layers) {
@@ -65,9 +56,7 @@ std::string layer_spec() {
 
 // Context recorded once per executable (benchmark_main owns main()).
 const bool context_added = [] {
-#ifdef DHO2_GIT_REVISION
-  benchmark::AddCustomContext("git_revision", git_revision());
-#endif
+  benchmark::AddCustomContext("git_revision", dho2_bench::git_revision());
   benchmark::AddCustomContext("model", "mlp " + layer_spec() + " relu");
   benchmark::AddCustomContext("n", std::to_string(dho2::mlp<float>(layers).num_parameters()));
   benchmark::AddCustomContext("batch", std::to_string(batch_size));

@@ -38,6 +38,8 @@
 // (--benchmark_min_time=0.01) takes about 2 s (a single collective at n = 1e7).
 #include <dho2/transport/inproc.hpp>
 
+#include "bench_context.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -57,21 +59,8 @@
 
 namespace {
 
-#ifdef DHO2_GIT_REVISION
-// The revision as text, whether the definition is a string literal or a bare token.
-#define DHO2_BENCH_STRINGIFY_(x) #x
-#define DHO2_BENCH_STRINGIFY(x) DHO2_BENCH_STRINGIFY_(x)
-std::string git_revision() {
-  std::string_view s = DHO2_BENCH_STRINGIFY(DHO2_GIT_REVISION);
-  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  return std::string(s);
-}
-#endif
-
 const bool context_added = [] {
-#ifdef DHO2_GIT_REVISION
-  benchmark::AddCustomContext("git_revision", git_revision());
-#endif
+  benchmark::AddCustomContext("git_revision", dho2_bench::git_revision());
   benchmark::AddCustomContext("transport", "inproc (rank threads of one process, shared memory)");
   benchmark::AddCustomContext("world_sizes", "P = 2, 4 (P = 4 oversubscribes a 2-core machine)");
   benchmark::AddCustomContext("hardware_threads",

@@ -20,6 +20,8 @@
 #include <dho2/models/mlp.hpp>
 
 #include <Eigen/Core>
+#include "bench_context.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -37,21 +39,8 @@ constexpr index batch_size = 128;
 constexpr index k_largest = 10;
 const std::vector<index> layers{784, 256, 256, 10};
 
-#ifdef DHO2_GIT_REVISION
-// The revision as text, whether the definition is a string literal or a bare token.
-#define DHO2_BENCH_STRINGIFY_(x) #x
-#define DHO2_BENCH_STRINGIFY(x) DHO2_BENCH_STRINGIFY_(x)
-std::string git_revision() {
-  std::string_view s = DHO2_BENCH_STRINGIFY(DHO2_GIT_REVISION);
-  if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
-  return std::string(s);
-}
-#endif
-
 const bool context_added = [] {
-#ifdef DHO2_GIT_REVISION
-  benchmark::AddCustomContext("git_revision", git_revision());
-#endif
+  benchmark::AddCustomContext("git_revision", dho2_bench::git_revision());
   benchmark::AddCustomContext("model", "mlp 784-256-256-10 relu (BM_lanczos_mlp)");
   benchmark::AddCustomContext("n", std::to_string(dho2::mlp<float>(layers).num_parameters()));
   benchmark::AddCustomContext("batch", std::to_string(batch_size));

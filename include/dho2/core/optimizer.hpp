@@ -12,6 +12,7 @@
 #include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
 #include <dho2/detail/agreement.hpp>
+#include <dho2/detail/finite.hpp>
 
 #include <algorithm>
 #include <array>
@@ -190,7 +191,7 @@ class optimizer {
     // value, so every rank takes or skips the step together.
     std::array<double, 4> agreed{weight * local_loss, weight,
                                  std::isfinite(local_loss) ? 0.0 : 1.0,
-                                 grad_.allFinite() ? 0.0 : 1.0};
+                                 detail::all_finite(grad_) ? 0.0 : 1.0};
     if (distributed()) communicate([&] { comm().all_reduce_sum(std::span<double>(agreed)); });
     last_loss_ = agreed[1] > 0.0 ? agreed[0] / agreed[1] : local_loss;
     if (agreed[2] != 0.0) return reject(step_status::skipped_nonfinite_loss, stop_timing::now);
@@ -589,7 +590,7 @@ class optimizer {
           } else {
             hv.setZero();
           }
-          double bad = hv.allFinite() ? 0.0 : 1.0;
+          double bad = detail::all_finite(hv) ? 0.0 : 1.0;
           if (collective) timed([&] { t.all_reduce_sum(std::span<double>(&bad, 1)); });
           if (bad != 0.0) {
             out.setZero();
@@ -994,7 +995,7 @@ class optimizer {
       status = step_status::stopped;
     } else if (!std::isfinite(loss)) {
       status = reject(step_status::skipped_nonfinite_loss, stop_timing::next_round);
-    } else if (!grad_.allFinite()) {
+    } else if (!detail::all_finite(grad_)) {
       status = reject(step_status::skipped_nonfinite_gradient, stop_timing::next_round);
     } else {
       if (penalty_ != 0.0) {

@@ -59,6 +59,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -521,7 +522,9 @@ class inproc_transport {
       : state_(std::exchange(other.state_, nullptr)),
         rank_(other.rank_),
         size_(other.size_),
-        stats_(other.stats_) {}
+        stats_(other.stats_),
+        scratch_float_(std::move(other.scratch_float_)),
+        scratch_double_(std::move(other.scratch_double_)) {}
 
   /// Leaves the group of this handle (if any), then takes over `other`'s rank.
   inproc_transport& operator=(inproc_transport&& other) noexcept {
@@ -531,6 +534,8 @@ class inproc_transport {
       rank_ = other.rank_;
       size_ = other.size_;
       stats_ = other.stats_;
+      scratch_float_ = std::move(other.scratch_float_);
+      scratch_double_ = std::move(other.scratch_double_);
     }
     return *this;
   }
@@ -561,7 +566,10 @@ class inproc_transport {
     const std::size_t me = static_cast<std::size_t>(rank_);
     const bool chunked = p > 1 && n * sizeof(E) >= st.options().chunked_all_reduce_bytes;
     const auto chunk = [&](std::size_t q) { return n / p * q + std::min(q, n % p); };
-    std::vector<E> buffer(chunked ? chunk(me + 1) - chunk(me) : (p > 1 ? n : 0));
+    // The partial sums go to this handle's scratch, kept between calls (every entry is written
+    // before it is read, so it is never cleared).
+    const std::span<E> buffer =
+        scratch<E>(chunked ? chunk(me + 1) - chunk(me) : (p > 1 ? n : 0));
     detail::inproc_post post;
     post.op = detail::inproc_op::all_reduce_sum;
     post.scalar = static_cast<int>(sizeof(E));
@@ -742,6 +750,20 @@ class inproc_transport {
     return state(detail::inproc_op_name(op));
   }
 
+  // This handle's scratch of at least `n` elements of E, grown (never shrunk) as needed.
+  template <class E>
+  std::span<E> scratch(std::size_t n) {
+    std::vector<E>& v = [this]() -> std::vector<E>& {
+      if constexpr (std::is_same_v<E, float>) {
+        return scratch_float_;
+      } else {
+        return scratch_double_;
+      }
+    }();
+    if (v.size() < n) v.resize(n);
+    return std::span<E>(v.data(), n);
+  }
+
   void count(std::size_t sent, std::size_t received) noexcept {
     stats_.bytes_sent += sent;
     stats_.bytes_received += received;
@@ -781,6 +803,8 @@ class inproc_transport {
   int rank_ = 0;
   int size_ = 0;
   transport_stats stats_;
+  std::vector<float> scratch_float_;
+  std::vector<double> scratch_double_;
 };
 
 inline inproc_transport inproc_world::rank_handle(int rank) const {
