@@ -6,13 +6,13 @@
 //   BM_adam_update            dho2::optimizer<float>::step with use_curvature = false on
 //                             `precomputed_gradient_model` (below).
 //   BM_fosi_adam_update/k:K   the same optimizer and model with use_curvature = true and K = k
-//                             orthonormal rows in V, K in {1, 5, 10, 20}.
+//                             orthonormal columns in V (n x K), K in {1, 5, 10, 20}.
 //   BM_fosi_projections/k:K   the four products with V that optimizer::update performs, alone,
 //                             on an n x K float matrix, the layout of its basis_.
 //
 // Like for like: BM_adam_update and BM_fosi_adam_update time the same public call on the same
 // model, so both include the model's gradient copy (8n bytes) and the optimizer's
-// grad_.allFinite() check (4n bytes); the target (FOSI-Adam update <= 1.25x Adam update)
+// finiteness check of the gradient (detail::all_finite, 4n bytes); the target (FOSI-Adam update <= 1.25x Adam update)
 // is the ratio of their medians at k = 10. The curvature is installed through the public API,
 // outside the timing: options.warmup = 1 puts the only estimate (options.refresh_every is huge)
 // before step 0, which the fixture takes once; the model's Hessian is diagonal with K outlying

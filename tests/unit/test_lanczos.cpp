@@ -115,6 +115,38 @@ TEST_CASE("lanczos: negative outliers are the l smallest pairs") {
   CHECK(std::abs(est.eigenvalues(0) - ref.values(0)) < 1e-10);
 }
 
+TEST_CASE("lanczos: DGKS skips second passes on an indefinite bulk and stays exact") {
+  // A bulk spread over [-1, 1] plus 5 outliers in [5, 9]: here one Gram-Schmidt pass often
+  // suffices, so the DGKS criterion must skip some second passes, and the pairs must still match
+  // the dense solver as tightly as with a second pass on every step (eta = 1).
+  const dho2::index n = 200;
+  dho2::vector<double> spectrum(n);
+  for (dho2::index i = 0; i < n; ++i) {
+    spectrum(i) = i < 5 ? 9.0 - static_cast<double>(i)
+                        : -1.0 + 2.0 * static_cast<double>(i - 5) / static_cast<double>(n - 6);
+  }
+  const dho2::quadratic<double> q(spectrum, 11);
+  const auto ref = solve_dense(q.hessian());
+  for (const double eta : {0.70710678118654752, 1.0}) {
+    CAPTURE(eta);
+    auto op = dense_operator(q.hessian());
+    dho2::lanczos lz;
+    lz.reorthogonalization_eta = eta;
+    const auto est = lz.estimate(op, {5, 0, 80, 7, 0});
+    REQUIRE(est.iterations == 80);
+    INFO("passes over the basis: ", est.reorthogonalization_passes, " for 80 steps");
+    if (eta < 1.0) {
+      CHECK(est.reorthogonalization_passes < 2 * est.iterations);  // some second passes skipped
+    }
+    CHECK(est.reorthogonalization_passes >= est.iterations);
+    for (Eigen::Index i = 0; i < 5; ++i) {
+      INFO("pair ", i, ": lanczos ", est.eigenvalues(i), ", dense ", ref.values(i));
+      CHECK(std::abs(est.eigenvalues(i) - ref.values(i)) < 1e-10);
+      CHECK(misalignment(est.eigenvectors.row(i).transpose(), ref.vectors.col(i)) < 1e-10);
+    }
+  }
+}
+
 TEST_CASE("lanczos: float Hessian-vector products give eigenvalues within 1e-4 relative") {
   const dho2::quadratic<double> q(dho2::testing::geometric(300, 5.0, 0.7), 4);
   const auto ref = solve_dense(q.hessian());

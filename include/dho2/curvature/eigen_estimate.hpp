@@ -48,6 +48,10 @@ struct eigen_estimate {
   index iterations = 0;
   /// Hessian-vector products used.
   index hvps = 0;
+  /// Re-orthogonalisation passes over the basis, all steps together (Lanczos: between one and
+  /// `reorthogonalization_passes` per step, as the DGKS criterion decides; 0 for estimators
+  /// without re-orthogonalisation).
+  index reorthogonalization_passes = 0;
   /// True when the iteration stopped early because the Krylov space became invariant (β ≈ 0).
   bool breakdown = false;
   /// True when a Hessian-vector product was not finite: the estimate is unusable.

@@ -123,6 +123,7 @@ struct lanczos {
             std::span<double>(h.data(), static_cast<std::size_t>(last ? j + 1 : j + 2)));
         w.noalias() -= q * hj;
         alpha(j) += hj(j);
+        ++out.reorthogonalization_passes;
         if (last) break;
         const double before2 = h(j + 1);
         const double after2 = before2 - hj.squaredNorm();  // ‖w⁺‖², see the class doc
