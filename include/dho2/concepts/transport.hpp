@@ -29,6 +29,21 @@
 ///  - failures (a lost peer, a timeout, a malformed frame) throw `dho2::transport_error` naming the
 ///    routine and the cause, on every surviving rank, within a bounded time — never a hang.
 ///
+/// What portable code (the optimizer, user policies) may rely on, and what it may not — the
+/// shipped transports differ beyond this:
+///  - `send` may block until the matching `recv` is posted (MPI's `MPI_Send` may; inproc and asio
+///    buffer): never send to yourself, and never let two ranks both send to each other before
+///    either receives;
+///  - the buffers of one call must not overlap, except where a transport documents it (inproc's
+///    reduce-scatter allows `out` inside `in`);
+///  - tags are non-negative `int`s below 32768 (MPI guarantees at least that);
+///  - after a `transport_error` the group is unusable: transports may poison it (inproc and asio
+///    fail every later call at once; MPI may hang or abort), so the only portable reaction is to
+///    stop using it and report;
+///  - sums are deterministic per transport, but different transports (or algorithms of one
+///    transport, chosen by size) may associate the additions differently, so results agree to
+///    round-off across transports, bit for bit only within one.
+///
 /// Not required: thread safety (one transport object is used by one thread at a time).
 /// Shipped models: `single_process` (one rank), `inproc_transport` (threads), `mpi_transport`
 /// (Boost.MPI, `<dho2/mpi.hpp>`), `asio_transport` (TCP, `<dho2/asio.hpp>`).
