@@ -31,7 +31,9 @@
 #                           environment (Open MPI refuses root without them; harmless otherwise).
 #                           Does nothing when DHO2_WITH_MPI is OFF.
 #   with DHO2_BUILD_TESTS:  dho2_mpi_tests (tests/mpi/test_mpi_transport.cpp) and the tests
-#                           mpi.transport.np<N> for N in DHO2_MPI_TEST_NPROCS (default 1 2 3 4).
+#                           mpi.transport.np<N> for N in DHO2_MPI_TEST_NPROCS (default 1 2 3 4);
+#                           dho2_mpi_optimizer_tests (mpi.optimizer.np<N>, the same N);
+#                           dho2_mpi_load_tests (mpi.load.np8, label load: 2,000 steps on 8 ranks).
 #   with DHO2_BUILD_BENCHMARKS: bench_mpi_collectives (benchmarks/bench_mpi_collectives.cpp) and
 #                           the smoke test benchmark.bench_mpi_collectives.np2 (tiny sizes,
 #                           labels mpi and benchmark-smoke).
@@ -162,6 +164,16 @@ if(DHO2_BUILD_TESTS)
                           RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
   endif()
   dho2_add_mpi_test(mpi.optimizer dho2_mpi_optimizer_tests ${DHO2_MPI_TEST_NPROCS})
+
+  # Under load: 8 processes (oversubscribed on small machines), 2,000 steps of mode S and ADMM.
+  add_executable(dho2_mpi_load_tests ${_dho2_mpi_root}/tests/mpi/test_mpi_load.cpp)
+  target_link_libraries(dho2_mpi_load_tests PRIVATE dho2::mpi dho2::data doctest::doctest
+                                                    dho2_warnings)
+  if(NOT CMAKE_RUNTIME_OUTPUT_DIRECTORY)
+    set_target_properties(dho2_mpi_load_tests PROPERTIES
+                          RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  endif()
+  dho2_add_mpi_test(mpi.load dho2_mpi_load_tests 8 LABELS load TIMEOUT 600)
 endif()
 
 if(DHO2_BUILD_BENCHMARKS)

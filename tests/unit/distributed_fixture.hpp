@@ -58,6 +58,37 @@ std::vector<double> train_steps(Optimizer& opt, const Model& model, Eigen::Vecto
   return losses;
 }
 
+/// Steps `opt` from `x` for `steps` steps over as many epochs of `data` as they take (a new
+/// permutation at every epoch, seed 3), on rank `rank`'s slice of each global batch of
+/// `global_batch` samples; returns `opt.last_loss()` after each step.
+template <class Optimizer, class Model>
+std::vector<double> train_epochs(Optimizer& opt, const Model& model, Eigen::VectorXd& x,
+                                 const dho2::classification_set<double>& data,
+                                 dho2::index global_batch, dho2::index steps, int rank = 0,
+                                 int ranks = 1) {
+  dho2::shuffling_batcher<double> batches(data, global_batch, 3);
+  const dho2::index per_epoch = batches.num_batches();
+  dho2::classification_batch<double> batch;
+  std::vector<double> losses;
+  for (dho2::index s = 0; s < steps; ++s) {
+    if (s % per_epoch == 0) batches.begin_epoch(s / per_epoch);
+    batches.fill_batch(s % per_epoch, rank, ranks, batch);
+    opt.step(model, x, batch);
+    losses.push_back(opt.last_loss());
+  }
+  return losses;
+}
+
+/// The load tests' run (inproc and MPI): 2,000 steps on global batches of 40 (5 samples per rank
+/// at P = 8), heavy ball, FOSI estimated every 100 steps (20 estimates).
+inline constexpr dho2::index load_steps = 2000;
+inline constexpr dho2::index load_global_batch = 40;
+inline dho2::options load_test_options() {
+  dho2::options o = fosi_test_options();
+  o.refresh_every = 100;
+  return o;
+}
+
 /// Runs `body(transport)` on `ranks` in-process ranks (a rank waits at most `timeout` for its
 /// peers) and returns what each rank's body returned, in rank order. Rethrows what a rank threw.
 template <class Body>

@@ -3,15 +3,13 @@
 // with a transport_error instead of blocking the suite), mode S must still equal P = 1, and in
 // mode A every rank must hold the same consensus point after each round.
 #include "distributed_fixture.hpp"
-
 #include <dho2/admm/consensus.hpp>
 #include <dho2/base/heavy_ball.hpp>
 #include <dho2/core/optimizer.hpp>
 #include <dho2/transport/inproc.hpp>
 
-#include <doctest/doctest.h>
-
 #include <Eigen/Core>
+#include <doctest/doctest.h>
 
 #include <chrono>
 #include <cmath>
@@ -20,46 +18,21 @@
 namespace {
 
 constexpr int load_ranks = 8;
-constexpr int load_steps = 2000;
-constexpr dho2::index global_batch = 40;  // 5 samples per rank at P = 8
-
-// FOSI with an estimate every 100 steps (20 estimates of 16 Lanczos steps in the run).
-dho2::options load_options() {
-  dho2::options o = dho2_test::fosi_test_options();
-  o.refresh_every = 100;
-  return o;
-}
+using dho2_test::load_global_batch;
+using dho2_test::load_steps;
 
 const dho2::heavy_ball load_base{.learning_rate = 0.05, .momentum = 0.9};
-
-// `steps` steps over as many epochs as they take (a new permutation every epoch), on rank
-// `rank`'s slice of each global batch; returns the loss of every step.
-template <class Optimizer, class Model>
-std::vector<double> train_epochs(Optimizer& opt, const Model& model, Eigen::VectorXd& x,
-                                 const dho2::classification_set<double>& data, int steps,
-                                 int rank = 0, int ranks = 1) {
-  dho2::shuffling_batcher<double> batches(data, global_batch, 3);
-  const dho2::index per_epoch = batches.num_batches();
-  dho2::classification_batch<double> batch;
-  std::vector<double> losses;
-  for (dho2::index s = 0; s < steps; ++s) {
-    if (s % per_epoch == 0) batches.begin_epoch(s / per_epoch);
-    batches.fill_batch(s % per_epoch, rank, ranks, batch);
-    opt.step(model, x, batch);
-    losses.push_back(opt.last_loss());
-  }
-  return losses;
-}
 
 }  // namespace
 
 TEST_CASE("load: 8 inproc ranks, 2000 steps of mode S equal P = 1 to round-off") {
   const dho2_test::mlp_problem p;
-  const dho2::options o = load_options();
+  const dho2::options o = dho2_test::load_test_options();
   using single_policies = dho2::default_policies::with_base<dho2::heavy_ball>;
   dho2::optimizer<double, single_policies> single(o, {.base = load_base});
   Eigen::VectorXd x_single = p.x0;
-  const auto losses = train_epochs(single, p.model, x_single, p.data.train, load_steps);
+  const auto losses = dho2_test::train_epochs(single, p.model, x_single, p.data.train,
+                                              load_global_batch, load_steps);
 
   using policies =
       dho2::default_policies::with_base<dho2::heavy_ball>::with_transport<dho2::inproc_transport>;
@@ -67,7 +40,8 @@ TEST_CASE("load: 8 inproc ranks, 2000 steps of mode S equal P = 1 to round-off")
     const int rank = t.rank();
     dho2::optimizer<double, policies> opt(o, {.base = load_base, .transport = std::move(t)});
     Eigen::VectorXd x = p.x0;
-    train_epochs(opt, p.model, x, p.data.train, load_steps, rank, load_ranks);
+    dho2_test::train_epochs(opt, p.model, x, p.data.train, load_global_batch, load_steps, rank,
+                            load_ranks);
     CHECK(opt.get_summary().curvature_estimates == 20);
     return x;
   });
@@ -84,7 +58,7 @@ TEST_CASE("load: 8 inproc ranks, 2000 steps of mode S equal P = 1 to round-off")
 
 TEST_CASE("load: 8 inproc ranks, 2000 steps of consensus ADMM agree on z at every rank") {
   const dho2_test::mlp_problem p;
-  const dho2::options o = load_options();
+  const dho2::options o = dho2_test::load_test_options();
   using policies = dho2::default_policies::with_base<dho2::heavy_ball>::with_transport<
       dho2::inproc_transport>::with_admm<dho2::consensus_admm>;
   struct rank_run {
@@ -99,11 +73,11 @@ TEST_CASE("load: 8 inproc ranks, 2000 steps of consensus ADMM agree on z at ever
     dho2::optimizer<double, policies> opt(
         o, {.base = load_base, .transport = std::move(t), .admm = admm});
     Eigen::VectorXd x = p.x0;
-    const auto losses = train_epochs(opt, p.model, x, p.data.train, load_steps, rank, load_ranks);
+    const auto losses = dho2_test::train_epochs(opt, p.model, x, p.data.train, load_global_batch,
+                                                load_steps, rank, load_ranks);
     const auto& rounds = opt.get_summary().admm_rounds;
-    return rank_run{opt.consensus_point(), static_cast<dho2::index>(rounds.size()),
-                    losses.front(), losses.back(),
-                    rounds.empty() ? -1.0 : rounds.back().primal_residual};
+    return rank_run{opt.consensus_point(), static_cast<dho2::index>(rounds.size()), losses.front(),
+                    losses.back(), rounds.empty() ? -1.0 : rounds.back().primal_residual};
   });
   const rank_run& first = results.front();
   INFO("rounds ", first.rounds, ", last primal residual ", first.last_primal);
