@@ -62,11 +62,10 @@ TEST_CASE("mpi load: 2000 steps of consensus ADMM agree on z at every rank") {
   CHECK(std::isfinite(losses.back()));
   VectorXd z0 = opt.consensus_point();
   dho2::mpi_transport check(world);
-  check.broadcast(std::as_writable_bytes(std::span<double>(z0.data(), static_cast<std::size_t>(z0.size()))), 0);
+  check.broadcast(
+      std::as_writable_bytes(std::span<double>(z0.data(), static_cast<std::size_t>(z0.size()))), 0);
   INFO("rank ", world.rank(), ": expected rank 0's consensus point bit for bit");
   CHECK(opt.consensus_point() == z0);
 }
 
-int main(int argc, char** argv) {
-  return dho2_test::run_mpi_doctest(argc, argv, "dho2 mpi load");
-}
+int main(int argc, char** argv) { return dho2_test::run_mpi_doctest(argc, argv, "dho2 mpi load"); }
