@@ -1,7 +1,8 @@
 /// @file
 /// `dho2::mlp<S>`: a fully connected classifier (any depth, ReLU or tanh hidden layers, softmax
 /// cross-entropy output, L2 weight decay) with backpropagation and an exact Hessian-vector
-/// product by Pearlmutter's R-operator; and `dho2::parse_mlp_layers` for "784-256-10" specs.
+/// product by Pearlmutter's R-operator, and the per-layer K-FAC signals (`mlp_layer_signals`);
+/// and `dho2::parse_mlp_layers` for "784-256-10" specs.
 #pragma once
 
 #include <dho2/core/errors.hpp>
@@ -73,6 +74,22 @@ enum class activation {
   }
   return widths;
 }
+
+/// Per-layer signals of a batch that Kronecker-factored curvature (K-FAC; Martens & Grosse,
+/// ICML 2015) is built from, as `mlp::loss_gradient_and_signals` returns them for a batch of B
+/// samples. Weight layers are numbered l = 0, …, L − 1 (0-based; layer l maps width sₗ to
+/// sₗ₊₁). The bias is the homogeneous coordinate: the consumer appends a 1 to each input,
+/// āₗⱼ = [aₗⱼ; 1], so that Wₗaₗⱼ + bₗ = [Wₗ bₗ] āₗⱼ; it is not stored here.
+template <model_scalar S>
+struct mlp_layer_signals {
+  /// inputs[l] (sₗ × B): column j is aₗⱼ, the input of layer l for sample j (the sample itself
+  /// for l = 0, else the previous layer's activations).
+  std::vector<matrix<S>> inputs;
+  /// output_gradients[l] (sₗ₊₁ × B): column j is gₗⱼ = ∂ℓⱼ/∂zₗⱼ, the gradient of sample j's
+  /// cross-entropy ℓⱼ (not divided by B, no weight decay) with respect to the pre-activation
+  /// zₗⱼ = Wₗaₗⱼ + bₗ; that is B times the column of the mean loss's back-propagated Δ.
+  std::vector<matrix<S>> output_gradients;
+};
 
 /// A multilayer perceptron classifier with softmax cross-entropy loss and L2 weight decay.
 ///
@@ -198,32 +215,20 @@ class mlp {
   /// class documentation). An empty batch contributes 0 to the mean.
   /// @throws dho2::data_error if the batch does not match the model.
   S loss_and_gradient(const_vector_ref<S> x, const batch_type& batch, vector_ref<S> g) const {
-    eigen_assert(x.size() == num_parameters() && g.size() == num_parameters());
-    detail::check_classification_batch(batch, features(), classes(), "mlp");
-    const index size = batch.size();
-    const index depth = num_layers();
-    double data_loss = 0.0;
-    if (size > 0) {
-      std::vector<matrix<S>> a(static_cast<std::size_t>(depth));
-      forward(x, batch.inputs, a);
-      matrix<S> delta = std::move(a.back());
-      a.pop_back();
-      data_loss = detail::softmax_cross_entropy(delta, batch.labels) / static_cast<double>(size);
-      detail::softmax_output_delta(delta, batch.labels, S(1) / static_cast<S>(size));
-      matrix<S> back;
-      for (index l = depth - 1; l >= 0; --l) {
-        const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
-        weights(g, l).noalias() = delta * in.transpose();
-        bias(g, l) = delta.rowwise().sum();
-        if (l == 0) break;
-        back.noalias() = weights(x, l).transpose() * delta;
-        apply_derivative(a[static_cast<std::size_t>(l - 1)], back);
-        std::swap(delta, back);
-      }
-    } else {
-      g.setZero();
-    }
-    return static_cast<S>(data_loss + add_decay(x, x, g));
+    return backpropagate(x, batch, g, nullptr);
+  }
+
+  /// `loss_and_gradient`, and in the same pass the per-layer signals of Kronecker-factored
+  /// curvature (K-FAC, see `dho2::mlp_layer_signals`): for weight layer l = 0, …, L − 1 (0-based)
+  /// and sample j, the layer's input aₗⱼ (column j of the batch for l = 0, else of the hidden
+  /// activations) and gₗⱼ = ∂ℓⱼ/∂zₗⱼ = B·Δₗ[:, j], the gradient of sample j's own cross-entropy
+  /// ℓⱼ with respect to the layer's pre-activation (no weight decay). Then
+  /// ∇[Wₗ bₗ] = (1/B) Σⱼ gₗⱼ [aₗⱼ; 1]ᵀ + λ[Wₗ 0]. The loss and `g` are bit-identical to
+  /// `loss_and_gradient`'s. An empty batch gives 0 × … matrices with the right row counts.
+  /// @throws dho2::data_error if the batch does not match the model.
+  S loss_gradient_and_signals(const_vector_ref<S> x, const batch_type& batch, vector_ref<S> g,
+                              mlp_layer_signals<S>& signals) const {
+    return backpropagate(x, batch, g, &signals);
   }
 
   /// Returns the loss. Large batches are evaluated in chunks of columns to bound memory.
@@ -357,6 +362,56 @@ class mlp {
   }
   [[nodiscard]] Eigen::Map<vector<S>> bias(vector_ref<S> x, index l) const {
     return Eigen::Map<vector<S>>(x.data() + offset(l) + rows(l) * cols(l), rows(l));
+  }
+
+  // loss_and_gradient; with `signals`, also the K-FAC signals (loss_gradient_and_signals).
+  S backpropagate(const_vector_ref<S> x, const batch_type& batch, vector_ref<S> g,
+                  mlp_layer_signals<S>* signals) const {
+    eigen_assert(x.size() == num_parameters() && g.size() == num_parameters());
+    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    const index size = batch.size();
+    const index depth = num_layers();
+    if (signals != nullptr) {
+      signals->inputs.resize(static_cast<std::size_t>(depth));
+      signals->output_gradients.resize(static_cast<std::size_t>(depth));
+    }
+    double data_loss = 0.0;
+    if (size > 0) {
+      std::vector<matrix<S>> a(static_cast<std::size_t>(depth));
+      forward(x, batch.inputs, a);
+      matrix<S> delta = std::move(a.back());
+      a.pop_back();
+      data_loss = detail::softmax_cross_entropy(delta, batch.labels) / static_cast<double>(size);
+      detail::softmax_output_delta(delta, batch.labels, S(1) / static_cast<S>(size));
+      matrix<S> back;
+      for (index l = depth - 1; l >= 0; --l) {
+        const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
+        weights(g, l).noalias() = delta * in.transpose();
+        bias(g, l) = delta.rowwise().sum();
+        if (signals != nullptr) {
+          signals->output_gradients[static_cast<std::size_t>(l)] = delta * static_cast<S>(size);
+        }
+        if (l == 0) break;
+        back.noalias() = weights(x, l).transpose() * delta;
+        apply_derivative(a[static_cast<std::size_t>(l - 1)], back);
+        std::swap(delta, back);
+      }
+      if (signals != nullptr) {
+        signals->inputs.front() = batch.inputs;
+        for (std::size_t k = 1; k < signals->inputs.size(); ++k) {
+          signals->inputs[k] = std::move(a[k - 1]);
+        }
+      }
+    } else {
+      g.setZero();
+      if (signals != nullptr) {
+        for (index l = 0; l < depth; ++l) {
+          signals->inputs[static_cast<std::size_t>(l)].resize(cols(l), 0);
+          signals->output_gradients[static_cast<std::size_t>(l)].resize(rows(l), 0);
+        }
+      }
+    }
+    return static_cast<S>(data_loss + add_decay(x, x, g));
   }
 
   // The input of weight layer l: the batch for l = 0, else the activations of layer l − 1.
