@@ -43,6 +43,13 @@ struct adam {
     [[nodiscard]] std::size_t bytes() const noexcept {
       return static_cast<std::size_t>(m.size() + v.size()) * sizeof(S);
     }
+    /// Calls f(name, field) on each field (m, v, t): what a checkpoint saves and restores.
+    template <class F>
+    void visit_fields(F&& f) {
+      f("m", m);
+      f("v", v);
+      f("t", t);
+    }
   };
 
   /// Throws `dho2::invalid_options` for bad hyper-parameters.

@@ -19,6 +19,9 @@ struct sgd {
   struct state {
     /// Bytes held by the state (0).
     [[nodiscard]] std::size_t bytes() const noexcept { return 0; }
+    /// Calls f(name, field) on each field (none): what a checkpoint saves and restores.
+    template <class F>
+    void visit_fields(F&& /*f*/) {}
   };
 
   /// Throws `dho2::invalid_options` if `learning_rate` is not finite and positive.

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <dho2/callbacks/events.hpp>
+#include <dho2/checkpoint/directory.hpp>
+#include <dho2/checkpoint/optimizer_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
@@ -16,6 +18,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <exception>
+#include <filesystem>
 #include <future>
 #include <optional>
 #include <chrono>
@@ -125,6 +130,7 @@ class optimizer {
     finished_ = false;
     curvature_rank_ = false;
     requests_ = 0;
+    resume_ = {};
     summary_ = {};
     basis_.resize(0, 0);
     eigenvalues_.resize(0);
@@ -139,6 +145,128 @@ class optimizer {
   void finish() {
     if (initialized_) finish_schedule();
   }
+
+  /// Saves this rank's state to the checkpoint directory `dir` (created if needed) as a
+  /// checkpoint of the current step, with the parameters `x` and the caller's `position` in the
+  /// data (see `data_position`), and returns once every rank's file is written and the
+  /// checkpoint is committed. A collective: every rank of the job calls it at the same step.
+  ///
+  /// What is saved (see `dho2/checkpoint/optimizer_state.hpp` for the sections): x as this rank
+  /// holds it (all n entries; in mode S every rank holds the same x after the all-gather), the
+  /// base optimizer's state, the Newton velocity (anchor, decay, coefficients), the retained
+  /// eigenpairs (this rank's rows of V), the base-step scale, in mode A the consensus point,
+  /// dual, penalty and local step counter, the summary, and the number of curvature requests
+  /// made (the position in the estimator's RNG stream), so that `load_checkpoint` into a fresh
+  /// optimizer with the same options and policies continues bit for bit. Files and commit
+  /// protocol: `dho2/checkpoint/directory.hpp`; format: `dho2/checkpoint/file.hpp`.
+  ///
+  /// Preconditions, checked before any collective (so every rank throws alike): no curvature
+  /// estimate is in flight (background schedule with staleness s > 0: not between the step
+  /// that starts an estimate and the s steps after it — save before or after; throws
+  /// `checkpoint_error` naming the steps otherwise); not under `split_schedule` (its curvature
+  /// ranks are inside `optimize` and cannot join the save; throws `checkpoint_error`);
+  /// `x.size()` is the parameter count and `position` is non-negative (else
+  /// `invalid_options`). Before the first step it runs the first step's collective set-up.
+  /// Throws `checkpoint_error` on every rank if any rank fails to write its file or rank 0 fails
+  /// to commit; the previous checkpoint in `dir` then stays the committed one. Saving twice at
+  /// one step replaces that step's files.
+  void save_checkpoint(const std::filesystem::path& dir, const_vector_ref<S> x,
+                       data_position position = {}) {
+    prepare_checkpoint(dir, x);
+    detail::require(position.epoch >= 0, "data_position.epoch", position.epoch, ">= 0");
+    detail::require(position.batch >= 0, "data_position.batch", position.batch, ">= 0");
+    if (pending_) {
+      throw checkpoint_error(
+          "checkpoint directory '" + dir.string() + "': cannot save after step call " +
+          std::to_string(summary_.iterations) + ": the curvature estimate of the snapshot " +
+          "before step " + std::to_string(pending_->snapshot_step) +
+          " is in flight until step " + std::to_string(pending_->ready_step) +
+          "; save at a step where no estimate is in flight");
+    }
+    const checkpoint_identity id = checkpoint_id();
+    const int rank = comm().rank();
+    std::string error;
+    try {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (!std::filesystem::is_directory(dir)) {
+        throw checkpoint_error("checkpoint directory '" + dir.string() +
+                               "': cannot be created: " + ec.message());
+      }
+      checkpoint_writer w(id);
+      capture(x, position).write(w);
+      w.write(checkpoint_rank_file(dir, rank, id.step));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    const std::string not_saved = "checkpoint directory '" + dir.string() +
+                                  "': the checkpoint of step " + std::to_string(id.step) +
+                                  " was not committed (the previous one stays in use)";
+    if (!all_ranks_succeeded(error.empty())) {
+      throw checkpoint_error(error.empty() ? not_saved + ": another rank failed to save"
+                                           : error + "; " + not_saved);
+    }
+    if (rank == 0) {
+      try {
+        write_checkpoint_manifest(dir, id);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    if (!all_ranks_succeeded(error.empty())) {
+      throw checkpoint_error(error.empty() ? not_saved + ": rank 0 failed to write the manifest"
+                                           : error + "; " + not_saved);
+    }
+    remove_stale_checkpoint_files(dir, rank, id.step);
+  }
+
+  /// Loads the checkpoint committed in `dir` (see `save_checkpoint`) into this optimizer and
+  /// `x`, and returns the data position saved with it. A collective: every rank calls it. The
+  /// optimizer must have the options and policies of the job that saved (its world size, rank,
+  /// partition and parameter count too); a fresh optimizer then continues exactly as the saved
+  /// one would have. Throws `checkpoint_error` on every rank, changing neither the optimizer's
+  /// state nor `x` nor any file, when any rank's manifest or file is missing or defective (the
+  /// message names the file and the defect: wrong magic, unknown version, checksum mismatch,
+  /// truncation, a missing section, a size that does not match, or n, world size, rank,
+  /// partition or options different from this job's); `invalid_options` for a wrong `x.size()`.
+  /// Before the first step it runs the first step's collective set-up. Not under
+  /// `split_schedule`. An estimate in flight is dropped. The next `optimize` call resumes at the
+  /// returned position (see `resume_position`); a loop driving `step` itself resumes its batcher
+  /// there (`begin_epoch(position.epoch)`, then batch `position.batch`).
+  data_position load_checkpoint(const std::filesystem::path& dir, vector_ref<S> x) {
+    prepare_checkpoint(dir, x);
+    snapshot_type snap;
+    std::string error;
+    try {
+      const checkpoint_identity job = checkpoint_id();
+      const checkpoint_reader manifest = read_checkpoint_manifest(dir);
+      manifest.expect(job, false);
+      const index step = manifest.identity().step;
+      const checkpoint_reader file(checkpoint_rank_file(dir, comm().rank(), step));
+      file.expect(job, true);
+      if (file.identity().step != step) {
+        file.fail("step " + std::to_string(file.identity().step) + " differs from the step " +
+                  std::to_string(step) + " the manifest commits");
+      }
+      snap.read(file, n_, state_.size, consensus);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (!all_ranks_succeeded(error.empty())) {
+      throw checkpoint_error(error.empty() ? "checkpoint directory '" + dir.string() +
+                                                 "': not loaded: another rank could not load "
+                                                 "its file"
+                                           : error);
+    }
+    const data_position position = snap.position;
+    restore(std::move(snap), x);
+    resume_ = position;
+    return position;
+  }
+
+  /// Where the next `optimize` call starts: the data position of the last `load_checkpoint`
+  /// until that call, epoch 0 batch 0 otherwise.
+  [[nodiscard]] data_position resume_position() const noexcept { return resume_; }
 
   /// Under `split_schedule`: whether this rank is one of the dedicated curvature ranks (known
   /// after the first step or `optimize` call).
@@ -234,7 +362,9 @@ class optimizer {
 
   /// Runs `epochs` epochs over `batches` (a `batch_source` of the model's batches), calling the
   /// callbacks' hooks (see `dho2/callbacks/events.hpp`), and returns the summary. Stops early when
-  /// a callback asks or on a non-finite value with `nonfinite_policy::stop`.
+  /// a callback asks or on a non-finite value with `nonfinite_policy::stop`. After
+  /// `load_checkpoint` the first call resumes at the loaded `data_position` (`resume_position`)
+  /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way.
   template <differentiable_model M, class Batches, class... Callbacks>
     requires batch_source<Batches, model_batch_t<M>>
   summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
@@ -256,12 +386,15 @@ class optimizer {
       (detail::call_on_end(callbacks, summary_), ...);
       return summary_;
     }
-    for (index e = 0; e < epochs && !stop; ++e) {
+    data_position start = std::exchange(resume_, data_position{});
+    if (start.batch >= per_epoch) start = {start.epoch + 1, 0};
+    for (index e = start.epoch; e < epochs && !stop; ++e) {
       batches.begin_epoch(e);
       double loss_sum = 0.0;
       index loss_count = 0;
-      index done = 0;
-      for (index i = 0; i < per_epoch && !stop; ++i) {
+      const index first = e == start.epoch ? start.batch : 0;
+      index done = first;
+      for (index i = first; i < per_epoch && !stop; ++i) {
         batch_epoch_ = e;
         batch_index_ = i;
         fill_slice(batches, i, comm().rank(), comm().size(), batch);
@@ -354,6 +487,13 @@ class optimizer {
                       "unchanged since the first step (" + std::to_string(n_) + ")");
       return;
     }
+    setup(x);
+  }
+
+  // The collective set-up of the first step (or of a checkpoint call before it) for the n =
+  // x.size() parameters x.
+  void setup(const_vector_ref<S> x) {
+    const index n = x.size();
     const int world = policies_.transport.size();
     if (world > 1) check_agreement(n);
     setup_groups(world);
@@ -1051,6 +1191,109 @@ class optimizer {
     }
   }
 
+  // --- checkpoints ---
+
+  using snapshot_type = optimizer_snapshot<S, typename base_type::template state<S>>;
+
+  // Checks shared by save and load, before any collective; runs the set-up of the first step if
+  // needed.
+  void prepare_checkpoint(const std::filesystem::path& dir, const_vector_ref<S> x) {
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      throw checkpoint_error("checkpoint directory '" + dir.string() +
+                             "': checkpoints are not supported under split_schedule");
+    }
+    if (!initialized_) {
+      detail::require(x.size() >= 1, "parameter vector size", x.size(), ">= 1");
+      setup(x);
+    }
+    detail::require(x.size() == n_, "parameter vector size", x.size(),
+                    "equal to the number of parameters n = " + std::to_string(n_));
+  }
+
+  // The header of this rank's checkpoint: n, world size, rank, partition hash, options hash
+  // (options, scalar type, ADMM mode and τ, schedule placement and staleness, effective clip and
+  // the base state's fields — not the base optimizer's hyper-parameters, which a resumed run may
+  // change) and step.
+  checkpoint_identity checkpoint_id() {
+    fnv1a64 layout;
+    for (const index o : offsets_) layout.add_u64(static_cast<std::uint64_t>(o));
+    fnv1a64 opts;
+    for (const auto& f : detail::option_fields(opts_, n_)) {
+      if (f.name == "model.num_parameters()") continue;
+      opts.add(f.name).add_u64(std::bit_cast<std::uint64_t>(f.value));
+    }
+    opts.add(sizeof(S) == sizeof(float) ? "float" : "double")
+        .add(consensus ? "consensus_admm" : "synchronous_admm")
+        .add_u64(static_cast<std::uint64_t>(policies_.admm.local_steps()))
+        .add_u64(static_cast<std::uint64_t>(placement))
+        .add_u64(static_cast<std::uint64_t>(policies_.schedule.staleness()))
+        .add_u64(std::bit_cast<std::uint64_t>(clip_))
+        .add(detail::state_signature<typename base_type::template state<S>>());
+    return {n_, ranks_, comm().rank(), layout.value(), opts.value(), summary_.iterations};
+  }
+
+  // True on every rank of the working group when `ok` is true on all of them.
+  bool all_ranks_succeeded(bool ok) {
+    if (!distributed()) return ok;
+    double failed = ok ? 0.0 : 1.0;
+    communicate([&] { comm().all_reduce_sum(std::span<double>(&failed, 1)); });
+    return failed == 0.0;
+  }
+
+  snapshot_type capture(const_vector_ref<S> x, data_position position) const {
+    snapshot_type s;
+    s.x = x;
+    s.base = base_state_;
+    s.anchor = anchor_;
+    s.anchor_decay = anchor_decay_;
+    s.coefficients = coeff_velocity_;
+    s.anchor_projection = anchor_projection_;
+    s.eigenvalues = eigenvalues_;
+    s.inverses = rho_;
+    s.eigenvectors = basis_;
+    s.scale = scale_;
+    s.penalty = penalty_;
+    s.num_top = num_top_;
+    s.requests = requests_;
+    s.local_steps = local_steps_;
+    s.stopped = stopped_;
+    s.pending_stop = pending_stop_;
+    s.batch_epoch = batch_epoch_;
+    s.batch_index = batch_index_;
+    s.consensus_point = z_;
+    s.dual = dual_;
+    s.stats = summary_;
+    s.position = position;
+    return s;
+  }
+
+  void restore(snapshot_type s, vector_ref<S> x) {
+    pending_.reset();
+    x = s.x;
+    base_state_ = std::move(s.base);
+    anchor_ = std::move(s.anchor);
+    anchor_decay_ = s.anchor_decay;
+    coeff_velocity_ = std::move(s.coefficients);
+    anchor_projection_ = std::move(s.anchor_projection);
+    eigenvalues_ = std::move(s.eigenvalues);
+    rho_ = std::move(s.inverses);
+    basis_ = std::move(s.eigenvectors);
+    scale_ = s.scale;
+    penalty_ = s.penalty;
+    num_top_ = s.num_top;
+    requests_ = s.requests;
+    local_steps_ = s.local_steps;
+    stopped_ = s.stopped;
+    pending_stop_ = s.pending_stop;
+    batch_epoch_ = s.batch_epoch;
+    batch_index_ = s.batch_index;
+    z_ = std::move(s.consensus_point);
+    dual_ = std::move(s.dual);
+    summary_ = std::move(s.stats);
+    last_estimated_ = false;
+    last_loss_ = std::numeric_limits<double>::quiet_NaN();
+  }
+
   void update_memory_report(std::size_t basis_bytes) {
     const std::size_t v_bytes = static_cast<std::size_t>(basis_.size()) * sizeof(S);
     summary_.curvature_bytes = std::max({summary_.curvature_bytes, v_bytes, basis_bytes});
@@ -1103,6 +1346,7 @@ class optimizer {
   Eigen::VectorXd coeff_velocity_;
   Eigen::VectorXd anchor_projection_;
   summary summary_;
+  data_position resume_;  // where the next optimize call starts (set by load_checkpoint)
 };
 
 }  // namespace dho2
