@@ -7,6 +7,8 @@
 // seed corpus in tests/fuzz/corpus/idx/.
 #include <dho2/data/idx.hpp>
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -14,7 +16,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 namespace {
 
