@@ -17,7 +17,12 @@
 ///  - `b.validate()`: throws `dho2::invalid_options` for bad hyper-parameters (called before any
 ///    state change);
 ///  - `B::default_clip`: a `static constexpr double`, FOSI's default scaling clip c for this base
-///    (1 for Adam, whose per-coordinate scaling makes c > 1 unsafe; 3 otherwise).
+///    (1 for Adam, whose per-coordinate scaling makes c > 1 unsafe; 3 otherwise);
+///  - `state.visit_fields(f)`: calls `f(name, field)` for every field of the state — `name` a
+///    `const char*` unique within the state, `field` a `dho2::vector<S>&` or an integer or
+///    floating-point scalar by reference — so that `optimizer::save_checkpoint` and
+///    `load_checkpoint` can write and restore it (required only by them; without it they fail to
+///    compile with a "DHO2: checkpoint:" message). See `dho2::adam::state` for an example.
 ///
 /// The step must be element-wise in `g` (coordinate i of `delta` depends only on coordinate i of
 /// `g` and of the state): DHO2 shards the parameters over ranks and runs `step` on each shard.
