@@ -6,7 +6,9 @@
 // watchdog that turns a hang into an abort with a message.
 #include <dho2/asio.hpp>
 #include <dho2/testing/transport_conformance.hpp>
+#include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include "raw_tcp_peer.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -15,6 +17,7 @@
 #include <boost/asio/write.hpp>
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -397,44 +400,17 @@ TEST_CASE("asio_transport: ranks that call different collectives or lengths get 
 namespace {
 
 // A raw TCP client of rank 0's rendezvous port (the hostile peer), connected with retries.
-struct raw_client {
-  net::io_context ctx;
-  tcp::socket socket{ctx};
-  explicit raw_client(unsigned short port) {
-    const tcp::endpoint ep(net::ip::make_address("127.0.0.1"), port);
-    for (int attempt = 0;; ++attempt) {
-      boost::system::error_code ec;
-      socket.connect(ep, ec);
-      if (!ec) return;
-      socket.close();
-      if (attempt > 200) throw std::runtime_error("raw_client: cannot connect: " + ec.message());
-      std::this_thread::sleep_for(10ms);
-    }
-  }
-  void send(std::span<const unsigned char> bytes) {
-    net::write(socket, net::buffer(bytes.data(), bytes.size()));
-  }
-  // Everything until EOF (rank 0 closes after its abort frame).
-  std::string drain() {
-    std::string all;
-    std::array<char, 4096> buf{};
-    boost::system::error_code ec;
-    for (;;) {
-      const std::size_t n = socket.read_some(net::buffer(buf), ec);
-      if (ec) break;
-      all.append(buf.data(), n);
-    }
-    return all;
-  }
-};
+using raw_client = dho2_test::raw_tcp_peer;
 
-// Rank 0 of a world of 2 on `port`, in a thread; returns its error.
+// Rank 0 of a world of 2 on `port`, in a thread; returns its error. A hostile client is refused
+// and rank 0 keeps waiting for rank 1 until connect_timeout (1.5 s), then fails naming the refusal.
 std::future<rank_result> rank0_async(unsigned short port) {
   return std::async(std::launch::async, [port] {
     rank_result res;
     auto o = options_for(0, 2, port);
     o.timeout = 2s;
-    o.connect_timeout = 5s;
+    o.connect_timeout = 1500ms;
+    o.on_refusal = [](const std::string&, const std::string&) {};  // no std::clog line
     const auto start = clock_type::now();
     try {
       dho2::asio_transport t(o);
@@ -466,7 +442,7 @@ std::array<unsigned char, 32> header_bytes(dho2::detail::asio_wire::kind k, std:
 
 }  // namespace
 
-TEST_CASE("asio_transport: rank 0 rejects a hostile client of the rendezvous port") {
+TEST_CASE("asio_transport: rank 0 refuses a hostile client of the rendezvous port") {
   namespace wire = dho2::detail::asio_wire;
   constexpr std::uint64_t huge = std::uint64_t{1} << 40;  // 1 TiB: must never be allocated
 
@@ -478,26 +454,27 @@ TEST_CASE("asio_transport: rank 0 rejects a hostile client of the rendezvous por
       raw_client c(port);
       const std::string junk = "GET / HTTP/1.1\r\nHost: dho2\r\n\r\n  ";
       c.send(std::span(reinterpret_cast<const unsigned char*>(junk.data()), junk.size()));
-      back = c.drain();
+      back = c.rest();
       return rank0.get();
     });
     CHECK(contains(back, "bad magic"));  // the abort frame rank 0 sent before closing
     INFO("rank 0: " << res.seconds << " s: " << res.error);
     CHECK(res.transport_error);
-    CHECK(
-        contains(res.error, "asio rendezvous [rank 0, world size 2]: connection from 127.0.0.1:"));
+    CHECK(contains(res.error,
+                   "asio rendezvous [rank 0, world size 2]: only 0 of 1 ranks joined within "
+                   "connect_timeout = 1.5 s (missing: 1); refused 1 connection: 127.0.0.1:"));
     CHECK(contains(res.error, ": bad magic 0x20544547 (not a DHO2 frame)"));
   }
-  SUBCASE("a hello with a huge length") {
+  SUBCASE("an auth offer with a huge length") {
     const auto port = free_port();
     auto rank0 = rank0_async(port);
-    const auto res = with_watchdog(30s, "huge hello", [&] {
+    const auto res = with_watchdog(30s, "huge offer", [&] {
       raw_client c(port);
-      c.send(header_bytes(wire::kind::hello, huge));
+      c.send(header_bytes(wire::kind::auth, huge));
       return rank0.get();
     });
     INFO("rank 0: " << res.seconds << " s: " << res.error);
-    CHECK(contains(res.error, "a hello frame has 1099511627776 bytes, expected 32"));
+    CHECK(contains(res.error, "an auth frame has 1099511627776 bytes, expected 44"));
   }
   SUBCASE("a message frame with a huge length instead of a hello") {
     const auto port = free_port();
@@ -507,41 +484,40 @@ TEST_CASE("asio_transport: rank 0 rejects a hostile client of the rendezvous por
       c.send(header_bytes(wire::kind::message, huge));
       return rank0.get();
     });
-    CHECK(contains(res.error, "expected a hello frame, got a message frame with tag 0"));
+    CHECK(contains(res.error, "expected an auth frame, got a message frame with tag 0"));
   }
   SUBCASE("a wrong protocol version") {
     const auto port = free_port();
     auto rank0 = rank0_async(port);
     const auto res = with_watchdog(30s, "old version", [&] {
       raw_client c(port);
-      auto h = header_bytes(wire::kind::hello, 32);
+      auto h = header_bytes(wire::kind::auth, 44);
       h[4] = 99;
       c.send(h);
       return rank0.get();
     });
-    CHECK(contains(res.error, "protocol version 99, this rank speaks 1"));
+    CHECK(contains(res.error, "protocol version 99, this rank speaks 2"));
   }
   SUBCASE("a rank out of range") {
     const auto port = free_port();
     auto rank0 = rank0_async(port);
     const auto res = with_watchdog(30s, "bad rank", [&] {
       raw_client c(port);
-      wire::hello h;
-      h.rank = 5;
-      h.size = 2;
-      h.port = 1;
-      h.little_endian = std::endian::native == std::endian::little ? 1 : 0;
-      c.send(header_bytes(wire::kind::hello, wire::hello_size));
-      c.send(wire::encode_hello(h));
+      dho2::detail::asio_auth::offer o;
+      o.rank = 5;
+      o.size = 2;
+      c.send(header_bytes(wire::kind::auth, dho2::detail::asio_auth::offer_size));
+      c.send(dho2::detail::asio_auth::encode_offer(o));
       return rank0.get();
     });
-    CHECK(contains(res.error, "rank 5 out of range [1, 2)"));
+    CHECK(contains(res.error, "claims rank 5, out of range [1, 2)"));
   }
   SUBCASE("a joined peer that sends a collective frame with a huge length") {
     const auto port = free_port();
     auto rank0 = rank0_async(port);
     const auto res = with_watchdog(30s, "huge collective frame", [&] {
       raw_client c(port);
+      c.authenticate(1, 2);
       wire::hello h;
       h.rank = 1;
       h.size = 2;

@@ -1,28 +1,73 @@
 /// @file
 /// `dho2::asio_transport`: the transport of P ranks that are processes (or threads) talking TCP
 /// over Boost.Asio, for machines without MPI; and `dho2::asio_options`, how a rank finds the
-/// others. Opt-in: include `<dho2/asio.hpp>` and link `dho2::asio` (Boost headers + Threads).
+/// others. Opt-in: include `<dho2/asio.hpp>` and link `dho2::asio` (Boost headers, Threads and
+/// OpenSSL's libcrypto).
+///
+/// **Authentication** (protocol version 2): every connection — rank r to rank 0 at the
+/// rendezvous, rank i to rank j in the mesh, and the meshes of `split` groups — starts with a
+/// mutual challenge–response over HMAC-SHA256 keyed with `asio_options::secret` (shared by all
+/// ranks; the empty key when there is none, see `asio_authentication`). No other frame is read or
+/// written on a connection before it completes. Byte by byte (C: the side that connected, A: the
+/// side that accepted; each step is one frame of kind `auth`, 32-byte header as below, tag = 0
+/// for offers and 1 for proofs, payload length checked before anything is read into memory):
+///  1. C → A, *offer* (44 bytes): nonce_C (32 fresh bytes from `RAND_bytes`) | C's rank u32 |
+///     the rank C wants to reach u32 | world size u32;
+///  2. A checks the offer (world size equal to its own, wanted rank = A's rank, C's rank in
+///     (A's rank, P)), then A → C, *offer*: nonce_A | A's rank | C's rank | world size;
+///  3. C checks A's offer, then C → A, *proof* (32 bytes):
+///     HMAC-SHA256(secret, "DHO2-auth" | 'C' | nonce_A | nonce_C | protocol version u16 | P u32 |
+///     C's rank u32 | A's rank u32 | session token u64) — 100 bytes, integers little-endian; the
+///     session token is 0 at the rendezvous, the job's token (from the table) in the mesh and the
+///     group's token in a split;
+///  4. A recomputes it and compares in constant time (`CRYPTO_memcmp`), checks that no other
+///     connection holds C's rank, then A → C, *proof*: the same HMAC with role 'A' and the
+///     nonces swapped (nonce_C | nonce_A); C checks it likewise.
+/// A proof answers one fresh nonce of the verifier and names both ranks, the world size and the
+/// protocol version, so a proof recorded on another connection (or reflected back, or sent for
+/// another rank) does not verify; A reveals its proof only to a peer that proved first. The
+/// handshake authenticates the peers; it does not encrypt or sign the traffic that follows
+/// (use a private network, a VPN or an SSH tunnel against an attacker on the wire).
+///
+/// **Refusals**: the accepting side (rank 0 at the rendezvous, every rank's mesh listener)
+/// *refuses* a connection that does not complete the handshake — garbage or a bad magic, another
+/// protocol version, a length other than the step's, silence for `timeout`, a closed connection,
+/// a wrong world size or rank claim, a wrong proof (no or another secret, a replay), or a rank
+/// that already joined: it sends the connection an abort frame with the reason (best effort),
+/// closes it, reports it to `asio_options::on_refusal` (by default a `std::clog` line
+/// `"dho2: asio rendezvous [rank 0, world size 3]: refused the connection from
+/// 127.0.0.1:40123: authentication failed: ..."`) and *keeps waiting* for the right peer until
+/// `connect_timeout`. When that expires, it throws `dho2::transport_error` naming the missing
+/// ranks and the first refusals, e.g. `"... only 1 of 2 ranks joined within connect_timeout =
+/// 5.0 s (missing: 2); refused 1 connection: 127.0.0.1:40123: authentication failed: ..."`,
+/// and the ranks already joined learn that message from its abort frame. The connecting side
+/// cannot wait for a better peer: a refusal (the abort frame), a wrong proof from the accepting
+/// side or an unexpected offer fails its constructor at once with `dho2::transport_error`
+/// (`"peer 0 (...) failed: ... refused the connection ...: authentication failed ..."`).
+/// Connections are served one at a time, so a client that stalls holds up the others for at
+/// most `timeout` per handshake step; the real ranks wait up to `connect_timeout + timeout` for
+/// their turn. An authenticated rank whose hello then disagrees (options, byte order) is a
+/// misconfigured job, not a stranger: that still fails the rendezvous on every rank at once.
 ///
 /// **Rendezvous** (in the constructor; every wait bounded by `connect_timeout`, ranks > 0 wait
 /// up to `connect_timeout + timeout` for rank 0's answer):
 ///  1. rank 0 listens on `port` (bound to `bind_address`; the others reach it at `host:port`);
 ///     every other rank listens on an ephemeral port of its own (bound to `bind_address`,
-///     loopback unless told otherwise), connects to rank 0 (retrying while rank 0 is not up yet)
-///     and sends a *hello*: protocol version, its rank, the world size, its listening port and
-///     address, its byte order and a fingerprint of the options that must agree;
-///  2. rank 0 checks every hello (valid frame, size and options equal to its own, rank in
-///     [1, P), no rank twice, same byte order) and, once all P − 1 ranks have joined, sends
-///     everyone the *table* (a random 64-bit session token and each rank's listening address and
-///     port). A connection that fails these checks (a stranger, garbage) fails the rendezvous on
-///     every rank with a message naming it;
-///  3. rank i connects to every rank j with 0 < j < i and sends a *join* (token, i); rank j
-///     accepts the connections of the ranks above it and checks token and rank. The result is a
+///     loopback unless told otherwise), connects to rank 0 (retrying while rank 0 is not up yet),
+///     authenticates (above) and sends a *hello*: its rank, the world size, its listening port
+///     and address, its byte order and a fingerprint of the options that must agree;
+///  2. rank 0 refuses connections that fail the authentication (above), checks every hello
+///     (valid frame, rank and size as authenticated, options equal to its own, same byte order)
+///     and, once all P − 1 ranks have joined, sends everyone the *table* (a random 64-bit session
+///     token and each rank's listening address and port);
+///  3. rank i connects to every rank j with 0 < j < i and authenticates (bound to the token);
+///     rank j accepts the connections of the ranks above it, refusing any other. The result is a
 ///     full mesh of P(P − 1)/2 connections (TCP_NODELAY), reused by every collective and message.
 ///     A full mesh is meant for P up to a few dozen; the bandwidth-bound collectives only use the
 ///     ring neighbours.
 ///
 /// **Frames**: every message is a 32-byte little-endian header — magic "DHO2", protocol version,
-/// kind (hello, table, join, collective, message, abort), routine, tag (message tag, or the step
+/// kind (hello, table, collective, message, abort, auth), routine, tag (message tag, or the step
 /// of a collective), element type, sequence number (the collective's number in this group, or the
 /// message's number for its (peer, tag)), payload length — followed by the payload (elements in
 /// the host's own representation; ranks of different byte order are rejected at the rendezvous).
@@ -45,8 +90,8 @@
 ///  - `barrier`: dissemination (⌈log₂ P⌉ rounds of empty frames);
 ///  - `split`: a collective over the parent: every rank opens a new ephemeral listener, the
 ///    (color, key, port) records are all-gathered over the parent, and each sub-group builds its
-///    own mesh of new connections (token derived from the parent's). Parent and child are
-///    independent objects with their own sockets and io_context, so they can be used from
+///    own authenticated mesh of new connections (token derived from the parent's). Parent and child
+///    are independent objects with their own sockets and io_context, so they can be used from
 ///    different threads;
 ///  - `send` writes one frame and returns once the kernel has taken it (it blocks only while
 ///    the peer's socket buffers are full); `recv` takes the first frame with its tag from
@@ -96,7 +141,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
@@ -106,9 +153,25 @@
 
 namespace dho2 {
 
+/// When `asio_transport` requires a shared secret (`asio_options::secret`). Every connection is
+/// authenticated in every mode (file comment of `<dho2/transport/asio.hpp>`); without a secret
+/// the HMAC key is empty, which keeps strays, other jobs and other protocol versions out but
+/// not an attacker, who can compute the same proofs.
+enum class asio_authentication {
+  /// A secret is used when set; without one, every listener must bind a loopback address
+  /// (`bind_address` "127.0.0.1", "::1", ...: only processes of this machine can connect), and
+  /// `validate()` refuses any other address when `size > 1`.
+  automatic,
+  /// A secret must be set (`validate()` fails otherwise), whatever the address.
+  required,
+  /// No secret needed on any address (explicit opt-in, e.g. on a private cluster network):
+  /// any process that can reach the ports can join. A secret, when set, is still used.
+  insecure,
+};
+
 /// How an `asio_transport` rank finds its peers, and its limits. Every rank of a job must pass
-/// the same `size`, `host`, `port`, timeouts and limits (the rendezvous checks `size`,
-/// `max_frame_bytes` and `direct_all_reduce_bytes`).
+/// the same `size`, `host`, `port`, timeouts, limits and `secret` (the rendezvous checks `size`,
+/// `max_frame_bytes` and `direct_all_reduce_bytes`; the authentication proves the secret).
 struct asio_options {
   /// This rank, in [0, size).
   int rank = 0;
@@ -119,10 +182,12 @@ struct asio_options {
   /// Rank 0's rendezvous port (1–65535; required when size > 1).
   unsigned short port = 0;
   /// Local address every listener binds to (rank 0's rendezvous listener and every rank's mesh
-  /// listener). Loopback by default: set it (e.g. "0.0.0.0") to accept other machines.
+  /// listener). Loopback by default: set it (e.g. "0.0.0.0") to accept other machines (then a
+  /// `secret` is needed, see `asio_authentication`).
   std::string bind_address = "127.0.0.1";
   /// Longest wait without progress for one read or write of a collective or message. A peer
-  /// that is dead, silent or not reading for this long fails the call.
+  /// that is dead, silent or not reading for this long fails the call; a connection that is
+  /// silent this long in one step of the authentication is refused.
   std::chrono::milliseconds timeout{30000};
   /// Longest wait for the rendezvous and for the mesh of a `split` (all ranks to start and
   /// connect).
@@ -133,10 +198,41 @@ struct asio_options {
   /// `all_reduce_sum` of at most this many bytes uses the direct algorithm (one round, each rank
   /// sends its vector to every other); larger vectors use the ring.
   std::size_t direct_all_reduce_bytes = 8192;
+  /// The job's shared secret: the HMAC-SHA256 key every connection is authenticated with (any
+  /// bytes; empty = none, see `authentication`; else at least 16 bytes, e.g. 32 random bytes,
+  /// `head -c 32 /dev/urandom > secret`). Never sent, never printed; the transport wipes its copy
+  /// when destroyed. Load it with `read_secret_file`.
+  std::string secret;
+  /// Whether a secret is required (see `asio_authentication`; default: only off loopback).
+  asio_authentication authentication = asio_authentication::automatic;
+  /// Called with the peer's address ("127.0.0.1:40123") and the reason whenever a listener of
+  /// this rank refuses a connection (see "Refusals" in the file comment); the job keeps waiting.
+  /// Empty (the default): a line on `std::clog`. Called on the thread that constructs the
+  /// transport (or calls `split`); an exception it throws fails that call.
+  std::function<void(const std::string& peer, const std::string& reason)> on_refusal;
+
+  /// The secret stored in the file at `path`: its bytes, without trailing "\n" / "\r" bytes (so
+  /// `echo ... > file` works; every rank strips them alike). Throws `dho2::invalid_options` naming
+  /// `field` (and never the contents) if the file cannot be read or is empty. Keep the file private
+  /// (`chmod 600`).
+  [[nodiscard]] static std::string read_secret_file(const std::string& path,
+                                                    const std::string& field = "secret file") {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
+    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    if (s.empty()) detail::throw_invalid(field, quoted(path), "a file holding a non-empty secret");
+    return s;
+  }
 
   /// Options from the environment: `DHO2_RANK` (this rank), `DHO2_WORLD_SIZE` (P) and
   /// `DHO2_RENDEZVOUS` (`host:port`, or `[ipv6]:port`, of rank 0; optional when P = 1), and
-  /// optionally `DHO2_BIND_ADDRESS`; the other fields keep their defaults. A missing or malformed
+  /// optionally `DHO2_BIND_ADDRESS` and `DHO2_SECRET_FILE` (the *path* of a file holding the
+  /// secret, read with `read_secret_file`). The secret itself is never taken from the
+  /// environment: a process's environment is readable through /proc by its user's other
+  /// processes, inherited by every child, and often printed by launchers and crash or CI logs; a
+  /// file can be kept private. The other fields keep their defaults. A missing or malformed
   /// variable throws `dho2::invalid_options` naming it, e.g.
   /// `"DHO2_RANK = <unset>. Violated constraint: set to this process's rank, an integer in
   /// [0, DHO2_WORLD_SIZE)"`.
@@ -177,6 +273,9 @@ struct asio_options {
       if (ec) detail::throw_invalid("DHO2_BIND_ADDRESS", quoted(b), "an IPv4 or IPv6 address");
       o.bind_address = b;
     }
+    if (const char* f = std::getenv("DHO2_SECRET_FILE")) {
+      o.secret = read_secret_file(f, "DHO2_SECRET_FILE");
+    }
     o.validate();
     return o;
   }
@@ -195,6 +294,20 @@ struct asio_options {
     (void)boost::asio::ip::make_address(bind_address, ec);
     detail::require(!ec, "asio_options::bind_address", quoted(bind_address),
                     "an IPv4 or IPv6 address");
+    const std::string held =
+        secret.empty() ? "<empty>" : "<" + std::to_string(secret.size()) + " bytes>";
+    detail::require(secret.empty() || secret.size() >= 16, "asio_options::secret", held,
+                    "empty (no secret) or at least 16 bytes");
+    detail::require(!secret.empty() || authentication != asio_authentication::required,
+                    "asio_options::secret", held,
+                    "set (e.g. from DHO2_SECRET_FILE) when authentication = required");
+    const bool loopback = !ec && boost::asio::ip::make_address(bind_address).is_loopback();
+    detail::require(!secret.empty() || authentication != asio_authentication::automatic ||
+                        size == 1 || loopback,
+                    "asio_options::secret", held,
+                    "set (e.g. from DHO2_SECRET_FILE) when bind_address (= \"" + bind_address +
+                        "\") is not a loopback address; or set authentication = "
+                        "asio_authentication::insecure to accept unauthenticated peers");
     detail::require(timeout.count() > 0, "asio_options::timeout (ms)", timeout.count(), "> 0");
     detail::require(connect_timeout.count() > 0, "asio_options::connect_timeout (ms)",
                     connect_timeout.count(), "> 0");
@@ -237,9 +350,12 @@ struct asio_options {
 class asio_transport {
  public:
   /// Joins the group described by `options` (validated first; throws `dho2::invalid_options`):
-  /// runs the rendezvous and builds the mesh (see the file comment). Blocks until every rank
-  /// has joined; throws `dho2::transport_error` if that does not happen within
-  /// `options.connect_timeout`, or on any malformed or inconsistent handshake.
+  /// runs the rendezvous and builds the mesh, every connection authenticated (see the file
+  /// comment). Blocks until every rank has joined, refusing (and reporting to
+  /// `options.on_refusal`) connections that fail the authentication; throws
+  /// `dho2::transport_error` if the group is not complete within `options.connect_timeout` (the
+  /// message names the missing ranks and the refusals), if a listener of a peer refuses this
+  /// rank, or on an inconsistent hello (options or byte order differ).
   explicit asio_transport(const asio_options& options) : rank_(options.rank), size_(options.size) {
     options.validate();
     detail::asio_settings s;
@@ -248,6 +364,8 @@ class asio_transport {
     s.max_frame_bytes = options.max_frame_bytes;
     s.direct_all_reduce_bytes = options.direct_all_reduce_bytes;
     s.bind_address = options.bind_address;
+    s.secret = options.secret;
+    s.on_refusal = options.on_refusal;
     engine_ = std::make_unique<detail::asio_engine>(rank_, size_, std::move(s));
     if (size_ > 1) {
       if (rank_ == 0) {

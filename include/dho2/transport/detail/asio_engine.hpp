@@ -1,12 +1,14 @@
 // I/O engine of dho2::asio_transport: one io_context driven by the calling thread, the TCP mesh,
 // framed reads and writes with per-operation progress deadlines, the stash of frames that arrive
-// ahead of their recv, failure handling (abort frames, close, poison), and the rendezvous, mesh and
-// split handshakes. Every async operation is started and completed inside one call (exchange() or
-// run_until()); on failure the sockets are closed and the io_context drained before the stack
-// frames owning the operations unwind.
+// ahead of their recv, failure handling (abort frames, close, poison), the authentication of every
+// connection (refusals: close, log, keep waiting), and the rendezvous, mesh and split handshakes.
+// Every async operation is started and completed inside one call (exchange() or run_until()); on
+// failure the sockets are closed and the io_context drained before the stack frames owning the
+// operations unwind.
 #pragma once
 
 #include <dho2/core/errors.hpp>
+#include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
 
 #include <boost/asio/buffer.hpp>
@@ -26,7 +28,9 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <iomanip>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -59,6 +63,8 @@ struct asio_settings {
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
   std::size_t direct_all_reduce_bytes = 8192;
   std::string bind_address = "127.0.0.1";
+  std::string secret;  // HMAC key ("" = the empty key)
+  std::function<void(const std::string& peer, const std::string& reason)> on_refusal;
 };
 
 inline std::string asio_seconds(std::chrono::milliseconds d) {
@@ -157,6 +163,7 @@ class asio_engine {
       l->socket.close(ec);
     }
     close_all();
+    if (!settings.secret.empty()) OPENSSL_cleanse(settings.secret.data(), settings.secret.size());
   }
 
   int rank;
@@ -170,6 +177,8 @@ class asio_engine {
   std::uint64_t token = 0;
   std::uint64_t seq = 0;
   std::uint64_t splits = 0;
+  std::uint64_t refused = 0;          // connections refused by this engine's listeners
+  std::vector<std::string> refusals;  // the first few, for the timeout message
   std::string failure;
   std::string error;
   std::uint64_t stashed_bytes = 0;
@@ -215,11 +224,7 @@ class asio_engine {
   void exchange(std::string_view routine, std::span<asio_read> reads,
                 std::span<asio_write> writes) {
     try {
-      error.clear();
-      ctx.restart();
-      for (auto& r : reads) start_read(r);
-      for (auto& w : writes) start_write(w);
-      wait(reads, writes);
+      run(reads, writes);
     } catch (const std::exception& e) {
       fail(prefix(routine) + ": " + e.what());
     }
@@ -229,6 +234,15 @@ class asio_engine {
     for (auto& w : writes) {
       if (w.counted) call_sent += w.payload.size();
     }
+  }
+
+  // Starts `reads` and `writes` and waits for all of them; throws on the first problem.
+  void run(std::span<asio_read> reads, std::span<asio_write> writes) {
+    error.clear();
+    ctx.restart();
+    for (auto& r : reads) start_read(r);
+    for (auto& w : writes) start_write(w);
+    wait(reads, writes);
   }
 
   asio_read make_read(int peer, const asio_wire::header& want, std::span<std::byte> dest) {
@@ -261,7 +275,7 @@ class asio_engine {
       std::vector<std::array<unsigned char, 16>> raw(static_cast<std::size_t>(size));
       std::vector<std::uint8_t> family(static_cast<std::size_t>(size), 0);
       std::vector<unsigned short> ports(static_cast<std::size_t>(size), 0);
-      for (int joined = 0; joined < size - 1; ++joined) {
+      for (int joined = 0; joined < size - 1;) {
         auto link = accept_until(deadline);
         if (!link) {
           std::string missing;
@@ -270,33 +284,36 @@ class asio_engine {
               missing += (missing.empty() ? "" : ", ") + std::to_string(r);
             }
           }
-          throw asio_defect("only " + std::to_string(joined) + " of " + std::to_string(size - 1) +
-                            " ranks joined within connect_timeout = " +
-                            asio_seconds(settings.connect_timeout) + " (missing: " + missing + ")");
+          throw asio_defect(
+              "only " + std::to_string(joined) + " of " + std::to_string(size - 1) +
+              " ranks joined within connect_timeout = " + asio_seconds(settings.connect_timeout) +
+              " (missing: " + missing + ")" + refusal_summary());
         }
         link->name = "connection from " + remote_string(*link);
         pending.push_back(std::move(link));
         asio_link& l = *pending.back();
+        const int authenticated = accept_peer(l, deadline);
+        if (authenticated < 0) continue;
         std::array<unsigned char, asio_wire::hello_size> buf{};
         asio_wire::header want;
         want.type = asio_wire::kind::hello;
         asio_read rd =
-            handshake_read(l, want, std::as_writable_bytes(std::span(buf)), settings.timeout);
-        exchange("rendezvous", std::span(&rd, 1), {});
+            handshake_read(l, want, std::as_writable_bytes(std::span(buf)), step_timeout(deadline));
+        if (const std::string why = attempt(std::span(&rd, 1), {}); !why.empty()) {
+          refuse(why);
+          continue;
+        }
         const asio_wire::hello h = asio_wire::decode_hello(buf);
         const auto bad = [&](const std::string& what) {
           fail(prefix("rendezvous") + ": " + l.name + ": " + what);
         };
-        if (h.size != static_cast<std::uint32_t>(size)) {
-          bad("announces world size " + std::to_string(h.size) + ", rank 0 has " +
+        if (h.size != static_cast<std::uint32_t>(size) ||
+            h.rank != static_cast<std::uint32_t>(authenticated)) {
+          bad("hello of rank " + std::to_string(h.rank) + " of " + std::to_string(h.size) +
+              " after authenticating as rank " + std::to_string(authenticated) + " of " +
               std::to_string(size));
         }
-        if (h.rank < 1 || h.rank >= static_cast<std::uint32_t>(size)) {
-          bad("rank " + std::to_string(h.rank) + " out of range [1, " + std::to_string(size) + ")");
-        }
-        const auto r = static_cast<std::size_t>(h.rank);
-        if (links[r])
-          bad("rank " + std::to_string(r) + " joined twice (first " + links[r]->name + ")");
+        const auto r = static_cast<std::size_t>(authenticated);
         if (h.little_endian != (std::endian::native == std::endian::little ? 1 : 0)) {
           bad("byte order differs from rank 0's");
         }
@@ -325,6 +342,7 @@ class asio_engine {
         l.name = "peer " + std::to_string(r) + " (" + remote_string(l) + ")";
         links[r] = std::move(pending.back());
         pending.pop_back();
+        ++joined;
       }
       acceptor.reset();
       std::random_device rd;
@@ -385,6 +403,8 @@ class asio_engine {
       links[0] = connect_until(eps, deadline, true);
       links[0]->name = "peer 0 (" + remote_string(*links[0]) + ")";
       addresses[0] = links[0]->socket.remote_endpoint().address();
+      // Rank 0 serves one connection at a time: its challenge may take up to connect_timeout.
+      connect_peer(0, settings.connect_timeout + settings.timeout);
       const auto hello_bytes = asio_wire::encode_hello(h);
       asio_wire::header hh;
       hh.type = asio_wire::kind::hello;
@@ -420,53 +440,157 @@ class asio_engine {
     }
   }
 
-  // Connects to every rank in [first, rank) (sending a join frame) and accepts every rank in
-  // (rank, size); the acceptor must be open. Used by ranks > 0 of the world (first = 1: rank 0
-  // is connected by the rendezvous) and by every rank of a split group (first = 0).
+  // Connects to every rank in [first, rank) and accepts every rank in (rank, size), each
+  // connection authenticated; the acceptor must be open. Used by ranks > 0 of the world (first = 1:
+  // rank 0 is connected by the rendezvous) and by every rank of a split group (first = 0).
   void build_mesh(const std::vector<unsigned short>& ports, int first) {
     const auto deadline = asio_clock::now() + settings.connect_timeout;
-    std::array<unsigned char, asio_wire::join_size> join{};
-    asio_wire::put_u64(join.data(), token);
-    asio_wire::put_u32(join.data() + 8, static_cast<std::uint32_t>(rank));
-    asio_wire::header jh;
-    jh.type = asio_wire::kind::join;
     for (int j = first; j < rank; ++j) {
       const auto uj = static_cast<std::size_t>(j);
       links[uj] = connect_until({asio_tcp::endpoint(addresses[uj], ports[uj])}, deadline, false);
       links[uj]->name = "peer " + std::to_string(j) + " (" + remote_string(*links[uj]) + ")";
-      asio_write w = make_write(j, jh, std::as_bytes(std::span(join)));
-      w.counted = false;
-      exchange("rendezvous", {}, std::span(&w, 1));
+      connect_peer(j, settings.connect_timeout + settings.timeout);
     }
-    for (int accepted = 0; accepted < size - 1 - rank; ++accepted) {
+    for (int accepted = 0; accepted < size - 1 - rank;) {
       auto link = accept_until(deadline);
       if (!link) {
         throw asio_defect("only " + std::to_string(accepted) + " of " +
                           std::to_string(size - 1 - rank) +
                           " higher ranks connected within connect_timeout = " +
-                          asio_seconds(settings.connect_timeout));
+                          asio_seconds(settings.connect_timeout) + refusal_summary());
       }
       link->name = "connection from " + remote_string(*link);
       pending.push_back(std::move(link));
-      asio_link& l = *pending.back();
-      std::array<unsigned char, asio_wire::join_size> buf{};
-      asio_wire::header want;
-      want.type = asio_wire::kind::join;
-      asio_read rd =
-          handshake_read(l, want, std::as_writable_bytes(std::span(buf)), settings.timeout);
-      exchange("rendezvous", std::span(&rd, 1), {});
-      const std::uint64_t t = asio_wire::get_u64(buf.data());
-      const std::uint32_t j = asio_wire::get_u32(buf.data() + 8);
-      if (t != token) throw asio_defect(l.name + ": wrong session token (another job?)");
-      if (j <= static_cast<std::uint32_t>(rank) || j >= static_cast<std::uint32_t>(size) ||
-          links[j]) {
-        throw asio_defect(l.name + ": unexpected or duplicate rank " + std::to_string(j));
-      }
-      l.name = "peer " + std::to_string(j) + " (" + remote_string(l) + ")";
-      links[j] = std::move(pending.back());
+      const int j = accept_peer(*pending.back(), deadline);
+      if (j < 0) continue;
+      const auto uj = static_cast<std::size_t>(j);
+      pending.back()->name =
+          "peer " + std::to_string(j) + " (" + remote_string(*pending.back()) + ")";
+      links[uj] = std::move(pending.back());
       pending.pop_back();
+      ++accepted;
     }
     acceptor.reset();
+  }
+
+  // Connecting side of the handshake on links[peer] (see asio_auth.hpp): offer, the peer's offer
+  // (waited for up to `first_wait`), proof, the peer's proof. Any failure throws: this side
+  // cannot wait for a better peer.
+  void connect_peer(int peer, std::chrono::milliseconds first_wait) {
+    namespace au = asio_auth;
+    asio_link& l = *links[static_cast<std::size_t>(peer)];
+    const au::offer mine{au::fresh_nonce(), static_cast<std::uint32_t>(rank),
+                         static_cast<std::uint32_t>(peer), static_cast<std::uint32_t>(size)};
+    const auto out = au::encode_offer(mine);
+    std::array<unsigned char, au::offer_size> in{};
+    asio_write w = handshake_write(l, 0, std::as_bytes(std::span(out)));
+    asio_read r =
+        handshake_read(l, auth_header(0), std::as_writable_bytes(std::span(in)), first_wait);
+    exchange("rendezvous", std::span(&r, 1), std::span(&w, 1));
+    const au::offer theirs = au::decode_offer(in);
+    if (theirs.rank != mine.peer || theirs.peer != mine.rank || theirs.size != mine.size) {
+      throw asio_defect(l.name + ": answers as rank " + std::to_string(theirs.rank) + " of " +
+                        std::to_string(theirs.size) + " (expecting rank " +
+                        std::to_string(theirs.peer) + "), expected rank " + std::to_string(peer) +
+                        " of " + std::to_string(size));
+    }
+    const auto p = au::proof(settings.secret, au::role::connecting, theirs.n, mine.n, mine.size,
+                             mine.rank, mine.peer, token);
+    au::mac back{};
+    asio_write wp = handshake_write(l, 1, std::as_bytes(std::span(p)));
+    asio_read rp = handshake_read(l, auth_header(1), std::as_writable_bytes(std::span(back)),
+                                  settings.timeout);
+    exchange("rendezvous", std::span(&rp, 1), std::span(&wp, 1));
+    if (!au::same(back, au::proof(settings.secret, au::role::accepting, mine.n, theirs.n, mine.size,
+                                  mine.rank, mine.peer, token))) {
+      throw asio_defect(l.name +
+                        ": authentication failed: its proof is wrong (it does not hold this "
+                        "job's secret)");
+    }
+  }
+
+  // Accepting side of the handshake on `l` (pending.back()): the connecting side's offer, ours,
+  // its proof, ours. Returns the authenticated rank, or −1 after refusing the connection (see
+  // refuse()). Every read is bounded by `timeout` and `deadline`.
+  int accept_peer(asio_link& l, asio_clock::time_point deadline) {
+    namespace au = asio_auth;
+    std::array<unsigned char, au::offer_size> in{};
+    asio_read r = handshake_read(l, auth_header(0), std::as_writable_bytes(std::span(in)),
+                                 step_timeout(deadline));
+    if (std::string why = attempt(std::span(&r, 1), {}); !why.empty()) return refuse(why);
+    const au::offer theirs = au::decode_offer(in);
+    const auto me = static_cast<std::uint32_t>(rank);
+    const auto p = static_cast<std::uint32_t>(size);
+    if (theirs.size != p) {
+      return refuse("claims world size " + std::to_string(theirs.size) + ", this job has " +
+                    std::to_string(size));
+    }
+    if (theirs.peer != me) {
+      return refuse("wants rank " + std::to_string(theirs.peer) + ", this is rank " +
+                    std::to_string(rank));
+    }
+    if (theirs.rank <= me || theirs.rank >= p) {
+      return refuse("claims rank " + std::to_string(theirs.rank) + ", out of range [" +
+                    std::to_string(rank + 1) + ", " + std::to_string(size) + ")");
+    }
+    const au::offer mine{au::fresh_nonce(), me, theirs.rank, p};
+    const auto out = au::encode_offer(mine);
+    au::mac proof{};
+    asio_write w = handshake_write(l, 0, std::as_bytes(std::span(out)));
+    asio_read rp = handshake_read(l, auth_header(1), std::as_writable_bytes(std::span(proof)),
+                                  step_timeout(deadline));
+    if (std::string why = attempt(std::span(&rp, 1), std::span(&w, 1)); !why.empty()) {
+      return refuse(why);
+    }
+    if (!au::same(proof, au::proof(settings.secret, au::role::connecting, mine.n, theirs.n, p,
+                                   theirs.rank, me, token))) {
+      return refuse(
+          "authentication failed: wrong proof (the peer does not hold this job's secret, or "
+          "replays another connection's)");
+    }
+    const auto& first = links[theirs.rank];
+    if (first) {
+      return refuse("claims rank " + std::to_string(theirs.rank) + ", which already joined (" +
+                    first->name + ")");
+    }
+    const auto mac = au::proof(settings.secret, au::role::accepting, theirs.n, mine.n, p,
+                               theirs.rank, me, token);
+    asio_write wm = handshake_write(l, 1, std::as_bytes(std::span(mac)));
+    if (std::string why = attempt({}, std::span(&wm, 1)); !why.empty()) return refuse(why);
+    return static_cast<int>(theirs.rank);
+  }
+
+  // Refuses pending.back(): tells it why (abort frame, best effort), closes it, counts and logs
+  // it (settings.on_refusal, else a std::clog line). Returns −1.
+  int refuse(const std::string& reason) {
+    std::unique_ptr<asio_link> l = std::move(pending.back());
+    pending.pop_back();
+    const std::string peer = remote_string(*l);
+    send_abort(l.get(),
+               prefix("rendezvous") + ": refused the connection from " + peer + ": " + reason);
+    asio_error_code ec;
+    l->socket.shutdown(asio_tcp::socket::shutdown_send, ec);
+    l->socket.close(ec);
+    drain();
+    ++refused;
+    if (refusals.size() < 3) refusals.push_back(peer + ": " + reason);
+    if (settings.on_refusal) {
+      settings.on_refusal(peer, reason);
+    } else {
+      std::clog << "dho2: " << prefix("rendezvous") << ": refused the connection from " << peer
+                << ": " << reason << std::endl;
+    }
+    return -1;
+  }
+
+  // "" or "; refused N connection(s): <the first few>" for a timeout message.
+  std::string refusal_summary() const {
+    if (refused == 0) return {};
+    std::string s =
+        "; refused " + std::to_string(refused) + " connection" + (refused == 1 ? "" : "s") + ": ";
+    for (std::size_t i = 0; i < refusals.size(); ++i) s += (i ? "; " : "") + refusals[i];
+    if (refused > refusals.size()) s += "; ...";
+    return s;
   }
 
   void open_acceptor(unsigned short port) {
@@ -514,6 +638,51 @@ class asio_engine {
     r.counted = false;
     r.timeout = timeout;
     return r;
+  }
+
+  asio_write handshake_write(asio_link& l, std::int32_t step, std::span<const std::byte> payload) {
+    asio_wire::header h = auth_header(step);
+    h.length = payload.size();
+    asio_write w;
+    w.link = &l;
+    w.hbuf = asio_wire::encode(h);
+    w.payload = payload;
+    w.counted = false;
+    w.timeout = settings.timeout;
+    return w;
+  }
+
+  static asio_wire::header auth_header(std::int32_t step) noexcept {
+    asio_wire::header h;
+    h.type = asio_wire::kind::auth;
+    h.tag = step;
+    return h;
+  }
+
+  // `timeout`, shortened to what is left until `deadline` (at least 1 ms).
+  std::chrono::milliseconds step_timeout(asio_clock::time_point deadline) const {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - asio_clock::now());
+    return std::clamp(left, std::chrono::milliseconds(1), settings.timeout);
+  }
+
+  // exchange() on one not yet trusted connection, without failing the engine: "" on success,
+  // else why (the connection's name removed); its pending operations are cancelled.
+  std::string attempt(std::span<asio_read> reads, std::span<asio_write> writes) {
+    asio_link* l = !reads.empty() ? reads.front().link : writes.front().link;
+    try {
+      run(reads, writes);
+      return {};
+    } catch (const std::exception& e) {
+      asio_error_code ec;
+      l->socket.cancel(ec);
+      drain();
+      error.clear();
+      std::string why = e.what();
+      const std::string name = l->name + ": ";
+      if (why.compare(0, name.size(), name) == 0) why.erase(0, name.size());
+      return why;
+    }
   }
 
   bool run_until(const bool& done, asio_clock::time_point deadline) {
@@ -580,11 +749,11 @@ class asio_engine {
       link->socket.close(ec);
       const bool retry = retry_refused && result == asio_net::error::connection_refused;
       if (!retry || asio_clock::now() + std::chrono::milliseconds(50) >= deadline) {
-        throw asio_defect("cannot connect to " + asio_endpoint_string(ep) + ": " +
-                          result.message() +
-                          (retry ? " (retried for connect_timeout = " +
-                                       asio_seconds(settings.connect_timeout) + ")"
-                                 : std::string()));
+        throw asio_defect(
+            "cannot connect to " + asio_endpoint_string(ep) + ": " + result.message() +
+            (retry
+                 ? " (retried for connect_timeout = " + asio_seconds(settings.connect_timeout) + ")"
+                 : std::string()));
       }
       if ((attempt + 1) % eps.size() == 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -609,6 +778,13 @@ class asio_engine {
   // Best effort, never blocks: an abort frame with `message` on every connection that is at a
   // frame boundary, so peers report the cause rather than a bare EOF.
   void send_aborts(const std::string& message) noexcept {
+    for (auto& l : links) send_abort(l.get(), message);
+    for (auto& l : pending) send_abort(l.get(), message);
+  }
+
+  // One abort frame with `message` on `l` if it is at a frame boundary; best effort, never blocks.
+  static void send_abort(asio_link* l, const std::string& message) noexcept {
+    if (!l || l->writing || !l->socket.is_open()) return;
     try {
       const std::string text = message.substr(0, asio_wire::max_abort_size);
       asio_wire::header h;
@@ -617,14 +793,9 @@ class asio_engine {
       const auto hb = asio_wire::encode(h);
       const std::array<asio_net::const_buffer, 2> bufs{asio_net::buffer(hb),
                                                        asio_net::buffer(text)};
-      const auto send = [&](asio_link* l) {
-        if (!l || l->writing || !l->socket.is_open()) return;
-        asio_error_code ec;
-        l->socket.non_blocking(true, ec);
-        if (!ec) l->socket.write_some(bufs, ec);
-      };
-      for (auto& l : links) send(l.get());
-      for (auto& l : pending) send(l.get());
+      asio_error_code ec;
+      l->socket.non_blocking(true, ec);
+      if (!ec) l->socket.write_some(bufs, ec);
     } catch (...) {  // best effort only
     }
   }

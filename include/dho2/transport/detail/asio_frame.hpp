@@ -12,22 +12,21 @@
 
 namespace dho2::detail::asio_wire {
 
-inline constexpr std::uint32_t magic = 0x324F4844U;  // the bytes "DHO2" in little-endian order
-inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::uint32_t magic = 0x324F4844U;   // the bytes "DHO2" in little-endian order
+inline constexpr std::uint16_t protocol_version = 2;  // 2: authentication, no join
 inline constexpr std::size_t header_size = 32;
 inline constexpr std::size_t hello_size = 32;
-inline constexpr std::size_t join_size = 12;
 inline constexpr std::size_t table_entry_size = 20;
 inline constexpr std::size_t split_record_size = 12;
 inline constexpr std::size_t max_abort_size = 4096;
 
 enum class kind : std::uint8_t {
-  hello = 1,       // rank r -> rank 0 (rendezvous)
+  hello = 1,       // rank r -> rank 0 (rendezvous, after auth)
   table = 2,       // rank 0 -> rank r (rendezvous)
-  join = 3,        // rank i -> rank j < i (mesh)
   collective = 4,  // one step of a collective
   message = 5,     // send / recv
-  abort = 6,       // the sender failed; payload: its error message
+  abort = 6,       // the sender failed or refused the connection; payload: why
+  auth = 7,        // handshake on every connection; tag 0: offer, tag 1: proof (asio_auth.hpp)
 };
 
 enum class op : std::uint8_t {
@@ -134,7 +133,7 @@ inline const char* kind_name(kind k) noexcept {
   switch (k) {
     case kind::hello: return "hello";
     case kind::table: return "table";
-    case kind::join: return "join";
+    case kind::auth: return "auth";
     case kind::collective: return "collective";
     case kind::message: return "message";
     case kind::abort: return "abort";
@@ -150,14 +149,14 @@ inline std::string hex32(std::uint32_t v) {
 
 // "kind[ op #seq step tag]" for error messages.
 inline std::string describe(const header& h) {
-  std::string s = "a ";
+  std::string s = h.type == kind::auth || h.type == kind::abort ? "an " : "a ";
   s += kind_name(h.type);
   if (h.type == kind::collective) {
     s += std::string(" frame of ") + op_name(h.routine) + " #" + std::to_string(h.seq) + " step " +
          std::to_string(h.tag);
   } else if (h.type == kind::message) {
     s += " frame with tag " + std::to_string(h.tag);
-  } else if (h.type != kind::hello && h.type != kind::table && h.type != kind::join &&
+  } else if (h.type != kind::hello && h.type != kind::table && h.type != kind::auth &&
              h.type != kind::abort) {
     s = "a frame of unknown kind " + std::to_string(static_cast<unsigned>(h.type));
   } else {
@@ -205,7 +204,6 @@ inline hello decode_hello(const std::array<unsigned char, hello_size>& b) noexce
 
 // Table (rank 0 -> everyone): session token u64, then per rank: port u16 | family u8 | 0 u8 |
 // address 16 (rank 0's entry is zero: everyone already has a connection to it).
-// Join (rank i -> rank j, mesh), 12 bytes: session token u64 | rank i u32.
 // Split record (all-gathered over the parent), 12 bytes: color i32 | key i32 | port u16 | 0 u16.
 
 }  // namespace dho2::detail::asio_wire
