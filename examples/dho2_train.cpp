@@ -17,6 +17,7 @@
 #include "dho2_train/json_writer.hpp"
 #include "dho2_train/report.hpp"
 #include <dho2/callbacks/callbacks.hpp>
+#include <dho2/checkpoint/directory.hpp>
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/idx.hpp>
 #include <dho2/data/synthetic.hpp>
@@ -228,6 +229,46 @@ long long shard_of(const Policies& p, dho2::index n, int rank, int ranks, bool c
   }
 }
 
+/// --resume: loads the checkpoint committed in --checkpoint-dir into `opt` and `x` when there is
+/// one (a collective: the ranks first agree that all or none of them see it) and returns the step
+/// it was taken at; nullopt when starting fresh.
+template <class Optimizer>
+std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::any_transport& world,
+                                  dho2::vector<scalar>& x) {
+  if (!c.resume) return std::nullopt;
+  double seen = dho2::has_checkpoint(c.checkpoint_dir) ? 1.0 : 0.0;
+  world.all_reduce_sum(std::span<double>(&seen, 1));
+  if (seen == 0.0) {
+    if (world.rank() == 0 && !c.quiet) {
+      std::printf("dho2_train: no checkpoint in %s yet: starting fresh\n", c.checkpoint_dir.c_str());
+    }
+    return std::nullopt;
+  }
+  if (seen != static_cast<double>(world.size())) {
+    throw usage_error("--resume: only " + std::to_string(static_cast<int>(seen)) + " of " +
+                      std::to_string(world.size()) + " ranks see a checkpoint in " +
+                      c.checkpoint_dir + " (the ranks need one shared directory)");
+  }
+  const dho2::data_position at = opt.load_checkpoint(c.checkpoint_dir, x);
+  const dho2::index step = opt.get_summary().iterations;
+  if (world.rank() == 0 && !c.quiet) {
+    std::printf("dho2_train: resumed from the checkpoint of step %lld in %s (epoch %lld, batch "
+                "%lld)\n",
+                static_cast<long long>(step), c.checkpoint_dir.c_str(),
+                static_cast<long long>(at.epoch + 1), static_cast<long long>(at.batch));
+  }
+  return step;
+}
+
+/// --save-parameters FILE: the final parameters as n little-endian float32 values, written
+/// atomically.
+inline void save_parameters(const std::string& file, const dho2::vector<scalar>& x) {
+  static_assert(std::is_same_v<scalar, float>);
+  const std::string_view bytes(reinterpret_cast<const char*>(x.data()),
+                               static_cast<std::size_t>(x.size()) * sizeof(scalar));
+  write_file_atomically(file, bytes);
+}
+
 /// One rank of the run: trains `model` on its slice of every global batch with `policies`
 /// (whose transport is this rank's) and, on rank 0, fills `lead`. The test accuracy, progress,
 /// CSV log and stopping decisions are rank 0's; the optimizer agrees the stop with the others.
@@ -239,6 +280,12 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
   dho2::optimizer<scalar, Policies> opt(make_options(c), std::move(policies));
   dho2::vector<scalar> x = initial_parameters(model, c.seed);
   dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
+  const std::optional<dho2::index> resumed_at = resume(c, opt, world, x);
+  using saver_type = checkpointer<decltype(opt)>;
+  optional_callback<saver_type> saver(
+      c.checkpoint_every > 0
+          ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every)
+          : std::nullopt);
 
   timed_metric accuracy(
       [&](dho2::const_vector_ref<scalar> w) { return model.accuracy(w, data.test); });
@@ -258,8 +305,8 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
 
   run_result r;
   const double cpu0 = process_cpu_seconds();
-  r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), test_accuracy,
-                           monitor, log, progress);
+  r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), saver,
+                           test_accuracy, monitor, log, progress);
   r.cpu_seconds = process_cpu_seconds() - cpu0;
   const rank_record mine = make_rank_record(
       r.summary, world, opt.is_curvature_rank(),
@@ -267,6 +314,8 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
                opt.is_curvature_rank()));
   r.ranks = gather_records(world, mine);
   if (!is_lead) return mine;
+  r.resumed_at = resumed_at;
+  if (!c.save_parameters.empty()) save_parameters(c.save_parameters, x);
   // Evaluate the final parameters unless the last evaluation already saw them (a run stopped
   // mid-epoch gets no epoch-end evaluation).
   const auto& evals = monitor.evaluations();

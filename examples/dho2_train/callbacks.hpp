@@ -5,8 +5,10 @@
 #pragma once
 
 #include <dho2/callbacks/callbacks.hpp>
+#include <dho2/checkpoint/optimizer_state.hpp>
 
 #include <chrono>
+#include <filesystem>
 #include <ctime>
 #include <functional>
 #include <limits>
@@ -213,6 +215,41 @@ class run_monitor {
   bool max_steps_reached_ = false;
   std::vector<evaluation_record> evaluations_;
   std::vector<epoch_record> epochs_;
+};
+
+/// --checkpoint-every N: saves a checkpoint (`optimizer::save_checkpoint`, collective: every rank
+/// runs this callback) after every N-th step call, recording where the data continues. While a
+/// background estimate is in flight (when saving is not possible) the save waits for the first
+/// step after it; every rank decides alike (the schedule is deterministic).
+template <class Optimizer>
+class checkpointer {
+ public:
+  checkpointer(Optimizer& opt, std::filesystem::path dir, long long every)
+      : opt_(&opt), dir_(std::move(dir)), every_(every) {}
+
+  template <dho2::model_scalar S>
+  void on_step(const dho2::step_info<S>& info) {
+    if (every_ <= 0) return;
+    if ((info.iteration + 1) % every_ == 0) due_ = true;
+    if (!due_ || opt_->estimate_in_flight()) return;
+    const dho2::data_position next =
+        info.batch + 1 < info.batches_per_epoch
+            ? dho2::data_position{info.epoch, info.batch + 1}
+            : dho2::data_position{info.epoch + 1, 0};
+    opt_->save_checkpoint(dir_, info.parameters, next);
+    due_ = false;
+    ++saved_;
+  }
+
+  /// Checkpoints written so far.
+  [[nodiscard]] long long saved() const noexcept { return saved_; }
+
+ private:
+  Optimizer* opt_;
+  std::filesystem::path dir_;
+  long long every_;
+  bool due_ = false;
+  long long saved_ = 0;
 };
 
 }  // namespace dho2_train

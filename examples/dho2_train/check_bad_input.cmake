@@ -66,7 +66,20 @@ expect(2 "--momentum: heavy_ball::momentum = 1. Violated constraint"
 expect(2 "--l2: l2 = -0.5. Violated constraint" --dataset synthetic --l2 -0.5)
 expect(2 "--target-accuracy: 2 is out of range" --target-accuracy 2)
 expect(2 "--batch: 512 exceeds the 100 training samples"
-       --dataset synthetic --train-size 100 --test-size 10 --batch 512)
+       --dataset synthetic --train-size 100 --test-size 10 --batch 512)# Distribution and checkpoint flags.
+expect(2 "--ranks: only with --transport inproc" --transport mpi --ranks 2)
+expect(2 "--schedule split: needs --optimizer dho2" --optimizer sgd --schedule split)
+expect(2 "--schedule background: transport size = 2. Violated constraint"
+       --dataset synthetic --train-size 200 --test-size 10 --optimizer dho2 --ranks 2
+       --schedule background)
+expect(2 "--curvature-ranks: split_schedule::curvature_group = 2. Violated constraint"
+       --dataset synthetic --train-size 200 --test-size 10 --optimizer dho2 --ranks 2
+       --schedule split --curvature-ranks 2)
+expect(2 "--partitioner: unknown value 'random'" --partitioner random)
+expect(2 "--resume: needs --checkpoint-dir" --resume)
+expect(2 "--checkpoint-dir: not with --schedule split"
+       --optimizer dho2 --schedule split --checkpoint-dir "${DHO2_WORK_DIR}/ckpt")
+
 # Runtime errors: exit code 1, naming the file and the remedy.
 expect(1 "no-such-dir/.*file not found.*apt-get install dataset-fashion-mnist.*--dataset synthetic"
        --data "${DHO2_WORK_DIR}/no-such-dir")

@@ -75,6 +75,12 @@ struct train_config {
   std::optional<long long> world_size;   // asio: number of ranks (else DHO2_WORLD_SIZE)
   std::string rendezvous;                // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
   std::string bind_address;              // asio: address to listen on (else loopback)
+  // Checkpoints (see --help).
+  std::string checkpoint_dir;        // where checkpoints are committed
+  long long checkpoint_every = 0;    // steps between checkpoints (0: none)
+  bool resume = false;               // load the committed checkpoint, if any, before training
+  std::string save_parameters;       // file for the final parameters (raw float32)
+  std::string secret_file;               // asio: shared secret's file (else DHO2_SECRET_FILE)
 };
 
 /// True when mode A (consensus ADMM) is asked for.
@@ -316,8 +322,25 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.world_size = parse_integer("--world-size", v, 1); }},
       {"--rendezvous", "HOST:PORT", "$DHO2_RENDEZVOUS", "asio: address of rank 0",
        [](c& o, std::string_view v) { o.rendezvous = std::string(v); }},
-      {"--bind", "ADDRESS", "loopback", "asio: address this rank listens on",
+      {"--bind", "ADDRESS", "loopback",
+       "asio: address this rank listens on (not loopback: needs --secret-file)",
        [](c& o, std::string_view v) { o.bind_address = std::string(v); }},
+      {"--secret-file", "PATH", "$DHO2_SECRET_FILE",
+       "asio: file with the job's secret (>= 16 bytes, same on every rank) that peers prove; "
+       "needed if --bind is not loopback",
+       [](c& o, std::string_view v) { o.secret_file = std::string(v); }},
+      {"--checkpoint-dir", "DIR", "none",
+       "checkpoints go to DIR (one file per rank and a manifest, committed atomically)",
+       [](c& o, std::string_view v) { o.checkpoint_dir = std::string(v); }},
+      {"--checkpoint-every", "N", "0 = never", "save a checkpoint after every N steps",
+       [](c& o, std::string_view v) {
+         o.checkpoint_every = parse_integer("--checkpoint-every", v, 0);
+       }},
+      {"--resume", "", "off",
+       "continue from the checkpoint in --checkpoint-dir (bit for bit); start fresh if none",
+       [](c& o, std::string_view) { o.resume = true; }},
+      {"--save-parameters", "FILE", "none", "write the final parameters (n float32, little-endian)",
+       [](c& o, std::string_view v) { o.save_parameters = std::string(v); }},
       {"--help", "", "", "show this help and exit", [](c& o, std::string_view) { o.help = true; }},
   };
   return table;
@@ -369,9 +392,11 @@ inline void check_distribution(const train_config& c) {
     throw usage_error("--ranks: only with --transport inproc (the world size of mpi is "
                       "mpirun's -np, of asio --world-size)");
   }
-  const bool asio_flag = c.rank || c.world_size || !c.rendezvous.empty() || !c.bind_address.empty();
+  const bool asio_flag = c.rank || c.world_size || !c.rendezvous.empty() ||
+                         !c.bind_address.empty() || !c.secret_file.empty();
   if (asio_flag && c.transport != "asio") {
-    throw usage_error("--rank/--world-size/--rendezvous/--bind: only with --transport asio");
+    throw usage_error(
+        "--rank/--world-size/--rendezvous/--bind/--secret-file: only with --transport asio");
   }
   const bool adam_based = base_name(c.optimizer) == "adam";
   if (c.schedule != "synchronous") {
@@ -384,6 +409,14 @@ inline void check_distribution(const train_config& c) {
     }
   } else if (c.curvature_ranks != 1) {
     throw usage_error("--curvature-ranks: only with --schedule split");
+  }
+  if ((c.checkpoint_every > 0 || c.resume) && c.checkpoint_dir.empty()) {
+    throw usage_error(std::string(c.resume ? "--resume" : "--checkpoint-every") +
+                      ": needs --checkpoint-dir");
+  }
+  if (!c.checkpoint_dir.empty() && c.schedule == "split") {
+    throw usage_error("--checkpoint-dir: not with --schedule split (its curvature ranks cannot "
+                      "join a checkpoint); use synchronous or background");
   }
   if (uses_admm(c)) {
     if (!adam_based) {

@@ -56,7 +56,7 @@ inline std::string resolved_transport(const train_config& c) {
 
 #if DHO2_TRAIN_WITH_ASIO
 /// asio options from the flags, falling back on DHO2_RANK / DHO2_WORLD_SIZE / DHO2_RENDEZVOUS /
-/// DHO2_BIND_ADDRESS for what the flags leave out.
+/// DHO2_BIND_ADDRESS / DHO2_SECRET_FILE for what the flags leave out.
 inline dho2::asio_options asio_options_of(const train_config& c) {
   const bool all_flags = c.rank && c.world_size && (!c.rendezvous.empty() || *c.world_size == 1);
   dho2::asio_options o = all_flags ? dho2::asio_options{} : dho2::asio_options::from_environment();
@@ -77,6 +77,11 @@ inline dho2::asio_options asio_options_of(const train_config& c) {
     o.port = static_cast<unsigned short>(port);
   }
   if (!c.bind_address.empty()) o.bind_address = c.bind_address;
+  if (!c.secret_file.empty()) {
+    o.secret = dho2::asio_options::read_secret_file(c.secret_file, "--secret-file");
+  } else if (const char* f = std::getenv("DHO2_SECRET_FILE"); all_flags && f != nullptr) {
+    o.secret = dho2::asio_options::read_secret_file(f, "DHO2_SECRET_FILE");
+  }
   const auto ms = std::chrono::milliseconds(static_cast<long long>(c.timeout * 1000.0));
   o.timeout = ms;
   o.connect_timeout = std::max(ms, o.connect_timeout);

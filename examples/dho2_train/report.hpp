@@ -48,6 +48,7 @@ struct run_result {
   std::string transport = "inproc";  // resolved --transport
   std::vector<rank_record> ranks;    // every rank's measured costs, in rank order
   std::optional<double> admm_rho;    // mode A: the penalty in force at the end
+  std::optional<long long> resumed_at;  // --resume: the step of the checkpoint loaded
 };
 
 /// Peak resident set size of this process in bytes: VmHWM from /proc/self/status, or
@@ -235,6 +236,12 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("skipped_steps", ll(s.skipped_steps()));
   j.member("peak_rss_bytes", static_cast<unsigned long long>(peak_rss));
   j.member("max_staleness", ll(s.max_staleness));
+  j.key("resumed_from_step");
+  if (r.resumed_at) {
+    j.value(*r.resumed_at);
+  } else {
+    j.null();
+  }
   j.member("curvature_bytes_per_rank", static_cast<unsigned long long>(s.curvature_bytes));
   j.member("optimizer_state_bytes_per_rank",
            static_cast<unsigned long long>(s.optimizer_state_bytes));

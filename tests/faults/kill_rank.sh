@@ -14,18 +14,9 @@ set -uo pipefail
 mode=${1:?asio|mpi}
 train=${2:?path to dho2_train}
 bound=${3:?bound in seconds}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "kill_rank ($mode): FAILED: $*" >&2
-  for f in "$work"/*.txt; do echo "--- $f"; tail -c 2000 "$f"; echo; done >&2
-  exit 1
-}
+fault_name="kill_rank ($mode)"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 args=(--dataset synthetic --epochs 50 --optimizer dho2)
 
@@ -71,7 +62,6 @@ case "$mode" in
     cat "$work/rank0_err.txt"
     ;;
   mpi)
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     mpirun -np 2 --oversubscribe "$train" "${args[@]}" >"$work/rank0.txt" 2>&1 &
     launcher=$!
     pids+=("$launcher")

@@ -116,9 +116,14 @@ struct rank_result {
 template <class Make>
 void check_resume_equals_straight_run(int ranks, const fs::path& dir, Make make) {
   const problem p;
-  dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 3);
+  // Each rank has its own batcher (begin_epoch regenerates the order: sharing one between rank
+  // threads would be a data race).
+  const auto make_batches = [&] {
+    return dho2::shuffling_batcher<double>(p.data.train, global_batch, 3);
+  };
   const auto straight = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     const int rank = t.rank();
+    auto batches = make_batches();
     auto opt = make(std::move(t));
     rank_result r{p.x0, {}, {}, 0.0, {}};
     run_steps(*opt, p, r.x, batches, 0, 2 * half, rank, ranks);
@@ -129,6 +134,7 @@ void check_resume_equals_straight_run(int ranks, const fs::path& dir, Make make)
   });
   const auto saved = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     const int rank = t.rank();
+    auto batches = make_batches();
     auto opt = make(std::move(t));
     rank_result r{p.x0, {}, {}, 0.0, {}};
     run_steps(*opt, p, r.x, batches, 0, half, rank, ranks);
@@ -138,6 +144,7 @@ void check_resume_equals_straight_run(int ranks, const fs::path& dir, Make make)
   });
   const auto resumed = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     const int rank = t.rank();
+    auto batches = make_batches();
     auto opt = make(std::move(t));
     rank_result r{VectorXd::Zero(p.x0.size()), {}, {}, 0.0, {}};
     r.position = opt->load_checkpoint(dir, r.x);

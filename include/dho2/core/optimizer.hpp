@@ -268,6 +268,12 @@ class optimizer {
   /// until that call, epoch 0 batch 0 otherwise.
   [[nodiscard]] data_position resume_position() const noexcept { return resume_; }
 
+  /// Whether a curvature estimate started on a snapshot is still to be put in use (background
+  /// schedule with staleness s > 0, for the s steps after it starts; under `split_schedule`, a
+  /// request out to the curvature ranks). `save_checkpoint` refuses to save meanwhile. Every rank
+  /// of the group sees the same value at the same step.
+  [[nodiscard]] bool estimate_in_flight() const noexcept { return pending_.has_value(); }
+
   /// Under `split_schedule`: whether this rank is one of the dedicated curvature ranks (known
   /// after the first step or `optimize` call).
   [[nodiscard]] bool is_curvature_rank() const noexcept { return curvature_rank_; }
