@@ -16,10 +16,9 @@
 // payload bytes rank 0 sent per collective (transport_stats), ≈ 2·n·4·(P−1)/P for the ring
 // all-reduce and n·4·(P−1)/P for reduce-scatter and all-gather. Loopback TCP on a shared machine:
 // read the medians of repeated runs (--benchmark_repetitions=5 --benchmark_report_aggregates_only).
-#include <dho2/asio.hpp>
-
 #include "bench_context.hpp"
 #include "collective_harness.hpp"
+#include <dho2/asio.hpp>
 
 #include <benchmark/benchmark.h>
 #include <boost/asio/io_context.hpp>

@@ -12,12 +12,13 @@
 //
 // Like for like: BM_adam_update and BM_fosi_adam_update time the same public call on the same
 // model, so both include the model's gradient copy (8n bytes) and the optimizer's
-// finiteness check of the gradient (detail::all_finite, 4n bytes); the target (FOSI-Adam update <= 1.25x Adam update)
-// is the ratio of their medians at k = 10. The curvature is installed through the public API,
-// outside the timing: options.warmup = 1 puts the only estimate (options.refresh_every is huge)
-// before step 0, which the fixture takes once; the model's Hessian is diagonal with K outlying
-// eigenvalues, so the estimate is cheap and retains all K pairs. Fixtures are built once per K
-// and reused across repetitions (the timed loop is the steady state of a long run).
+// finiteness check of the gradient (detail::all_finite, 4n bytes); the target (FOSI-Adam
+// update <= 1.25x Adam update) is the ratio of their medians at k = 10. The curvature is installed
+// through the public API, outside the timing: options.warmup = 1 puts the only estimate
+// (options.refresh_every is huge) before step 0, which the fixture takes once; the model's Hessian
+// is diagonal with K outlying eigenvalues, so the estimate is cheap and retains all K pairs.
+// Fixtures are built once per K and reused across repetitions (the timed loop is the steady state
+// of a long run).
 //
 // Bytes per step ("bytes_per_step"; bytes_per_second = SetBytesProcessed), counting every read
 // and every write of an n-vector of floats once per pass, as core/optimizer.hpp and
@@ -35,11 +36,10 @@
 //   => projections: 16Kn + 24n ("proj_bytes_per_step"); FOSI step: 84n + 16Kn.
 // At K = 10 that is 244n vs 60n bytes (4.1x), so a bandwidth-bound FOSI-Adam step cannot come
 // near 1.25x the Adam step with V in float and four passes over it.
+#include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 
 #include <Eigen/Core>
-#include "bench_context.hpp"
-
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

@@ -24,12 +24,11 @@
 // For 784-256-256-10: P = 268,800, P1 = 68,096; at B = 128 a gradient is 155.1 MFLOP, an exact
 // HVP 293.6 MFLOP (1.89x), a finite-difference HVP 310.1 MFLOP. Element-wise work (bias, ReLU
 // masks, softmax, the O(n) vector work) is not counted.
+#include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
 
 #include <Eigen/Core>
-#include "bench_context.hpp"
-
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

@@ -29,10 +29,9 @@
 // BM_floor_serial_copy. Shared machine: read the medians of repeated runs
 // (--benchmark_repetitions=5 --benchmark_report_aggregates_only=true). The CTest smoke run
 // (--benchmark_min_time=0.01) takes about 2 s (a single collective at n = 1e7).
-#include <dho2/transport/inproc.hpp>
-
 #include "bench_context.hpp"
 #include "collective_harness.hpp"
+#include <dho2/transport/inproc.hpp>
 
 #include <benchmark/benchmark.h>
 

@@ -20,12 +20,11 @@
 // the apply function casts the double vector to float, calls the model's HVP and casts back, and
 // the reduction is a no-op. Every estimate uses the same seed and stream, so every iteration
 // does the same work.
+#include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
 
 #include <Eigen/Core>
-#include "bench_context.hpp"
-
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

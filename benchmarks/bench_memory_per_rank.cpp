@@ -69,7 +69,13 @@ void BM_memory_per_rank(benchmark::State& state) {
   state.counters["state_ratio"] =
       p * static_cast<double>(bytes.state) / static_cast<double>(single.state);
 }
-BENCHMARK(BM_memory_per_rank)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Iterations(1)->UseRealTime()
+BENCHMARK(BM_memory_per_rank)
+    ->Arg(1)
+    ->Arg(2)
+    ->Arg(4)
+    ->Arg(8)
+    ->Iterations(1)
+    ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -10,12 +10,11 @@
 // the first layer's skipped input gradient.) The Adam step (about 60n bytes, n = 269,322; see
 // bench_fosi_step.cpp) and the element-wise work are not counted in "flops" but are timed.
 // items_per_second is samples per second.
+#include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
 
 #include <Eigen/Core>
-#include "bench_context.hpp"
-
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

@@ -115,7 +115,7 @@ class rank_group {
   /// Rank 0 failed: leave the group (when the transport can) so that the workers fail at once.
   void fail_rank0() {
     broken_ = true;
-    if constexpr (requires(Transport& t) { t.leave(); }) rank0_->leave();
+    if constexpr (requires(Transport & t) { t.leave(); }) rank0_->leave();
   }
 
  private:
@@ -156,7 +156,7 @@ class rank_group {
         rank_buffers b(c.op, c.n, rank, p_);
         for (std::int64_t i = 0; i <= c.iterations; ++i) b.run(*t);  // 1 untimed + iterations
       } catch (const std::exception& e) {
-        if constexpr (requires(Transport& x) { x.leave(); }) {
+        if constexpr (requires(Transport & x) { x.leave(); }) {
           if (t) t->leave();
         }
         const std::lock_guard lock(mutex_);

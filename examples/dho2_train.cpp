@@ -33,9 +33,9 @@
 
 #include <chrono>
 #include <cstdio>
-#include <functional>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <new>
 #include <optional>
 #include <string>
@@ -219,10 +219,10 @@ long long shard_of(const Policies& p, dho2::index n, int rank, int ranks, bool c
   if constexpr (Policies::admm_type::consensus) {
     return static_cast<long long>(n);
   } else {
-    const int trainers = ranks - (std::is_same_v<typename Policies::schedule_type,
-                                                 dho2::split_schedule>
-                                      ? p.schedule.curvature_ranks()
-                                      : 0);
+    const int trainers =
+        ranks - (std::is_same_v<typename Policies::schedule_type, dho2::split_schedule>
+                     ? p.schedule.curvature_ranks()
+                     : 0);
     const std::vector<dho2::index> offsets = p.partitioner.partition(n, trainers);
     const auto r = static_cast<std::size_t>(rank);
     return static_cast<long long>(offsets[r + 1] - offsets[r]);
@@ -240,7 +240,8 @@ std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::a
   world.all_reduce_sum(std::span<double>(&seen, 1));
   if (seen == 0.0) {
     if (world.rank() == 0 && !c.quiet) {
-      std::printf("dho2_train: no checkpoint in %s yet: starting fresh\n", c.checkpoint_dir.c_str());
+      std::printf("dho2_train: no checkpoint in %s yet: starting fresh\n",
+                  c.checkpoint_dir.c_str());
     }
     return std::nullopt;
   }
@@ -252,10 +253,11 @@ std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::a
   const dho2::data_position at = opt.load_checkpoint(c.checkpoint_dir, x);
   const dho2::index step = opt.get_summary().iterations;
   if (world.rank() == 0 && !c.quiet) {
-    std::printf("dho2_train: resumed from the checkpoint of step %lld in %s (epoch %lld, batch "
-                "%lld)\n",
-                static_cast<long long>(step), c.checkpoint_dir.c_str(),
-                static_cast<long long>(at.epoch + 1), static_cast<long long>(at.batch));
+    std::printf(
+        "dho2_train: resumed from the checkpoint of step %lld in %s (epoch %lld, batch "
+        "%lld)\n",
+        static_cast<long long>(step), c.checkpoint_dir.c_str(),
+        static_cast<long long>(at.epoch + 1), static_cast<long long>(at.batch));
   }
   return step;
 }
@@ -297,21 +299,21 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
                       is_lead ? c.target_accuracy : std::nullopt, !c.continue_after_target,
                       accuracy);
   optional_callback<dho2::progress_bar> progress(
-      c.quiet || !is_lead ? std::nullopt : std::optional<dho2::progress_bar>(std::in_place, stdout));
+      c.quiet || !is_lead ? std::nullopt
+                          : std::optional<dho2::progress_bar>(std::in_place, stdout));
   optional_callback<dho2::csv_history> log(
-      c.log_path.empty() || !is_lead
-          ? std::nullopt
-          : std::optional<dho2::csv_history>(std::in_place, c.log_path));
+      c.log_path.empty() || !is_lead ? std::nullopt
+                                     : std::optional<dho2::csv_history>(std::in_place, c.log_path));
 
   run_result r;
   const double cpu0 = process_cpu_seconds();
   r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), saver,
                            test_accuracy, monitor, log, progress);
   r.cpu_seconds = process_cpu_seconds() - cpu0;
-  const rank_record mine = make_rank_record(
-      r.summary, world, opt.is_curvature_rank(),
-      shard_of(opt.policies(), model.num_parameters(), world.rank(), world.size(),
-               opt.is_curvature_rank()));
+  const rank_record mine =
+      make_rank_record(r.summary, world, opt.is_curvature_rank(),
+                       shard_of(opt.policies(), model.num_parameters(), world.rank(), world.size(),
+                                opt.is_curvature_rank()));
   r.ranks = gather_records(world, mine);
   if (!is_lead) return mine;
   r.resumed_at = resumed_at;
@@ -379,8 +381,8 @@ int with_base(const train_config& c, F&& f) {
 /// The policy bundle of a run: base, schedule and ADMM solver fixed at compile time, transport
 /// and partitioner chosen at run time.
 template <class Base, class Schedule, class Admm>
-using run_policies = dho2::policies<Base, dho2::lanczos, dho2::any_partitioner, Schedule,
-                                    dho2::any_transport, Admm>;
+using run_policies =
+    dho2::policies<Base, dho2::lanczos, dho2::any_partitioner, Schedule, dho2::any_transport, Admm>;
 
 /// Calls `f(policies)` with the bundle --schedule and --admm-* ask for. Only the Adam base has
 /// the split and background schedules and consensus ADMM (--optimizer dho2, fosi-adam, adam), so

@@ -8,8 +8,8 @@
 #include <dho2/checkpoint/optimizer_state.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <ctime>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -232,10 +232,9 @@ class checkpointer {
     if (every_ <= 0) return;
     if ((info.iteration + 1) % every_ == 0) due_ = true;
     if (!due_ || opt_->estimate_in_flight()) return;
-    const dho2::data_position next =
-        info.batch + 1 < info.batches_per_epoch
-            ? dho2::data_position{info.epoch, info.batch + 1}
-            : dho2::data_position{info.epoch + 1, 0};
+    const dho2::data_position next = info.batch + 1 < info.batches_per_epoch
+                                         ? dho2::data_position{info.epoch, info.batch + 1}
+                                         : dho2::data_position{info.epoch + 1, 0};
     opt_->save_checkpoint(dir_, info.parameters, next);
     due_ = false;
     ++saved_;

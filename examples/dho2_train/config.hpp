@@ -60,27 +60,27 @@ struct train_config {
   bool help = false;
   // Distribution (see --help): how ranks talk, how parameters are sharded, how they synchronise
   // and where curvature is estimated.
-  std::string transport = "auto";  // auto: mpi under mpirun (when built with MPI), else inproc
-  std::optional<long long> ranks;  // inproc only: number of ranks (threads); 1
+  std::string transport = "auto";    // auto: mpi under mpirun (when built with MPI), else inproc
+  std::optional<long long> ranks;    // inproc only: number of ranks (threads); 1
   std::string partitioner = "even";  // even | block | weighted:w0,w1,...
   std::vector<double> partition_weights;  // of weighted:...
-  std::optional<double> admm_rho;        // consensus ADMM penalty (turns mode A on)
-  std::optional<long long> admm_every;   // consensus ADMM local steps per round (mode A)
-  bool admm_balance = false;             // residual balancing of rho (mode A)
-  std::string schedule = "synchronous";  // synchronous | split | background
-  long long curvature_ranks = 1;         // split: dedicated curvature ranks
-  long long max_staleness = 4;           // split / background: steps an estimate may lag
-  double timeout = 60.0;                 // inproc / asio: seconds a rank waits for its peers
-  std::optional<long long> rank;         // asio: this rank (else DHO2_RANK)
-  std::optional<long long> world_size;   // asio: number of ranks (else DHO2_WORLD_SIZE)
-  std::string rendezvous;                // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
-  std::string bind_address;              // asio: address to listen on (else loopback)
+  std::optional<double> admm_rho;         // consensus ADMM penalty (turns mode A on)
+  std::optional<long long> admm_every;    // consensus ADMM local steps per round (mode A)
+  bool admm_balance = false;              // residual balancing of rho (mode A)
+  std::string schedule = "synchronous";   // synchronous | split | background
+  long long curvature_ranks = 1;          // split: dedicated curvature ranks
+  long long max_staleness = 4;            // split / background: steps an estimate may lag
+  double timeout = 60.0;                  // inproc / asio: seconds a rank waits for its peers
+  std::optional<long long> rank;          // asio: this rank (else DHO2_RANK)
+  std::optional<long long> world_size;    // asio: number of ranks (else DHO2_WORLD_SIZE)
+  std::string rendezvous;                 // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
+  std::string bind_address;               // asio: address to listen on (else loopback)
   // Checkpoints (see --help).
-  std::string checkpoint_dir;        // where checkpoints are committed
-  long long checkpoint_every = 0;    // steps between checkpoints (0: none)
-  bool resume = false;               // load the committed checkpoint, if any, before training
-  std::string save_parameters;       // file for the final parameters (raw float32)
-  std::string secret_file;               // asio: shared secret's file (else DHO2_SECRET_FILE)
+  std::string checkpoint_dir;      // where checkpoints are committed
+  long long checkpoint_every = 0;  // steps between checkpoints (0: none)
+  bool resume = false;             // load the committed checkpoint, if any, before training
+  std::string save_parameters;     // file for the final parameters (raw float32)
+  std::string secret_file;         // asio: shared secret's file (else DHO2_SECRET_FILE)
 };
 
 /// True when mode A (consensus ADMM) is asked for.
@@ -92,9 +92,9 @@ inline constexpr long long synthetic_default_test = 2000;
 
 /// The optimizers dho2_train knows, in --help order.
 inline const std::vector<std::string_view>& optimizer_names() {
-  static const std::vector<std::string_view> names = {
-      "sgd",      "momentum",      "nesterov",      "adam",     "fosi-sgd",
-      "fosi-momentum", "fosi-nesterov", "fosi-adam", "dho2"};
+  static const std::vector<std::string_view> names = {"sgd",           "momentum",  "nesterov",
+                                                      "adam",          "fosi-sgd",  "fosi-momentum",
+                                                      "fosi-nesterov", "fosi-adam", "dho2"};
   return names;
 }
 
@@ -196,8 +196,8 @@ inline void parse_partitioner(train_config& o, std::string_view v) {
   while (true) {
     const std::size_t comma = rest.find(',');
     const double w = parse_number("--partitioner weight", rest.substr(0, comma));
-    if (w < 0.0) throw usage_error("--partitioner: weight " + quoted(rest.substr(0, comma)) +
-                                   " is negative");
+    if (w < 0.0)
+      throw usage_error("--partitioner: weight " + quoted(rest.substr(0, comma)) + " is negative");
     o.partition_weights.push_back(w);
     if (comma == rest.npos) break;
     rest = rest.substr(comma + 1);
@@ -389,8 +389,9 @@ inline std::string usage() {
 /// Checks the distribution flags against each other (what does not need the world size).
 inline void check_distribution(const train_config& c) {
   if (c.ranks && c.transport != "inproc" && c.transport != "auto") {
-    throw usage_error("--ranks: only with --transport inproc (the world size of mpi is "
-                      "mpirun's -np, of asio --world-size)");
+    throw usage_error(
+        "--ranks: only with --transport inproc (the world size of mpi is "
+        "mpirun's -np, of asio --world-size)");
   }
   const bool asio_flag = c.rank || c.world_size || !c.rendezvous.empty() ||
                          !c.bind_address.empty() || !c.secret_file.empty();
@@ -415,8 +416,9 @@ inline void check_distribution(const train_config& c) {
                       ": needs --checkpoint-dir");
   }
   if (!c.checkpoint_dir.empty() && c.schedule == "split") {
-    throw usage_error("--checkpoint-dir: not with --schedule split (its curvature ranks cannot "
-                      "join a checkpoint); use synchronous or background");
+    throw usage_error(
+        "--checkpoint-dir: not with --schedule split (its curvature ranks cannot "
+        "join a checkpoint); use synchronous or background");
   }
   if (uses_admm(c)) {
     if (!adam_based) {

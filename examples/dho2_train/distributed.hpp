@@ -9,8 +9,9 @@
 #include <dho2/transport/inproc.hpp>
 #include <dho2/transport/single_process.hpp>
 #if DHO2_TRAIN_WITH_MPI
-#include <boost/mpi/environment.hpp>
 #include <dho2/mpi.hpp>
+
+#include <boost/mpi/environment.hpp>
 #endif
 #if DHO2_TRAIN_WITH_ASIO
 #include <dho2/asio.hpp>
@@ -45,8 +46,9 @@ inline std::string resolved_transport(const train_config& c) {
   std::string t = c.transport;
   if (t == "auto") t = (with_mpi && launcher_rank()) ? "mpi" : "inproc";
   if (t == "mpi" && !with_mpi) {
-    throw usage_error("--transport mpi: this dho2_train was built without MPI (configure with "
-                      "libboost-mpi-dev and libopenmpi-dev installed)");
+    throw usage_error(
+        "--transport mpi: this dho2_train was built without MPI (configure with "
+        "libboost-mpi-dev and libopenmpi-dev installed)");
   }
   if (t == "asio" && !with_asio) {
     throw usage_error("--transport asio: this dho2_train was built without Boost.Asio");
@@ -146,16 +148,39 @@ struct rank_record {
   static constexpr std::size_t fields = 15;
 
   [[nodiscard]] std::array<double, fields> pack() const {
-    return {static_cast<double>(rank), curvature_rank ? 1.0 : 0.0, static_cast<double>(shard),
-            static_cast<double>(steps), static_cast<double>(curvature_estimates),
-            static_cast<double>(hvps), curvature_bytes, optimizer_state_bytes, bytes_sent,
-            bytes_received, communication_s, transport_s, static_cast<double>(transport_calls),
-            static_cast<double>(max_staleness), wall_s};
+    return {static_cast<double>(rank),
+            curvature_rank ? 1.0 : 0.0,
+            static_cast<double>(shard),
+            static_cast<double>(steps),
+            static_cast<double>(curvature_estimates),
+            static_cast<double>(hvps),
+            curvature_bytes,
+            optimizer_state_bytes,
+            bytes_sent,
+            bytes_received,
+            communication_s,
+            transport_s,
+            static_cast<double>(transport_calls),
+            static_cast<double>(max_staleness),
+            wall_s};
   }
   [[nodiscard]] static rank_record unpack(std::span<const double> v) {
     const auto ll = [](double x) { return static_cast<long long>(x); };
-    return {static_cast<int>(v[0]), v[1] != 0.0, ll(v[2]), ll(v[3]), ll(v[4]), ll(v[5]),
-            v[6],  v[7], v[8], v[9], v[10], v[11], ll(v[12]), ll(v[13]), v[14]};
+    return {static_cast<int>(v[0]),
+            v[1] != 0.0,
+            ll(v[2]),
+            ll(v[3]),
+            ll(v[4]),
+            ll(v[5]),
+            v[6],
+            v[7],
+            v[8],
+            v[9],
+            v[10],
+            v[11],
+            ll(v[12]),
+            ll(v[13]),
+            v[14]};
   }
 };
 

@@ -45,9 +45,9 @@ struct run_result {
   std::vector<evaluation_record> evaluations;
   std::vector<epoch_record> epochs;
   int eigen_threads = 1;
-  std::string transport = "inproc";  // resolved --transport
-  std::vector<rank_record> ranks;    // every rank's measured costs, in rank order
-  std::optional<double> admm_rho;    // mode A: the penalty in force at the end
+  std::string transport = "inproc";     // resolved --transport
+  std::vector<rank_record> ranks;       // every rank's measured costs, in rank order
+  std::optional<double> admm_rho;       // mode A: the penalty in force at the end
   std::optional<long long> resumed_at;  // --resume: the step of the checkpoint loaded
 };
 
@@ -151,20 +151,22 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
                s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
                s.update_seconds, s.communication_seconds, r.eval_seconds, detail::other_seconds(r),
                r.cpu_seconds, r.load_seconds, r.eigen_threads, s.offloaded_estimate_seconds);
-  std::fprintf(out, "memory           peak RSS %s (this process); rank 0: curvature %s, "
+  std::fprintf(out,
+               "memory           peak RSS %s (this process); rank 0: curvature %s, "
                "optimizer state %s\n",
                detail::mib(peak_rss).c_str(), detail::mib(s.curvature_bytes).c_str(),
                detail::mib(s.optimizer_state_bytes).c_str());
   if (r.ranks.size() > 1) {
-    std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s\n", r.ranks.size(),
-                 r.transport.c_str(), c.partitioner.c_str(), c.schedule.c_str(),
+    std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s\n",
+                 r.ranks.size(), r.transport.c_str(), c.partitioner.c_str(), c.schedule.c_str(),
                  uses_admm(c) ? ", consensus ADMM" : "");
     if (r.admm_rho) {
       std::fprintf(out, "                 ADMM: %zu rounds, rho %g at the end\n",
                    s.admm_rounds.size(), *r.admm_rho);
     }
-    std::fprintf(out, "  rank role       shard   curvature   opt state        sent    received"
-                      "   comm s  staleness\n");
+    std::fprintf(out,
+                 "  rank role       shard   curvature   opt state        sent    received"
+                 "   comm s  staleness\n");
     for (const rank_record& k : r.ranks) {
       std::fprintf(out, "  %4d %-9s %7lld %11s %11s %11s %11s %8.2f %10lld\n", k.rank,
                    k.curvature_rank ? "curvature" : "trainer", k.shard,

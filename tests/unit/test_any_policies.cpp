@@ -16,10 +16,10 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <utility>
 #include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -123,7 +123,8 @@ TEST_CASE("any_transport + any_partitioner: mode S over the wrappers equals the 
   // parameters must agree bit for bit.
   const dho2::index n = 40;
   dho2::vector<double> eigenvalues(n);
-  for (dho2::index i = 0; i < n; ++i) eigenvalues(i) = 1.0 + 49.0 * static_cast<double>(i) / (n - 1);
+  for (dho2::index i = 0; i < n; ++i)
+    eigenvalues(i) = 1.0 + 49.0 * static_cast<double>(i) / (n - 1);
   const dho2::quadratic<double> model(eigenvalues, 7);
   dho2::options opts;
   opts.k = 3;

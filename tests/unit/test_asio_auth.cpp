@@ -5,10 +5,10 @@
 // hostile raw clients of the rendezvous port, a replayed proof, a duplicate rank claim, and the
 // options (secret, authentication policy, DHO2_SECRET_FILE). Ranks are threads of this process;
 // every multi-threaded test runs under a watchdog that turns a hang into an abort with a message.
+#include "raw_tcp_peer.hpp"
 #include <dho2/asio.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
-#include "raw_tcp_peer.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>

@@ -4,11 +4,11 @@
 // destroyed mid-collective, a silent peer, a hostile client of the rendezvous port, mismatched
 // collectives, a missing rank, and bad options / environment. Every multi-rank test runs under a
 // watchdog that turns a hang into an abort with a message.
+#include "raw_tcp_peer.hpp"
 #include <dho2/asio.hpp>
 #include <dho2/testing/transport_conformance.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
-#include "raw_tcp_peer.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>

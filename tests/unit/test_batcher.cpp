@@ -1,10 +1,11 @@
 // Tests of shuffling_batcher and slice_bounds (include/dho2/data/batcher.hpp): one permutation per
 // epoch, reproducible from (seed, epoch), rank slices that concatenate to the global batch.
+#include <dho2/data/batcher.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <dho2/data/batcher.hpp>
 #include <numeric>
 #include <string>
 #include <vector>

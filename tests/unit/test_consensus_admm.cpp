@@ -5,9 +5,9 @@
 #include <dho2/dho2.hpp>
 #include <dho2/transport/inproc.hpp>
 
+#include <Eigen/Dense>
 #include <doctest/doctest.h>
 
-#include <Eigen/Dense>
 #include <utility>
 #include <vector>
 
@@ -120,8 +120,8 @@ TEST_CASE("consensus_admm: converges to the centralised least-squares optimum") 
     o.refresh_every = 1000;
     o.alpha = 1.0;
     o.momentum_form = dho2::momentum_kind::none;
-    const dho2::consensus_admm admm{.rho = balancing ? 1e-3 : 8.0, .tau = 10,
-                                    .residual_balancing = balancing};
+    const dho2::consensus_admm admm{
+        .rho = balancing ? 1e-3 : 8.0, .tau = 10, .residual_balancing = balancing};
     const auto ends = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
       const int rank = t.rank();
       const least_squares model{n};
@@ -136,8 +136,8 @@ TEST_CASE("consensus_admm: converges to the centralised least-squares optimum") 
     REQUIRE(rounds.size() == 150);
     INFO("residual balancing ", balancing, ": |z - x*| = ", (ends[0].z - x_star).norm(),
          ", primal ", rounds.front().primal_residual, " -> ", rounds.back().primal_residual,
-         ", dual ", rounds[1].dual_residual, " -> ", rounds.back().dual_residual,
-         ", rho ", rounds.front().rho, " -> ", rounds.back().rho);
+         ", dual ", rounds[1].dual_residual, " -> ", rounds.back().dual_residual, ", rho ",
+         rounds.front().rho, " -> ", rounds.back().rho);
     for (int r = 0; r < ranks; ++r) {
       CHECK((ends[static_cast<std::size_t>(r)].z - x_star).norm() < 1e-6 * x_star.norm());
     }

@@ -30,7 +30,8 @@ struct dense_fosi {
   dho2::adam base;
   dho2::adam::state<double> state;
   VectorXd u;
-  dense_fosi(dho2::adam b, Eigen::Index n) : base(b), state(b.init<double>(n)), u(VectorXd::Zero(n)) {}
+  dense_fosi(dho2::adam b, Eigen::Index n)
+      : base(b), state(b.init<double>(n)), u(VectorXd::Zero(n)) {}
 
   void step(VectorXd& x, const VectorXd& g, const MatrixXd& v, const VectorXd& rho, double s,
             double alpha, double beta) {

@@ -1,5 +1,7 @@
 // Tests of the IDX reader (include/dho2/data/idx.hpp): exact round trips of plain and gzip files,
 // one test per defect checking the data_error message, and the real Fashion-MNIST if installed.
+#include <dho2/data/idx.hpp>
+
 #include <doctest/doctest.h>
 #include <zlib.h>
 
@@ -7,7 +9,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <dho2/data/idx.hpp>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>

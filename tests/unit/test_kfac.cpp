@@ -1,6 +1,7 @@
 // K-FAC for dho2::mlp (include/dho2/kfac/kfac.hpp): the step against the dense Kronecker formula,
 // the factors against their definition from per-sample quantities, P ranks against one, a
 // training sanity check against SGD, and option validation.
+#include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/synthetic.hpp>
 #include <dho2/kfac/kfac.hpp>
@@ -18,8 +19,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "distributed_fixture.hpp"
 
 namespace {
 
@@ -168,7 +167,9 @@ TEST_CASE("kfac: one-layer step equals the dense Kronecker-factored formula") {
                               .kl_clip = kl});
       VectorXd x = x0;
       REQUIRE(opt.step(model, x, batch) == dho2::step_status::taken);
-      INFO("expected x_new - x_old = -lr * nu * ((A + gamma_A I) kron (G + gamma_G I))^-1 vec(grad)");
+      INFO(
+          "expected x_new - x_old = -lr * nu * ((A + gamma_A I) kron (G + gamma_G I))^-1 "
+          "vec(grad)");
       dho2_test::check_close(x - x0, expected, 1e-10, "max |dx - dx_dense|");
       INFO("expected gamma_A = ", gamma_a, ", got ", opt.damping_a(0), "; gamma_G = ", gamma_g,
            ", got ", opt.damping_g(0));
@@ -225,8 +226,9 @@ TEST_CASE("kfac: factors equal their per-sample definition on a 2-hidden-layer M
       check_matrix_close(opt.factor_g(l), g1[k], 1e-13, "G_l after step 1 = (1/B) sum g g^T");
       MatrixXd damped = a1[k];
       damped.diagonal().array() += opt.damping_a(l);
-      check_matrix_close(opt.inverse_a(l) * damped, MatrixXd::Identity(damped.rows(), damped.cols()),
-                         1e-8, "inverse_a(l) * (A_l + gamma_A I) = I");
+      check_matrix_close(opt.inverse_a(l) * damped,
+                         MatrixXd::Identity(damped.rows(), damped.cols()), 1e-8,
+                         "inverse_a(l) * (A_l + gamma_A I) = I");
     }
     const VectorXd x1 = x;
     REQUIRE(opt.step(model, x, batch2) == dho2::step_status::taken);
@@ -386,8 +388,8 @@ TEST_CASE("kfac: invalid options are rejected naming the field") {
     } catch (const dho2::invalid_options& e) {
       message = e.what();
     }
-    INFO("expected an invalid_options message starting with \"", c.expected, "\", got \"",
-         message, "\"");
+    INFO("expected an invalid_options message starting with \"", c.expected, "\", got \"", message,
+         "\"");
     CHECK(message.rfind(c.expected, 0) == 0);
   }
 
@@ -410,8 +412,10 @@ TEST_CASE("kfac: invalid options are rejected naming the field") {
       return message;
     });
     for (const auto& m : messages) {
-      INFO("expected \"kfac_options.damping = ... Violated constraint: identical on all 2 ranks\""
-           ", got \"", m, "\"");
+      INFO(
+          "expected \"kfac_options.damping = ... Violated constraint: identical on all 2 ranks\""
+          ", got \"",
+          m, "\"");
       CHECK(m.rfind("kfac_options.damping = ", 0) == 0);
       CHECK(m.find("identical on all 2 ranks") != std::string::npos);
       CHECK(m.find("[x changed]") == std::string::npos);

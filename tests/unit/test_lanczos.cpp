@@ -3,9 +3,9 @@
 #include <dho2/models/quadratic.hpp>
 #include <dho2/testing/planted_spectrum.hpp>
 
+#include <Eigen/Eigenvalues>
 #include <doctest/doctest.h>
 
-#include <Eigen/Eigenvalues>
 #include <cmath>
 
 namespace {
@@ -152,8 +152,7 @@ TEST_CASE("lanczos: float Hessian-vector products give eigenvalues within 1e-4 r
   const auto ref = solve_dense(q.hessian());
   const auto est = run(q.hessian(), 5, 0, 40, /*in_float=*/true);
   for (Eigen::Index i = 0; i < 5; ++i) {
-    INFO("eigenvalue ", i, ": lanczos(float HVP) ", est.eigenvalues(i), ", dense ",
-         ref.values(i));
+    INFO("eigenvalue ", i, ": lanczos(float HVP) ", est.eigenvalues(i), ", dense ", ref.values(i));
     CHECK(std::abs(est.eigenvalues(i) - ref.values(i)) < 1e-4 * std::abs(ref.values(i)));
   }
 }
@@ -188,14 +187,13 @@ TEST_CASE("lanczos: rank-deficient Hessian breaks down and recovers the nonzero 
 TEST_CASE("lanczos: a non-finite product fails the estimate without NaN output") {
   const auto n = Eigen::Index{30};
   int calls = 0;
-  dho2::hvp_operator op(
-      dho2::shard_layout{n, 0, n},
-      [&calls](Eigen::Ref<const VectorXd> x, Eigen::Ref<VectorXd> y) {
-        y = VectorXd::LinSpaced(x.size(), 1.0, 2.0).cwiseProduct(x);
-        if (++calls == 3) y(0) = std::numeric_limits<double>::quiet_NaN();
-        return y.allFinite();
-      },
-      {});
+  dho2::hvp_operator op(dho2::shard_layout{n, 0, n},
+                        [&calls](Eigen::Ref<const VectorXd> x, Eigen::Ref<VectorXd> y) {
+                          y = VectorXd::LinSpaced(x.size(), 1.0, 2.0).cwiseProduct(x);
+                          if (++calls == 3) y(0) = std::numeric_limits<double>::quiet_NaN();
+                          return y.allFinite();
+                        },
+                        {});
   const auto est = dho2::lanczos{}.estimate(op, {3, 0, 10, 1, 0});
   CHECK(calls == 3);  // the iteration stops at the bad product
   CHECK(est.failed);

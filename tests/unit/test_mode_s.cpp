@@ -159,8 +159,7 @@ TEST_CASE("mode S: weighted and block-aligned partitions give the same result") 
   const dho2::adam base{.learning_rate = 0.01};
   const auto single = run_single(p, o, base, 10);
   SUBCASE("weighted") {
-    check_equal(single,
-                run_sharded(p, o, base, 10, 3, dho2::weighted_partitioner{{1.0, 3.0, 0.5}}),
+    check_equal(single, run_sharded(p, o, base, 10, 3, dho2::weighted_partitioner{{1.0, 3.0, 0.5}}),
                 1e-9);
   }
   SUBCASE("block_aligned, P above the number of blocks") {
@@ -207,7 +206,9 @@ TEST_CASE("mode S: a callback that stops on one rank stops every rank") {
   const problem p;
   struct stop_on_rank {
     int rank;
-    bool on_step(const dho2::step_info<double>& info) const { return rank == 1 && info.iteration == 5; }
+    bool on_step(const dho2::step_info<double>& info) const {
+      return rank == 1 && info.iteration == 5;
+    }
   };
   using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
   const auto summaries = dho2_test::on_inproc_ranks(

@@ -4,9 +4,9 @@
 #include <dho2/asio.hpp>
 #include <dho2/data/batcher.hpp>
 
+#include <boost/asio.hpp>
 #include <doctest/doctest.h>
 
-#include <boost/asio.hpp>
 #include <string>
 #include <thread>
 #include <vector>

@@ -43,9 +43,8 @@ outcome one_epoch(Optimizer& opt, const problem& p) {
 template <class Schedule>
 outcome run_one_process(const problem& p, Schedule schedule) {
   using policies = dho2::default_policies::with_schedule<Schedule>;
-  dho2::optimizer<double, policies> opt(schedule_options(),
-                                        policies{.base = {.learning_rate = 0.01},
-                                                 .schedule = schedule});
+  dho2::optimizer<double, policies> opt(
+      schedule_options(), policies{.base = {.learning_rate = 0.01}, .schedule = schedule});
   return one_epoch(opt, p);
 }
 
@@ -93,9 +92,8 @@ TEST_CASE("schedules: split with staleness 0 equals synchronous on the trainers"
   const problem p;
   const auto sync = run_ranks(p, dho2::synchronous_schedule{}, 2);
   for (int curvature : {1, 2}) {
-    const auto split =
-        run_ranks(p, dho2::split_schedule{.curvature_group = curvature, .max_staleness = 0},
-                  2 + curvature);
+    const auto split = run_ranks(
+        p, dho2::split_schedule{.curvature_group = curvature, .max_staleness = 0}, 2 + curvature);
     INFO("2 trainers + ", curvature, " curvature ranks");
     dho2_test::check_close(split.x, sync.x, 1e-10, "max |x - x_sync|");
     CHECK(split.summary.curvature_estimates == 3);

@@ -1,11 +1,12 @@
 // Tests of make_teacher_classification (include/dho2/data/synthetic.hpp): shapes, determinism,
 // class coverage and balance, input ranges, label noise and argument checks.
+#include <dho2/data/synthetic.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <dho2/data/synthetic.hpp>
 #include <string>
 #include <vector>
 

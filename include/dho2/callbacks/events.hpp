@@ -150,7 +150,7 @@ bool call_on_epoch_end(C& c, Info& info) {
 // Whether callback C has an on_step hook that can ask to stop (returns something other than void).
 template <class C, class Info>
 inline constexpr bool can_stop_on_step = [] {
-  if constexpr (requires(std::remove_reference_t<C>& c, const Info& info) { c.on_step(info); }) {
+  if constexpr (requires(std::remove_reference_t<C> & c, const Info& info) { c.on_step(info); }) {
     return !std::is_void_v<decltype(std::declval<std::remove_reference_t<C>&>().on_step(
         std::declval<const Info&>()))>;
   } else {

@@ -2,6 +2,7 @@
 /// `dho2::optimizer`: FOSI (Sivan et al., ICLR 2024) composed from policies.
 #pragma once
 
+#include <dho2/admm/consensus.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
@@ -9,7 +10,6 @@
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/options.hpp>
-#include <dho2/admm/consensus.hpp>
 #include <dho2/core/policies.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
@@ -19,13 +19,13 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <chrono>
+#include <cmath>
 #include <exception>
 #include <filesystem>
 #include <future>
-#include <optional>
-#include <chrono>
-#include <cmath>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -179,9 +179,8 @@ class optimizer {
       throw checkpoint_error(
           "checkpoint directory '" + dir.string() + "': cannot save after step call " +
           std::to_string(summary_.iterations) + ": the curvature estimate of the snapshot " +
-          "before step " + std::to_string(pending_->snapshot_step) +
-          " is in flight until step " + std::to_string(pending_->ready_step) +
-          "; save at a step where no estimate is in flight");
+          "before step " + std::to_string(pending_->snapshot_step) + " is in flight until step " +
+          std::to_string(pending_->ready_step) + "; save at a step where no estimate is in flight");
     }
     const checkpoint_identity id = checkpoint_id();
     const int rank = comm().rank();
@@ -323,8 +322,7 @@ class optimizer {
     const auto [local_loss, weight] = local_loss_and_gradient(model, x, batch);
     // One small all-reduce agrees on the global loss and on whether any rank saw a non-finite
     // value, so every rank takes or skips the step together.
-    std::array<double, 4> agreed{weight * local_loss, weight,
-                                 std::isfinite(local_loss) ? 0.0 : 1.0,
+    std::array<double, 4> agreed{weight * local_loss, weight, std::isfinite(local_loss) ? 0.0 : 1.0,
                                  detail::all_finite(grad_) ? 0.0 : 1.0};
     if (distributed()) communicate([&] { comm().all_reduce_sum(std::span<double>(agreed)); });
     last_loss_ = agreed[1] > 0.0 ? agreed[0] / agreed[1] : local_loss;
@@ -340,16 +338,14 @@ class optimizer {
       grad_ *= static_cast<S>(weight / agreed[1]);
       communicate([&] {
         comm().reduce_scatter_sum(std::span<const S>(grad_.data(), span_size(n_)),
-                                               std::span<S>(shard_grad_.data(),
-                                                            span_size(state_.size)),
-                                               std::span<const index>(offsets_));
+                                  std::span<S>(shard_grad_.data(), span_size(state_.size)),
+                                  std::span<const index>(offsets_));
       });
       update(x, shard_grad_);
       // delta_ now holds the new x[I_p]; every rank needs the whole vector.
       communicate([&] {
-        comm().all_gather(
-            std::span<const S>(delta_.data(), span_size(state_.size)),
-            std::span<S>(x.data(), span_size(n_)), std::span<const index>(offsets_));
+        comm().all_gather(std::span<const S>(delta_.data(), span_size(state_.size)),
+                          std::span<S>(x.data(), span_size(n_)), std::span<const index>(offsets_));
       });
     } else {
       update(x, grad_);
@@ -372,9 +368,9 @@ class optimizer {
   /// `load_checkpoint` the first call resumes at the loaded `data_position` (`resume_position`)
   /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way.
   template <differentiable_model M, class Batches, class... Callbacks>
-    requires batch_source<Batches, model_batch_t<M>>
-  summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
-                   Callbacks&&... callbacks) {
+  requires batch_source<Batches, model_batch_t<M>> summary optimize(const M& model, vector_ref<S> x,
+                                                                    Batches& batches, index epochs,
+                                                                    Callbacks&&... callbacks) {
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
     const index per_epoch = batches.num_batches();
     initialize(model, x);
@@ -387,8 +383,8 @@ class optimizer {
       serve(model, batches);
       summary_.total_seconds = seconds_before + seconds(run_start, clock::now());
       summary_.termination = termination_type::completed;
-      summary_.message = "served " + std::to_string(summary_.curvature_estimates) +
-                         " curvature estimates";
+      summary_.message =
+          "served " + std::to_string(summary_.curvature_estimates) + " curvature estimates";
       (detail::call_on_end(callbacks, summary_), ...);
       return summary_;
     }
@@ -411,8 +407,9 @@ class optimizer {
           loss_sum += last_loss_;
           ++loss_count;
         }
-        const step_info<S> info{e, i, per_epoch, iteration, last_loss_, st,
-                                last_estimated_, seconds(run_start, clock::now()), x};
+        const step_info<S> info{e,          i,  per_epoch,       iteration,
+                                last_loss_, st, last_estimated_, seconds(run_start, clock::now()),
+                                x};
         bool asked = (detail::call_on_step(callbacks, info) | ... | false);
         // A stop asked on one rank must stop every rank, or the others would wait in the next
         // collective; agreed only when some callback can ask at a step.
@@ -670,8 +667,8 @@ class optimizer {
   }
 
   [[nodiscard]] estimate_request next_request() {
-    const index m = opts_.lanczos_steps > 0 ? opts_.lanczos_steps
-                                            : default_lanczos_steps(opts_.k, opts_.l, n_);
+    const index m =
+        opts_.lanczos_steps > 0 ? opts_.lanczos_steps : default_lanczos_steps(opts_.k, opts_.l, n_);
     return {opts_.k, opts_.l, m, opts_.seed, static_cast<std::uint64_t>(requests_++)};
   }
 
@@ -690,9 +687,9 @@ class optimizer {
   }
 
   template <class M>
-  eigen_estimate run_estimate(const M& model, const_vector_ref<S> x,
-                              const model_batch_t<M>& batch, const estimate_request& request,
-                              bool collective, estimate_communication* comm_out) {
+  eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
+                              const estimate_request& request, bool collective,
+                              estimate_communication* comm_out) {
     auto& t = comm();
     const std::vector<index>& offsets = offsets_;
     const shard_layout shard = shard_;
@@ -774,8 +771,7 @@ class optimizer {
     if (est.failed) ++summary_.failed_estimates;
     if (here != nullptr) {
       summary_.hvp_seconds += std::max(0.0, est.hvp_seconds - here->hvp);
-      summary_.estimate_other_seconds +=
-          std::max(0.0, est.seconds - est.hvp_seconds - here->other);
+      summary_.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds - here->other);
       summary_.communication_seconds += here->hvp + here->other;
     } else {
       summary_.offloaded_estimate_seconds += est.seconds;
@@ -881,13 +877,10 @@ class optimizer {
       }
       auto snapshot = std::make_shared<std::pair<vector<S>, model_batch_t<M>>>(x, batch);
       const estimate_request request = next_request();
-      pending_.emplace(pending_estimate{t, t + s, std::async(std::launch::async, [this, &model,
-                                                                                  snapshot,
-                                                                                  request] {
-                                          return run_estimate(model, snapshot->first,
-                                                              snapshot->second, request, false,
-                                                              nullptr);
-                                        })});
+      pending_.emplace(pending_estimate{
+          t, t + s, std::async(std::launch::async, [this, &model, snapshot, request] {
+            return run_estimate(model, snapshot->first, snapshot->second, request, false, nullptr);
+          })});
     } else {
       request_remote(x, t);
       if (s == 0) finish_pending(t);
@@ -947,7 +940,8 @@ class optimizer {
     est.hvp_seconds = meta[8];
     est.basis_bytes = 0;  // the basis lived on the curvature ranks
     Eigen::VectorXd values(2 * k);
-    if (k > 0) world.recv(writable_bytes_of(values.data(), span_size(2 * k)), trainers_, tag_values);
+    if (k > 0)
+      world.recv(writable_bytes_of(values.data(), span_size(2 * k)), trainers_, tag_values);
     est.eigenvalues = values.head(k);
     est.residuals = values.tail(k);
     est.eigenvectors.resize(k, shard_.size);
@@ -1021,9 +1015,9 @@ class optimizer {
         const index lo = std::max(trainer_offsets[pi], shard_.offset);
         const index hi = std::min(trainer_offsets[pi + 1], shard_.offset + shard_.size);
         if (lo >= hi) continue;
-        world.send(bytes_of(est.eigenvectors.col(lo - shard_.offset).data(),
-                            span_size(k * (hi - lo))),
-                   p, tag_vectors);
+        world.send(
+            bytes_of(est.eigenvectors.col(lo - shard_.offset).data(), span_size(k * (hi - lo))), p,
+            tag_vectors);
       }
     }
   }
@@ -1123,8 +1117,7 @@ class optimizer {
     communicate([&] {
       comm().all_gather(
           std::span<const double>(est.eigenvectors.data(), span_size(est.eigenvectors.size())),
-          std::span<double>(full.data(), span_size(full.size())),
-          std::span<const index>(offsets));
+          std::span<double>(full.data(), span_size(full.size())), std::span<const index>(offsets));
     });
     est.eigenvectors = std::move(full);
   }
@@ -1173,14 +1166,13 @@ class optimizer {
     round.round = static_cast<index>(summary_.admm_rounds.size());
     round.step = summary_.iterations - 1;
     round.primal_residual = std::sqrt(primal2);
-    round.dual_residual =
-        penalty_ * std::sqrt(ranks) * (z_new - z_).template cast<double>().norm();
+    round.dual_residual = penalty_ * std::sqrt(ranks) * (z_new - z_).template cast<double>().norm();
     round.rho = penalty_;
     dual_ += x - z_new;
     z_ = std::move(z_new);
     x = z_;
-    const double next = policies_.admm.rebalance(round.primal_residual, round.dual_residual,
-                                                 penalty_);
+    const double next =
+        policies_.admm.rebalance(round.primal_residual, round.dual_residual, penalty_);
     if (next != penalty_ && next > 0.0 && std::isfinite(next)) {
       dual_ *= static_cast<S>(penalty_ / next);
       penalty_ = next;

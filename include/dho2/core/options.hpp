@@ -75,8 +75,8 @@ struct options {
               "k + l >= 1 when use_curvature is true (l = " + std::to_string(l) + ")");
       require(k + l < n, "options.k", k,
               "k + l < n (l = " + std::to_string(l) + ", n = " + std::to_string(n) + ")");
-      require(lanczos_steps == 0 || lanczos_steps >= k + l, "options.lanczos_steps",
-              lanczos_steps, "0 (default) or >= k + l (k + l = " + std::to_string(k + l) + ")");
+      require(lanczos_steps == 0 || lanczos_steps >= k + l, "options.lanczos_steps", lanczos_steps,
+              "0 (default) or >= k + l (k + l = " + std::to_string(k + l) + ")");
       require(lanczos_steps <= n, "options.lanczos_steps", lanczos_steps,
               "<= n (n = " + std::to_string(n) + ")");
     }

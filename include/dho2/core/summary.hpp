@@ -6,6 +6,7 @@
 #include <dho2/core/types.hpp>
 
 #include <Eigen/Core>
+
 #include <cstddef>
 #include <limits>
 #include <string>

@@ -8,6 +8,7 @@
 #include <dho2/detail/validate.hpp>
 
 #include <Eigen/Eigenvalues>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -190,8 +191,8 @@ static_assert(curvature_estimator<lanczos>);
 /// The default Lanczos iteration count for k + l pairs in dimension n (DESIGN §2.2):
 /// m = max(4(k + l), ⌈2 ln n⌉), capped at n.
 [[nodiscard]] inline index default_lanczos_steps(index k, index l, index n) {
-  const auto log_term = static_cast<index>(std::ceil(2.0 * std::log(static_cast<double>(
-                                                           std::max<index>(n, 1)))));
+  const auto log_term =
+      static_cast<index>(std::ceil(2.0 * std::log(static_cast<double>(std::max<index>(n, 1)))));
   return std::min(n, std::max(4 * (k + l), log_term));
 }
 

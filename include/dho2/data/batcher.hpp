@@ -4,13 +4,14 @@
 /// training (`slice_bounds`).
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>
 #include <dho2/data/classification_set.hpp>
 #include <dho2/detail/random.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>

@@ -4,9 +4,10 @@
 /// `train_test_sets<S>` pair, and a class-histogram helper.
 #pragma once
 
-#include <cstddef>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
+
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>

@@ -18,6 +18,10 @@
 /// This header needs zlib: link `dho2::data` (not only `dho2::dho2`).
 #pragma once
 
+#include <dho2/core/errors.hpp>
+#include <dho2/core/types.hpp>
+#include <dho2/data/classification_set.hpp>
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -25,9 +29,6 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <dho2/core/errors.hpp>
-#include <dho2/core/types.hpp>
-#include <dho2/data/classification_set.hpp>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -79,20 +80,13 @@ inline std::string dims_string(const std::vector<std::uint32_t>& dims) {
 
 inline std::string idx_type_name(std::uint8_t type) {
   switch (type) {
-    case 0x08:
-      return "unsigned byte";
-    case 0x09:
-      return "signed byte";
-    case 0x0B:
-      return "int16";
-    case 0x0C:
-      return "int32";
-    case 0x0D:
-      return "float32";
-    case 0x0E:
-      return "float64";
-    default:
-      return "not an IDX type";
+    case 0x08: return "unsigned byte";
+    case 0x09: return "signed byte";
+    case 0x0B: return "int16";
+    case 0x0C: return "int32";
+    case 0x0D: return "float32";
+    case 0x0E: return "float64";
+    default: return "not an IDX type";
   }
 }
 

@@ -223,8 +223,7 @@ class kfac {
     }
     if (!widths_.empty()) {
       if (model.layers() != widths_) {
-        throw invalid_options("model.num_parameters() = " +
-                              std::to_string(model.num_parameters()) +
+        throw invalid_options("model.num_parameters() = " + std::to_string(model.num_parameters()) +
                               ". Violated constraint: the same layer widths at every step");
       }
       return;
@@ -385,8 +384,8 @@ class kfac {
       for (auto& s : layers_) {
         index& pos = at[static_cast<std::size_t>(s.owner)];
         for (Eigen::MatrixXd* inv : {&s.a_inv, &s.g_inv}) {
-          visit(s.owner, *inv, Eigen::Map<Eigen::MatrixXd>(gather_.data() + pos, inv->rows(),
-                                                          inv->cols()));
+          visit(s.owner, *inv,
+                Eigen::Map<Eigen::MatrixXd>(gather_.data() + pos, inv->rows(), inv->cols()));
           pos += inv->size();
         }
       }

@@ -25,8 +25,7 @@ class any_partitioner {
 
   /// Wraps a copy of `p`.
   template <partitioner P>
-    requires(!std::is_same_v<std::remove_cvref_t<P>, any_partitioner>)
-  explicit any_partitioner(P p)
+  requires(!std::is_same_v<std::remove_cvref_t<P>, any_partitioner>) explicit any_partitioner(P p)
       : partition_([p = std::move(p)](index n, int ranks) { return p.partition(n, ranks); }) {}
 
   /// Offsets of the `ranks` + 1 shard boundaries of `n` parameters, as the wrapped partitioner

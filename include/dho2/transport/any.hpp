@@ -142,8 +142,7 @@ class any_transport {
 
   /// Wraps `t` (moved in).
   template <transport T>
-    requires(!std::is_same_v<std::remove_cvref_t<T>, any_transport>)
-  explicit any_transport(T t)
+  requires(!std::is_same_v<std::remove_cvref_t<T>, any_transport>) explicit any_transport(T t)
       : impl_(std::make_shared<detail::any_transport_model<T>>(std::move(t))) {}
 
   /// This rank's index in [0, size()).
@@ -157,8 +156,7 @@ class any_transport {
   }
   /// This rank's shard (by `offsets`) of the element-wise sum of `in` over the ranks.
   template <class E>
-  void reduce_scatter_sum(std::span<const E> in, std::span<E> out,
-                          std::span<const index> offsets) {
+  void reduce_scatter_sum(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
     impl_->reduce_scatter_sum(in, out, offsets);
   }
   /// Every rank's shard `in`, concatenated in rank order into `out`.

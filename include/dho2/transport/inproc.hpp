@@ -568,8 +568,7 @@ class inproc_transport {
     const auto chunk = [&](std::size_t q) { return n / p * q + std::min(q, n % p); };
     // The partial sums go to this handle's scratch, kept between calls (every entry is written
     // before it is read, so it is never cleared).
-    const std::span<E> buffer =
-        scratch<E>(chunked ? chunk(me + 1) - chunk(me) : (p > 1 ? n : 0));
+    const std::span<E> buffer = scratch<E>(chunked ? chunk(me + 1) - chunk(me) : (p > 1 ? n : 0));
     detail::inproc_post post;
     post.op = detail::inproc_op::all_reduce_sum;
     post.scalar = static_cast<int>(sizeof(E));
