@@ -23,10 +23,14 @@ class any_partitioner {
   /// Wraps `dho2::even_partitioner`.
   any_partitioner() : any_partitioner(even_partitioner{}) {}
 
+  // (clang-format 14 would put the requires-clause and the constructor on one line)
+  // clang-format off
   /// Wraps a copy of `p`.
   template <partitioner P>
-  requires(!std::is_same_v<std::remove_cvref_t<P>, any_partitioner>) explicit any_partitioner(P p)
+    requires(!std::is_same_v<std::remove_cvref_t<P>, any_partitioner>)
+  explicit any_partitioner(P p)
       : partition_([p = std::move(p)](index n, int ranks) { return p.partition(n, ranks); }) {}
+  // clang-format on
 
   /// Offsets of the `ranks` + 1 shard boundaries of `n` parameters, as the wrapped partitioner
   /// computes them.

@@ -140,10 +140,14 @@ class any_transport {
   /// Wraps `dho2::single_process` (one rank).
   any_transport() : any_transport(single_process{}) {}
 
+  // (clang-format 14 would put the requires-clause and the constructor on one line)
+  // clang-format off
   /// Wraps `t` (moved in).
   template <transport T>
-  requires(!std::is_same_v<std::remove_cvref_t<T>, any_transport>) explicit any_transport(T t)
+    requires(!std::is_same_v<std::remove_cvref_t<T>, any_transport>)
+  explicit any_transport(T t)
       : impl_(std::make_shared<detail::any_transport_model<T>>(std::move(t))) {}
+  // clang-format on
 
   /// This rank's index in [0, size()).
   [[nodiscard]] int rank() const { return impl_->rank(); }
