@@ -362,15 +362,18 @@ class optimizer {
   /// Loss on the batch at the parameters before the last step call.
   [[nodiscard]] double last_loss() const noexcept { return last_loss_; }
 
+  // (clang-format 14 would put the requires-clause and the name on one line)
+  // clang-format off
   /// Runs `epochs` epochs over `batches` (a `batch_source` of the model's batches), calling the
   /// callbacks' hooks (see `dho2/callbacks/events.hpp`), and returns the summary. Stops early when
   /// a callback asks or on a non-finite value with `nonfinite_policy::stop`. After
   /// `load_checkpoint` the first call resumes at the loaded `data_position` (`resume_position`)
   /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way.
   template <differentiable_model M, class Batches, class... Callbacks>
-  requires batch_source<Batches, model_batch_t<M>> summary optimize(const M& model, vector_ref<S> x,
-                                                                    Batches& batches, index epochs,
-                                                                    Callbacks&&... callbacks) {
+    requires batch_source<Batches, model_batch_t<M>>
+  summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
+                   Callbacks&&... callbacks) {
+    // clang-format on
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
     const index per_epoch = batches.num_batches();
     initialize(model, x);
