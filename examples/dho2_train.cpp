@@ -190,11 +190,15 @@ dho2::any_partitioner make_partitioner(const train_config& c, const Model& model
 
 template <class Schedule>
 Schedule make_schedule(const train_config& c) {
+  const dho2::late_estimate_policy on_late = c.on_late == "keep-previous"
+                                                 ? dho2::late_estimate_policy::keep_previous
+                                                 : dho2::late_estimate_policy::wait;
   if constexpr (std::is_same_v<Schedule, dho2::split_schedule>) {
     return {.curvature_group = static_cast<int>(c.curvature_ranks),
-            .max_staleness = static_cast<dho2::index>(c.max_staleness)};
+            .max_staleness = static_cast<dho2::index>(c.max_staleness),
+            .on_late = on_late};
   } else if constexpr (std::is_same_v<Schedule, dho2::background_schedule>) {
-    return {.max_staleness = static_cast<dho2::index>(c.max_staleness)};
+    return {.max_staleness = static_cast<dho2::index>(c.max_staleness), .on_late = on_late};
   } else {
     return {};
   }
@@ -492,6 +496,7 @@ std::string flag_of_invalid_option(std::string_view message) {
       {"split_schedule::curvature_group", "--curvature-ranks"},
       {"split_schedule::max_staleness", "--max-staleness"},
       {"background_schedule::max_staleness", "--max-staleness"},
+      {"split_schedule::on_late", "--on-late"},
       {"schedule staleness", "--max-staleness"},
       {"transport size", "--schedule background"},
       {"consensus_admm::rho", "--admm-rho"},

@@ -77,8 +77,9 @@ expect(2 "--curvature-ranks: split_schedule::curvature_group = 2. Violated const
        --schedule split --curvature-ranks 2)
 expect(2 "--partitioner: unknown value 'random'" --partitioner random)
 expect(2 "--resume: needs --checkpoint-dir" --resume)
-expect(2 "--checkpoint-dir: not with --schedule split"
-       --optimizer dho2 --schedule split --checkpoint-dir "${DHO2_WORK_DIR}/ckpt")
+expect(2 "--on-late: only with --schedule split or background" --optimizer dho2
+       --on-late keep-previous)
+expect(2 "--on-late: unknown value 'later'" --optimizer dho2 --schedule split --on-late later)
 
 # Runtime errors: exit code 1, naming the file and the remedy.
 expect(1 "no-such-dir/.*file not found.*apt-get install dataset-fashion-mnist.*--dataset synthetic"

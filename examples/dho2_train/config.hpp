@@ -70,6 +70,7 @@ struct train_config {
   std::string schedule = "synchronous";   // synchronous | split | background
   long long curvature_ranks = 1;          // split: dedicated curvature ranks
   long long max_staleness = 4;            // split / background: steps an estimate may lag
+  std::string on_late = "wait";           // split / background: wait | keep-previous
   double timeout = 60.0;                  // inproc / asio: seconds a rank waits for its peers
   std::optional<long long> rank;          // asio: this rank (else DHO2_RANK)
   std::optional<long long> world_size;    // asio: number of ranks (else DHO2_WORLD_SIZE)
@@ -311,6 +312,12 @@ inline const std::vector<flag>& flags() {
        }},
       {"--max-staleness", "S", "4", "split / background: steps an estimate may lag (exactly S)",
        [](c& o, std::string_view v) { o.max_staleness = parse_integer("--max-staleness", v, 0); }},
+      {"--on-late", "NAME", "wait",
+       "split / background: an estimate not ready after S steps is waited for (wait: "
+       "deterministic) or training goes on with the curvature in use (keep-previous)",
+       [](c& o, std::string_view v) {
+         o.on_late = parse_choice("--on-late", v, {"wait", "keep-previous"});
+       }},
       {"--timeout", "SECONDS", "60", "inproc / asio: how long a rank waits for its peers",
        [](c& o, std::string_view v) {
          o.timeout = parse_number("--timeout", v);
@@ -410,15 +417,12 @@ inline void check_distribution(const train_config& c) {
     }
   } else if (c.curvature_ranks != 1) {
     throw usage_error("--curvature-ranks: only with --schedule split");
+  } else if (c.on_late != "wait") {
+    throw usage_error("--on-late: only with --schedule split or background");
   }
   if ((c.checkpoint_every > 0 || c.resume) && c.checkpoint_dir.empty()) {
     throw usage_error(std::string(c.resume ? "--resume" : "--checkpoint-every") +
                       ": needs --checkpoint-dir");
-  }
-  if (!c.checkpoint_dir.empty() && c.schedule == "split") {
-    throw usage_error(
-        "--checkpoint-dir: not with --schedule split (its curvature ranks cannot "
-        "join a checkpoint); use synchronous or background");
   }
   if (uses_admm(c)) {
     if (!adam_based) {

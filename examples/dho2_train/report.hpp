@@ -238,6 +238,8 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("skipped_steps", ll(s.skipped_steps()));
   j.member("peak_rss_bytes", static_cast<unsigned long long>(peak_rss));
   j.member("max_staleness", ll(s.max_staleness));
+  j.member("late_estimates", ll(s.late_estimates));
+  j.member("skipped_estimates", ll(s.skipped_estimates));
   j.key("resumed_from_step");
   if (r.resumed_at) {
     j.value(*r.resumed_at);
@@ -302,6 +304,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("schedule", c.schedule);
   j.member("curvature_ranks", c.curvature_ranks);
   j.member("max_staleness", c.max_staleness);
+  j.member("on_late", c.on_late);
   optional_number(j, "admm_rho", c.admm_rho);
   j.key("admm_every");
   if (c.admm_every) {

@@ -19,8 +19,9 @@
 ///    position), ADMM local steps, top pairs retained, stopped, stop pending, epoch and batch of
 ///    the last `optimize` step;
 ///  - `admm.consensus_point`, `admm.dual`: S × n in mode A, S × 0 in mode S — z and uₚ;
-///  - `summary.counters`: i64 × 11 — iterations, steps, skipped (loss), skipped (gradient),
-///    estimates, failed estimates, HVPs, max staleness, epochs, HVP source, termination;
+///  - `summary.counters`: i64 × 13 — iterations, steps, skipped (loss), skipped (gradient),
+///    estimates, failed estimates, HVPs, max staleness, epochs, late estimates, skipped
+///    estimates, HVP source, termination;
 ///  - `summary.seconds`: f64 × 8 — final loss, then gradient, HVP, other estimate, update,
 ///    communication, offloaded and total seconds;
 ///  - `summary.bytes`: u64 × 2 — curvature bytes, optimizer state bytes;
@@ -246,7 +247,7 @@ struct optimizer_snapshot {
 
   // The summary's counters (then the HVP source and the termination) and its seconds, in
   // section order.
-  static constexpr std::array<index summary::*, 9> summary_counters{
+  static constexpr std::array<index summary::*, 11> summary_counters{
       &summary::iterations,
       &summary::steps,
       &summary::skipped_nonfinite_loss,
@@ -255,7 +256,9 @@ struct optimizer_snapshot {
       &summary::failed_estimates,
       &summary::hvps,
       &summary::max_staleness,
-      &summary::epochs};
+      &summary::epochs,
+      &summary::late_estimates,
+      &summary::skipped_estimates};
   static constexpr std::array<double summary::*, 8> summary_seconds{
       &summary::final_loss,
       &summary::gradient_seconds,

@@ -10,10 +10,18 @@
 ///     thread of this process, on a snapshot), or `dedicated_ranks` (a group of curvature ranks,
 ///     on a snapshot the trainers send);
 ///  3. `c.staleness()` returns s ≥ 0: the curvature estimated on the snapshot of step t is put in
-///     use before step t + s, exactly (the trainer waits for it if needed), so runs are
-///     deterministic for a fixed seed and s; s = 0 makes any placement equivalent to inline;
+///     use before step t + s, exactly (the trainer waits for it if needed; but see the optional
+///     late policy below), so runs are deterministic for a fixed seed and s; s = 0 makes any
+///     placement equivalent to inline;
 ///  4. `c.curvature_ranks()` returns the number c of dedicated curvature ranks (used only with
 ///     `dedicated_ranks`; the last c ranks of the transport's group).
+///
+/// Optional: `c.late_policy()` returning a `dho2::late_estimate_policy` — what the trainers do
+/// when an estimate made elsewhere (a background thread, the curvature ranks) is not ready at
+/// step t + s: `wait` for it (the default when absent: deterministic), or `keep_previous`: go on
+/// with the curvature in use and put the estimate in use before the first later step at which
+/// it has arrived (training never stalls for curvature; the staleness it had is reported, and
+/// runs are deterministic only while no estimate is late).
 ///
 /// Semantic requirements: pure functions of their arguments (every rank agrees). s must be
 /// smaller than T, so at most one estimate is in flight (checked at the first step).
@@ -36,6 +44,15 @@ enum class curvature_placement {
   dedicated_ranks,
 };
 
+/// What trainers do when an estimate made on a snapshot is not ready when it is due (see the
+/// file comment and `late_policy_of`).
+enum class late_estimate_policy {
+  /// Wait until it arrives: runs are deterministic for a fixed seed and staleness.
+  wait,
+  /// Go on with the curvature in use; adopt the estimate at the first step it is ready.
+  keep_previous,
+};
+
 /// Decides who estimates curvature, and when (see the file comment).
 template <class C>
 concept schedule = std::copy_constructible<C> && requires(const C& c, index step) {
@@ -44,6 +61,16 @@ concept schedule = std::copy_constructible<C> && requires(const C& c, index step
   { c.staleness() } -> std::convertible_to<index>;
   { c.curvature_ranks() } -> std::convertible_to<int>;
 };
+
+/// `c.late_policy()` when the schedule has one, else `late_estimate_policy::wait`.
+template <schedule C>
+[[nodiscard]] constexpr late_estimate_policy late_policy_of(const C& c) noexcept {
+  if constexpr (requires { c.late_policy(); }) {
+    return c.late_policy();
+  } else {
+    return late_estimate_policy::wait;
+  }
+}
 
 /// True when `step` is W − 1 + jT for some j ≥ 0: the reference's estimate indices, which the
 /// shipped schedules share.

@@ -9,6 +9,7 @@
 #include <dho2/concepts/base_optimizer.hpp>
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
+#include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/options.hpp>
 #include <dho2/core/policies.hpp>
 #include <dho2/core/summary.hpp>
@@ -95,6 +96,7 @@ class optimizer {
     if constexpr (requires { policies_.base.validate(); }) policies_.base.validate();
     if constexpr (requires { policies_.estimator.validate(); }) policies_.estimator.validate();
     if constexpr (requires { policies_.admm.validate(); }) policies_.admm.validate();
+    if constexpr (requires { policies_.schedule.validate(); }) policies_.schedule.validate();
     validate_model_independent();
   }
 
@@ -160,11 +162,15 @@ class optimizer {
   /// optimizer with the same options and policies continues bit for bit. Files and commit
   /// protocol: `dho2/checkpoint/directory.hpp`; format: `dho2/checkpoint/file.hpp`.
   ///
+  /// Under `split_schedule` the trainers call it (at the same step) and the curvature ranks,
+  /// which are inside `optimize` serving estimates, join it when the first trainer tells them:
+  /// every rank of the job writes its file (world rank numbering; a curvature rank saves its
+  /// RNG stream position and summary) and the commit is agreed over the whole job.
+  ///
   /// Preconditions, checked before any collective (so every rank throws alike): no curvature
-  /// estimate is in flight (background schedule with staleness s > 0: not between the step
-  /// that starts an estimate and the s steps after it — save before or after; throws
-  /// `checkpoint_error` naming the steps otherwise); not under `split_schedule` (its curvature
-  /// ranks are inside `optimize` and cannot join the save; throws `checkpoint_error`);
+  /// estimate is in flight (background or split schedule with staleness s > 0: not between the
+  /// step that starts an estimate and the step it is put in use — save before or after;
+  /// `estimate_in_flight()` tells; throws `checkpoint_error` naming the steps otherwise);
   /// `x.size()` is the parameter count and `position` is non-negative (else
   /// `invalid_options`). Before the first step it runs the first step's collective set-up.
   /// Throws `checkpoint_error` on every rank if any rank fails to write its file or rank 0 fails
@@ -182,41 +188,10 @@ class optimizer {
           "before step " + std::to_string(pending_->snapshot_step) + " is in flight until step " +
           std::to_string(pending_->ready_step) + "; save at a step where no estimate is in flight");
     }
-    const checkpoint_identity id = checkpoint_id();
-    const int rank = comm().rank();
-    std::string error;
-    try {
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (!std::filesystem::is_directory(dir)) {
-        throw checkpoint_error("checkpoint directory '" + dir.string() +
-                               "': cannot be created: " + ec.message());
-      }
-      checkpoint_writer w(id);
-      capture(x, position).write(w);
-      w.write(checkpoint_rank_file(dir, rank, id.step));
-    } catch (const std::exception& e) {
-      error = e.what();
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      if (comm().rank() == 0) announce_checkpoint(dir);
     }
-    const std::string not_saved = "checkpoint directory '" + dir.string() +
-                                  "': the checkpoint of step " + std::to_string(id.step) +
-                                  " was not committed (the previous one stays in use)";
-    if (!all_ranks_succeeded(error.empty())) {
-      throw checkpoint_error(error.empty() ? not_saved + ": another rank failed to save"
-                                           : error + "; " + not_saved);
-    }
-    if (rank == 0) {
-      try {
-        write_checkpoint_manifest(dir, id);
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    }
-    if (!all_ranks_succeeded(error.empty())) {
-      throw checkpoint_error(error.empty() ? not_saved + ": rank 0 failed to write the manifest"
-                                           : error + "; " + not_saved);
-    }
-    remove_stale_checkpoint_files(dir, rank, id.step);
+    commit_checkpoint(dir, capture(x, position), summary_.iterations);
   }
 
   /// Loads the checkpoint committed in `dir` (see `save_checkpoint`) into this optimizer and
@@ -228,8 +203,9 @@ class optimizer {
   /// message names the file and the defect: wrong magic, unknown version, checksum mismatch,
   /// truncation, a missing section, a size that does not match, or n, world size, rank,
   /// partition or options different from this job's); `invalid_options` for a wrong `x.size()`.
-  /// Before the first step it runs the first step's collective set-up. Not under
-  /// `split_schedule`. An estimate in flight is dropped. The next `optimize` call resumes at the
+  /// Before the first step it runs the first step's collective set-up. Under `split_schedule`
+  /// every rank calls it, the curvature ranks before their `optimize`. An estimate in flight is
+  /// dropped. The next `optimize` call resumes at the
   /// returned position (see `resume_position`); a loop driving `step` itself resumes its batcher
   /// there (`begin_epoch(position.epoch)`, then batch `position.batch`).
   data_position load_checkpoint(const std::filesystem::path& dir, vector_ref<S> x) {
@@ -237,11 +213,11 @@ class optimizer {
     snapshot_type snap;
     std::string error;
     try {
-      const checkpoint_identity job = checkpoint_id();
+      const checkpoint_identity job = checkpoint_id(summary_.iterations);
       const checkpoint_reader manifest = read_checkpoint_manifest(dir);
       manifest.expect(job, false);
       const index step = manifest.identity().step;
-      const checkpoint_reader file(checkpoint_rank_file(dir, comm().rank(), step));
+      const checkpoint_reader file(checkpoint_rank_file(dir, job.rank, step));
       file.expect(job, true);
       if (file.identity().step != step) {
         file.fail("step " + std::to_string(file.identity().step) + " differs from the step " +
@@ -510,9 +486,10 @@ class optimizer {
     const auto r = static_cast<std::size_t>(comm().rank());
     shard_ = {n, offsets_[r], offsets_[r + 1] - offsets_[r]};
     state_ = consensus ? shard_layout{n, 0, n} : shard_;
+    if (curvature_rank_) state_ = {n, shard_.offset, 0};  // keeps no optimizer state
     n_ = n;
     base_state_ = policies_.base.template init<S>(state_.size);
-    grad_.resize(n);
+    grad_.resize(curvature_rank_ ? 0 : n);
     shard_grad_.resize(sharded_update() ? state_.size : 0);
     delta_.resize(state_.size);
     basis_.resize(state_.size, 0);
@@ -829,7 +806,7 @@ class optimizer {
   using schedule_type = typename Policies::schedule_type;
   static constexpr curvature_placement placement = schedule_type::placement;
   static constexpr int tag_request = 7101, tag_params = 7102, tag_meta = 7103, tag_values = 7104,
-                       tag_vectors = 7105;
+                       tag_vectors = 7105, tag_checkpoint = 7106;
 
   // Splits the job into trainers and curvature ranks for the split schedule; checks that the
   // schedule fits the job. Runs after the agreement check, so every rank throws alike.
@@ -850,6 +827,10 @@ class optimizer {
       const int c = policies_.schedule.curvature_ranks();
       detail::require(c >= 1 && c < world, "split_schedule::curvature_group", c,
                       "1 <= c < transport size = " + std::to_string(world));
+      if (late_policy_of(policies_.schedule) == late_estimate_policy::keep_previous) {
+        detail::require(can_poll(policies_.transport), "split_schedule::on_late", "keep_previous",
+                        "a transport that can poll (dho2::polling_transport)");
+      }
       const int rank = policies_.transport.rank();
       curvature_rank_ = rank >= world - c;
       trainers_ = world - c;
@@ -862,11 +843,18 @@ class optimizer {
   template <class M>
   void schedule_estimates(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
                           index t) {
-    if (policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
-      summary_.hvp = hvp_source_of<M>();
+    const bool due = policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every);
+    if (due) summary_.hvp = hvp_source_of<M>();
+    if (pending_ && t >= pending_->ready_step) {
+      if (pending_ready()) {
+        finish_pending(t);
+      } else if (t == pending_->ready_step) {
+        ++summary_.late_estimates;  // late_estimate_policy::keep_previous: go on without it
+      }
     }
-    if (pending_ && pending_->ready_step == t) finish_pending(t);
-    if (stopped_ || !policies_.schedule.estimate_before(t, opts_.warmup, opts_.refresh_every)) {
+    if (stopped_ || !due) return;
+    if (pending_) {  // the previous estimate is still late: at most one is in flight
+      ++summary_.skipped_estimates;
       return;
     }
     last_estimated_ = true;
@@ -890,11 +878,31 @@ class optimizer {
     }
   }
 
+  // Whether the pending estimate, now due, is to be put in use: always under
+  // late_estimate_policy::wait (finish_pending waits for it); under keep_previous, whether it
+  // has arrived — on the trainers, as the first trainer sees it, so all of them agree.
+  bool pending_ready() {
+    if (late_policy_of(policies_.schedule) == late_estimate_policy::wait) return true;
+    if constexpr (placement == curvature_placement::background_thread) {
+      return pending_->result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    } else if constexpr (placement == curvature_placement::dedicated_ranks &&
+                         polling_transport<typename Policies::transport_type>) {
+      std::uint8_t ready = 0;
+      if (comm().rank() == 0) ready = policies_.transport.poll(trainers_, tag_meta) ? 1 : 0;
+      if (distributed()) communicate([&] { comm().broadcast(writable_bytes_of(&ready, 1), 0); });
+      return ready != 0;
+    } else {
+      return true;  // not reached: setup_groups requires a polling transport for keep_previous
+    }
+  }
+
   void finish_pending(index t) {
     pending_estimate p = std::move(*pending_);
     pending_.reset();
     eigen_estimate est;
     if constexpr (placement == curvature_placement::dedicated_ranks) {
+      // No time limit while the curvature ranks are alive (a lost one makes the poll throw).
+      wait_for_message(policies_.transport, trainers_, tag_meta);
       est = receive_remote();
     } else {
       est = p.result.get();
@@ -911,18 +919,39 @@ class optimizer {
     return std::as_writable_bytes(std::span<T>(data, count));
   }
 
-  // Trainer side: the first trainer sends (kind, step, epoch, batch) and the parameters to the
-  // first curvature rank.
+  // Requests from the first trainer to the curvature ranks: a header (kind, step, and two
+  // numbers that depend on the kind) sent to every curvature rank.
+  enum class request_kind { finish = 0, estimate = 1, checkpoint = 2 };
+  using request_header = std::array<double, 4>;
+
+  void send_request(request_kind kind, double a, double b) {
+    const request_header header{static_cast<double>(kind), static_cast<double>(summary_.iterations),
+                                a, b};
+    auto& world = policies_.transport;
+    for (int q = trainers_; q < world.size(); ++q) {
+      world.send(bytes_of(header.data(), header.size()), q, tag_request);
+    }
+  }
+
+  // Trainer side: the first trainer asks for an estimate at the parameters of step t, on the
+  // global batch at (epoch, batch), and sends the parameters to the first curvature rank.
   void request_remote(const_vector_ref<S> x, index t) {
     if (comm().rank() == 0) {
-      const std::array<double, 4> header{1.0, static_cast<double>(t),
-                                         static_cast<double>(batch_epoch_),
-                                         static_cast<double>(batch_index_)};
-      auto& world = policies_.transport;
-      world.send(bytes_of(header.data(), header.size()), trainers_, tag_request);
-      world.send(bytes_of(x.data(), span_size(n_)), trainers_, tag_params);
+      send_request(request_kind::estimate, static_cast<double>(batch_epoch_),
+                   static_cast<double>(batch_index_));
+      policies_.transport.send(bytes_of(x.data(), span_size(n_)), trainers_, tag_params);
     }
     pending_.emplace(pending_estimate{t, t + policies_.schedule.staleness(), {}});
+  }
+
+  // Trainer side: the first trainer tells the curvature ranks to join a checkpoint in `dir`.
+  void announce_checkpoint(const std::filesystem::path& dir) {
+    const std::string path = dir.string();
+    send_request(request_kind::checkpoint, static_cast<double>(path.size()), 0.0);
+    auto& world = policies_.transport;
+    for (int q = trainers_; q < world.size(); ++q) {
+      world.send(bytes_of(path.data(), path.size()), q, tag_checkpoint);
+    }
   }
 
   // Trainer side: eigenvalues from the first curvature rank, and from every curvature rank the
@@ -974,12 +1003,17 @@ class optimizer {
     model_batch_t<M> batch{};
     index epoch = -1;
     for (;;) {
-      std::array<double, 4> header{};
-      if (group.rank() == 0) {
-        world.recv(writable_bytes_of(header.data(), header.size()), 0, tag_request);
+      // Idle until the next request: a polling wait is free of the transport's timeout, however
+      // long the trainers train between estimates.
+      request_header header{};
+      wait_for_message(world, 0, tag_request);
+      world.recv(writable_bytes_of(header.data(), header.size()), 0, tag_request);
+      const auto kind = static_cast<request_kind>(static_cast<int>(header[0]));
+      if (kind == request_kind::finish) break;
+      if (kind == request_kind::checkpoint) {
+        join_checkpoint(x, static_cast<index>(header[1]), static_cast<std::size_t>(header[2]));
+        continue;
       }
-      group.broadcast(writable_bytes_of(header.data(), header.size()), 0);
-      if (header[0] == 0.0) break;
       if (group.rank() == 0) world.recv(writable_bytes_of(x.data(), span_size(n_)), 0, tag_params);
       group.broadcast(writable_bytes_of(x.data(), span_size(n_)), 0);
       const auto e = static_cast<index>(header[2]);
@@ -1025,16 +1059,25 @@ class optimizer {
     }
   }
 
+  // Curvature side: joins the checkpoint of step `step` the first trainer announced (its
+  // directory follows as `length` bytes). A failure is the trainers' to report (their
+  // save_checkpoint throws); the curvature ranks keep serving.
+  void join_checkpoint(const vector<S>& x, index step, std::size_t length) {
+    std::string path(length, '\0');
+    policies_.transport.recv(writable_bytes_of(path.data(), length), 0, tag_checkpoint);
+    try {
+      commit_checkpoint(path, capture(x, {}), step);
+    } catch (const checkpoint_error&) {  // NOLINT(bugprone-empty-catch): reported by trainers
+    }
+  }
+
   // Trainer side, at the end: consume an estimate still in flight, then release the curvature
   // ranks.
   void finish_schedule() {
     if constexpr (placement == curvature_placement::dedicated_ranks) {
       if (finished_ || curvature_rank_) return;
       if (pending_) finish_pending(summary_.iterations);
-      if (comm().rank() == 0) {
-        const std::array<double, 4> done{0.0, 0.0, 0.0, 0.0};
-        policies_.transport.send(bytes_of(done.data(), done.size()), trainers_, tag_request);
-      }
+      if (comm().rank() == 0) send_request(request_kind::finish, 0.0, 0.0);
       finished_ = true;
     } else {
       if (pending_) finish_pending(summary_.iterations);
@@ -1199,10 +1242,7 @@ class optimizer {
   // Checks shared by save and load, before any collective; runs the set-up of the first step if
   // needed.
   void prepare_checkpoint(const std::filesystem::path& dir, const_vector_ref<S> x) {
-    if constexpr (placement == curvature_placement::dedicated_ranks) {
-      throw checkpoint_error("checkpoint directory '" + dir.string() +
-                             "': checkpoints are not supported under split_schedule");
-    }
+    static_cast<void>(dir);
     if (!initialized_) {
       detail::require(x.size() >= 1, "parameter vector size", x.size(), ">= 1");
       setup(x);
@@ -1211,13 +1251,26 @@ class optimizer {
                     "equal to the number of parameters n = " + std::to_string(n_));
   }
 
-  // The header of this rank's checkpoint: n, world size, rank, partition hash, options hash
+  // Checkpoints span the whole job (under the split schedule the trainers and the curvature
+  // ranks): its transport, ranks and size.
+  typename Policies::transport_type& job() noexcept { return policies_.transport; }
+
+  // The header of this rank's checkpoint of step `step`: n, world size, rank (in the whole job),
+  // partition hash (this group's offsets; under the split schedule both groups'), options hash
   // (options, scalar type, ADMM mode and τ, schedule placement and staleness, effective clip and
   // the base state's fields — not the base optimizer's hyper-parameters, which a resumed run may
-  // change) and step.
-  checkpoint_identity checkpoint_id() {
+  // change).
+  checkpoint_identity checkpoint_id(index step) {
     fnv1a64 layout;
-    for (const index o : offsets_) layout.add_u64(static_cast<std::uint64_t>(o));
+    if constexpr (placement == curvature_placement::dedicated_ranks) {
+      for (const int ranks : {trainers_, job().size() - trainers_}) {
+        for (const index o : policies_.partitioner.partition(n_, ranks)) {
+          layout.add_u64(static_cast<std::uint64_t>(o));
+        }
+      }
+    } else {
+      for (const index o : offsets_) layout.add_u64(static_cast<std::uint64_t>(o));
+    }
     fnv1a64 opts;
     for (const auto& f : detail::option_fields(opts_, n_)) {
       if (f.name == "model.num_parameters()") continue;
@@ -1228,17 +1281,58 @@ class optimizer {
         .add_u64(static_cast<std::uint64_t>(policies_.admm.local_steps()))
         .add_u64(static_cast<std::uint64_t>(placement))
         .add_u64(static_cast<std::uint64_t>(policies_.schedule.staleness()))
+        .add_u64(static_cast<std::uint64_t>(policies_.schedule.curvature_ranks()))
         .add_u64(std::bit_cast<std::uint64_t>(clip_))
         .add(detail::state_signature<typename base_type::template state<S>>());
-    return {n_, ranks_, comm().rank(), layout.value(), opts.value(), summary_.iterations};
+    return {n_, job().size(), job().rank(), layout.value(), opts.value(), step};
   }
 
-  // True on every rank of the working group when `ok` is true on all of them.
+  // True on every rank of the job when `ok` is true on all of them.
   bool all_ranks_succeeded(bool ok) {
-    if (!distributed()) return ok;
+    if (job().size() == 1) return ok;
     double failed = ok ? 0.0 : 1.0;
-    communicate([&] { comm().all_reduce_sum(std::span<double>(&failed, 1)); });
+    communicate([&] { job().all_reduce_sum(std::span<double>(&failed, 1)); });
     return failed == 0.0;
+  }
+
+  // Writes this rank's file of the checkpoint of step `step` holding `snap`, then commits the
+  // checkpoint with the other ranks of the job (the protocol of dho2/checkpoint/directory.hpp).
+  // Collective over the job; throws checkpoint_error on every rank if any rank fails.
+  void commit_checkpoint(const std::filesystem::path& dir, const snapshot_type& snap, index step) {
+    const checkpoint_identity id = checkpoint_id(step);
+    std::string error;
+    try {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (!std::filesystem::is_directory(dir)) {
+        throw checkpoint_error("checkpoint directory '" + dir.string() +
+                               "': cannot be created: " + ec.message());
+      }
+      checkpoint_writer w(id);
+      snap.write(w);
+      w.write(checkpoint_rank_file(dir, id.rank, id.step));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    const std::string not_saved = "checkpoint directory '" + dir.string() +
+                                  "': the checkpoint of step " + std::to_string(id.step) +
+                                  " was not committed (the previous one stays in use)";
+    if (!all_ranks_succeeded(error.empty())) {
+      throw checkpoint_error(error.empty() ? not_saved + ": another rank failed to save"
+                                           : error + "; " + not_saved);
+    }
+    if (id.rank == 0) {
+      try {
+        write_checkpoint_manifest(dir, id);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
+    if (!all_ranks_succeeded(error.empty())) {
+      throw checkpoint_error(error.empty() ? not_saved + ": rank 0 failed to write the manifest"
+                                           : error + "; " + not_saved);
+    }
+    remove_stale_checkpoint_files(dir, id.rank, id.step);
   }
 
   snapshot_type capture(const_vector_ref<S> x, data_position position) const {
@@ -1313,7 +1407,8 @@ class optimizer {
   int ranks_ = 1;
   std::vector<index> offsets_;
   shard_layout shard_;  // the partitioner's shard: the Krylov basis and, in mode S, the state
-  shard_layout state_;  // where the optimizer state lives: shard_ in mode S, [0, n) in mode A
+  shard_layout state_;  // where the optimizer state lives: shard_ in mode S, [0, n) in mode A,
+                        // nowhere on a curvature rank
   typename base_type::template state<S> base_state_{};
   vector<S> grad_;
   vector<S> shard_grad_;

@@ -122,6 +122,11 @@ struct summary {
   index hvps = 0;
   /// Largest staleness of any estimate put in use (see `estimate_report::staleness`).
   index max_staleness = 0;
+  /// Estimates not ready at their step t + s under `late_estimate_policy::keep_previous`: the
+  /// curvature in use stayed until they arrived (their `estimate_report::staleness` says when).
+  index late_estimates = 0;
+  /// Estimates due while a late one was still in flight, and so not started (keep_previous).
+  index skipped_estimates = 0;
   /// Which HVP the estimates used.
   hvp_source hvp = hvp_source::none;
   /// Completed epochs (set by `optimize`).

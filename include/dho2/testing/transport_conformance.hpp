@@ -50,14 +50,21 @@
 ///     (9 bytes), then tag 1 again (13 bytes), then tag 3 (0 bytes); the receiver takes tag 2
 ///     first, then tag 1 twice (they must come in the order sent), then tag 3. This assumes a
 ///     send of a small message completes before the matching receive is posted (true of the
-///     in-process mailboxes, MPI eager sends and TCP sockets; the concept does not say it).
+///     in-process mailboxes, MPI eager sends and TCP sockets; the concept does not say it);
+///  9. *poll* (only for a `dho2::polling_transport` that `can_poll`, and P ≥ 2; same ring):
+///     before anything is sent on tag 21, `poll(prev, 21)` is false; after a barrier each rank
+///     sends 64 bytes on tag 21, and the receiver polls until it sees them
+///     (`dho2::wait_for_message`), polls again (still true: nothing consumed), receives the
+///     bytes intact, and then polls false (before a barrier: once a peer has left the group,
+///     `poll` may throw); then 100000 bytes on tag 22 with even ranks sending
+///     first, the receiver polling until they arrive.
 ///
 /// A `dho2::transport_error` (or any exception) thrown by the transport stops the run on that
 /// rank and is reported as a failure naming the check; a conforming transport throws on every
 /// rank, so every rank stops.
 #pragma once
 
-#include <dho2/concepts/transport.hpp>
+#include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/types.hpp>
 
 #include <algorithm>
@@ -517,6 +524,53 @@ void conformance_send_recv(T& t, conformance_log& log) {
   recv(0, 3, "empty tag 3 message");
 }
 
+template <class T>
+void conformance_poll(T& t, conformance_log& log) {
+  if constexpr (polling_transport<T>) {
+    const int r = t.rank();
+    const int p = t.size();
+    if (p < 2 || !can_poll(t)) return;
+    const int next = (r + 1) % p;
+    const int prev = (r - 1 + p) % p;
+    const auto expect = [&](bool ok, const std::string& what) {
+      if (!ok) log.fail(what);
+    };
+    log.section("poll before anything is sent on tag 21");
+    expect(!t.poll(prev, 21), "poll(prev, 21) is true before any message was sent on tag 21");
+    t.barrier();
+    log.section("poll of 64 bytes on tag 21");
+    std::vector<std::byte> m(64);
+    for (std::size_t i = 0; i < m.size(); ++i) m[i] = conformance_byte(r, i, 21);
+    t.send(std::span<const std::byte>(m), next, 21);
+    wait_for_message(t, prev, 21);
+    expect(t.poll(prev, 21), "poll(prev, 21) is false right after it was true (it consumed?)");
+    std::vector<std::byte> got(64, std::byte{0x5a});
+    t.recv(std::span<std::byte>(got), prev, 21);
+    conformance_check_message(log, got, prev, 21, "tag 21 message after poll");
+    expect(!t.poll(prev, 21), "poll(prev, 21) is true after its only message was received");
+    t.barrier();  // (a peer that has left may make poll throw: nothing more can come from it)
+    log.section("poll of 100000 bytes on tag 22 (even ranks send first)");
+    std::vector<std::byte> big(100000);
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = conformance_byte(r, i, 22);
+    std::vector<std::byte> in(big.size(), std::byte{0x5a});
+    const auto receive = [&] {
+      wait_for_message(t, prev, 22);
+      t.recv(std::span<std::byte>(in), prev, 22);
+      conformance_check_message(log, in, prev, 22, "tag 22 message after poll");
+    };
+    if (r % 2 == 0) {
+      t.send(std::span<const std::byte>(big), next, 22);
+      receive();
+    } else {
+      receive();
+      t.send(std::span<const std::byte>(big), next, 22);
+    }
+  } else {
+    static_cast<void>(t);
+    static_cast<void>(log);
+  }
+}
+
 }  // namespace detail
 
 /// Runs every check of the file comment on this rank of `t`'s group and returns the failures
@@ -538,6 +592,7 @@ std::vector<std::string> transport_conformance(T& t) {
     detail::conformance_barrier(t, log);
     detail::conformance_split(t, log);
     detail::conformance_send_recv(t, log);
+    detail::conformance_poll(t, log);
   } catch (const std::exception& e) {
     log.fail(std::string("stopped: the transport threw: ") + e.what());
   } catch (...) {

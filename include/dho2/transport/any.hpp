@@ -13,7 +13,8 @@
 /// ```
 #pragma once
 
-#include <dho2/concepts/transport.hpp>
+#include <dho2/concepts/polling_transport.hpp>
+#include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/transport/single_process.hpp>
 #include <dho2/transport/transport_stats.hpp>
@@ -55,6 +56,8 @@ class any_transport_base {
   [[nodiscard]] virtual std::shared_ptr<any_transport_base> split(int color, int key) = 0;
   virtual void send(std::span<const std::byte> bytes, int peer, int tag) = 0;
   virtual void recv(std::span<std::byte> bytes, int peer, int tag) = 0;
+  [[nodiscard]] virtual bool can_poll() const = 0;
+  [[nodiscard]] virtual bool poll(int peer, int tag) = 0;
   [[nodiscard]] virtual transport_stats own_stats() const = 0;
 
   // Stats of this handle and of every group split from it (recursively).
@@ -112,6 +115,16 @@ class any_transport_model final : public any_transport_base {
     t_.send(bytes, peer, tag);
   }
   void recv(std::span<std::byte> bytes, int peer, int tag) override { t_.recv(bytes, peer, tag); }
+  [[nodiscard]] bool can_poll() const override { return dho2::can_poll(t_); }
+  [[nodiscard]] bool poll(int peer, int tag) override {
+    if constexpr (polling_transport<T>) {
+      return t_.poll(peer, tag);
+    } else {
+      throw transport_error("any_transport poll [rank " + std::to_string(t_.rank()) +
+                            "]: the wrapped transport cannot poll (it does not model "
+                            "dho2::polling_transport)");
+    }
+  }
   [[nodiscard]] transport_stats own_stats() const override {
     if constexpr (requires { t_.stats(); }) {
       return t_.stats();
@@ -181,6 +194,12 @@ class any_transport {
   void send(std::span<const std::byte> bytes, int peer, int tag) { impl_->send(bytes, peer, tag); }
   /// Receives exactly `bytes.size()` bytes from `peer` with `tag`.
   void recv(std::span<std::byte> bytes, int peer, int tag) { impl_->recv(bytes, peer, tag); }
+  /// Whether the wrapped transport models `dho2::polling_transport` (every shipped one with
+  /// peers does; `single_process` does not).
+  [[nodiscard]] bool can_poll() const { return impl_->can_poll(); }
+  /// The wrapped transport's `poll` (see `dho2::polling_transport`); throws
+  /// `dho2::transport_error` if it cannot poll (`can_poll()` is false).
+  [[nodiscard]] bool poll(int peer, int tag) { return impl_->poll(peer, tag); }
 
   /// Traffic and time of the wrapped handle plus every group split from it (or from those),
   /// by the wrapped transport's counting rules (`stats()`); all zero for a transport without
@@ -201,6 +220,6 @@ class any_transport {
   std::shared_ptr<detail::any_transport_base> impl_;
 };
 
-static_assert(transport<any_transport>);
+static_assert(polling_transport<any_transport>);
 
 }  // namespace dho2

@@ -96,6 +96,8 @@
 ///  - `send` writes one frame and returns once the kernel has taken it (it blocks only while
 ///    the peer's socket buffers are full); `recv` takes the first frame with its tag from
 ///    the peer, buffering frames with other tags. A rank may send to itself (a local queue).
+///    `poll` (`dho2::polling_transport`) buffers the frames that have started to arrive and
+///    says whether one with its tag is among them.
 ///
 /// **Failures**: each read or write has a deadline of `timeout` *without progress* (a large
 /// transfer that keeps moving never times out). A closed connection, a missed deadline, a
@@ -123,7 +125,7 @@
 /// ```
 #pragma once
 
-#include <dho2/concepts/transport.hpp>
+#include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
@@ -688,6 +690,20 @@ class asio_transport {
     ++link.received[tag];
   }
 
+  /// Whether the next message from `peer` with `tag` has arrived (`dho2::polling_transport`):
+  /// frames that have started to arrive are read to their end (within `timeout`) and buffered,
+  /// nothing that has not started is waited for, and nothing is consumed. A closed connection,
+  /// a peer's abort frame or a malformed frame throws `dho2::transport_error` as `recv` would.
+  [[nodiscard]] bool poll(int peer, int tag) {
+    auto& e = engine("poll");
+    check_peer(e, "poll", peer);
+    if (peer == rank_) {
+      return std::any_of(e.self_messages.begin(), e.self_messages.end(),
+                         [&](const detail::asio_frame& f) { return f.h.tag == tag; });
+    }
+    return e.poll_message("poll", *e.links[static_cast<std::size_t>(peer)], tag);
+  }
+
   /// Traffic and time of this transport so far (see the class comment for what is counted).
   [[nodiscard]] const transport_stats& stats() const noexcept { return stats_; }
   /// Sets every counter of `stats()` to zero.
@@ -822,6 +838,6 @@ class asio_transport {
   transport_stats stats_;
 };
 
-static_assert(transport<asio_transport>);
+static_assert(polling_transport<asio_transport>);
 
 }  // namespace dho2

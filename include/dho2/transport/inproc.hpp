@@ -34,7 +34,7 @@
 /// ```
 #pragma once
 
-#include <dho2/concepts/transport.hpp>
+#include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
@@ -280,6 +280,22 @@ class inproc_state {
     }
     mailboxes_[{rank, peer, tag}].push_back(std::move(message));
     mail_cv_.notify_all();
+  }
+
+  // Whether the mailbox (peer, rank, tag) holds a message; throws once the peer has left
+  // without sending one.
+  bool poll(int rank, int peer, int tag) {
+    const std::lock_guard lock(mutex_);
+    check_entry("poll", rank, /*collective=*/false);
+    check_peer("poll", rank, peer);
+    const auto it = mailboxes_.find({peer, rank, tag});
+    if (it != mailboxes_.end() && !it->second.empty()) return true;
+    if (left_[idx(peer)]) {
+      poison("peer " + std::to_string(peer) +
+             " left the group without sending the message with tag " + std::to_string(tag));
+      throw transport_error(where("poll", rank) + failure_);
+    }
+    return false;
   }
 
   void recv(int rank, int peer, int tag, std::span<std::byte> bytes) {
@@ -726,6 +742,11 @@ class inproc_transport {
     count(0, bytes.size());
   }
 
+  /// Whether the next message from `peer` with `tag` is in this rank's mailbox (never waits;
+  /// `dho2::polling_transport`). Throws if the world has failed, `peer` is out of range, or
+  /// `peer` has left the group without sending it.
+  [[nodiscard]] bool poll(int peer, int tag) { return state("poll").poll(rank_, peer, tag); }
+
   /// Traffic and time of this handle so far (see the class comment for what is counted).
   [[nodiscard]] const transport_stats& stats() const noexcept { return stats_; }
   /// Sets every counter of `stats()` to zero.
@@ -810,7 +831,7 @@ inline inproc_transport inproc_world::rank_handle(int rank) const {
   return inproc_transport(*this, rank);
 }
 
-static_assert(transport<inproc_transport>);
+static_assert(polling_transport<inproc_transport>);
 
 /// Runs `body` on `size` new threads, one per rank of a fresh `inproc_world` with `options`,
 /// each with its own handle; returns when all threads have ended. A rank's handle leaves the

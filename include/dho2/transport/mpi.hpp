@@ -31,7 +31,8 @@
 ///  - `send` / `recv` → `MPI_Send` / `MPI_Recv` of bytes. `send` has MPI's blocking semantics: it
 ///    returns once the buffer may be reused — at once for a small message (below the MPI
 ///    library's eager limit, a few KiB in shared memory), otherwise when the receiver has
-///    started to take it. Messages between a pair with one tag arrive in the order sent.
+///    started to take it. Messages between a pair with one tag arrive in the order sent;
+///  - `poll` → `MPI_Iprobe` (`dho2::polling_transport`).
 ///
 /// **Sums**: the reduction order is the MPI library's. Open MPI's algorithms (chosen by
 /// communicator size and count) give bit-identical results on every rank and in every run for a
@@ -72,7 +73,7 @@
 /// ```
 #pragma once
 
-#include <dho2/concepts/transport.hpp>
+#include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/transport/transport_stats.hpp>
@@ -402,6 +403,17 @@ class mpi_transport {
     count(bytes.size(), 0);
   }
 
+  /// Whether a message from `peer` with `tag` has arrived (`MPI_Iprobe`; never waits, consumes
+  /// nothing; `dho2::polling_transport`). `peer` and `tag` as for `send`.
+  [[nodiscard]] bool poll(int peer, int tag) {
+    const char* routine = "poll";
+    const MPI_Comm comm = handle(routine);
+    check_peer_tag(routine, peer, tag);
+    int flag = 0;
+    check(routine, "MPI_Iprobe", MPI_Iprobe(peer, tag, comm, &flag, MPI_STATUS_IGNORE));
+    return flag != 0;
+  }
+
   /// Receives the next message from `peer` with `tag` into `bytes` (`MPI_Recv`); its length must
   /// equal `bytes.size()`: a longer message fails in `MPI_Recv` (`MPI_ERR_TRUNCATE`), a shorter
   /// one fails the length check. Either throws `dho2::transport_error` (the message is consumed).
@@ -556,6 +568,6 @@ class mpi_transport {
   std::vector<int> displacements_;  // and their displacements
 };
 
-static_assert(transport<mpi_transport>);
+static_assert(polling_transport<mpi_transport>);
 
 }  // namespace dho2

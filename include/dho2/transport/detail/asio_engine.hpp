@@ -121,6 +121,7 @@ struct asio_read {
   asio_wire::header want;  // the frame this read accepts (want.length = dest.size())
   std::span<std::byte> dest;
   bool stash_others = false;  // park message frames (and collectives while in recv)
+  bool stash_one = false;     // done after parking one frame (poll)
   bool counted = true;        // payload counts in stats
   std::chrono::milliseconds timeout{};
   phase state = phase::header;
@@ -254,6 +255,36 @@ class asio_engine {
     r.stash_others = true;
     r.timeout = settings.timeout;
     return r;
+  }
+
+  // Whether a message frame with `tag` from `l` is buffered, after buffering the frames that
+  // have started to arrive (each read to its end within the timeout) until one is or nothing
+  // more is waiting. Never waits for a frame that has not started; fails the engine on a
+  // closed connection, an abort frame or a malformed frame.
+  bool poll_message(std::string_view routine, asio_link& l, std::int32_t tag) {
+    check_usable(routine);
+    const auto stashed = [&] {
+      return std::any_of(l.stash.begin(), l.stash.end(), [&](const asio_frame& f) {
+        return f.h.type == asio_wire::kind::message && f.h.tag == tag;
+      });
+    };
+    try {
+      while (!stashed()) {
+        if (!readable(l)) return false;
+        asio_read r;
+        r.link = &l;
+        r.want.type = asio_wire::kind::message;
+        r.want.tag = -1;  // no message has a negative tag: every message frame is buffered
+        r.stash_others = true;
+        r.stash_one = true;
+        r.counted = false;  // counted by the recv that takes it
+        r.timeout = settings.timeout;
+        run(std::span(&r, 1), {});
+      }
+      return true;
+    } catch (const std::exception& e) {
+      fail(prefix(routine) + ": " + e.what());
+    }
   }
 
   asio_write make_write(int peer, asio_wire::header h, std::span<const std::byte> payload) {
@@ -811,6 +842,27 @@ class asio_engine {
     return ec.message();
   }
 
+  // Whether bytes from `l` are waiting. available() is 0 both when nothing has arrived and at
+  // the end of the stream, so a non-blocking one-byte peek tells the two apart; throws on a
+  // closed or broken connection.
+  static bool readable(asio_link& l) {
+    asio_error_code ec;
+    if (l.socket.available(ec) > 0) return true;
+    if (!ec) {
+      std::array<std::byte, 1> byte{};
+      l.socket.non_blocking(true, ec);
+      if (!ec) {
+        const std::size_t n =
+            l.socket.receive(asio_net::buffer(byte), asio_tcp::socket::message_peek, ec);
+        asio_error_code ignored;
+        l.socket.non_blocking(false, ignored);
+        if (ec == asio_net::error::would_block || ec == asio_net::error::try_again) return false;
+        if (!ec) return n > 0;
+      }
+    }
+    throw asio_defect(l.name + ": " + describe_error(ec));
+  }
+
   void io_error(const asio_link& l, const asio_error_code& ec) {
     if (!failure.empty() || ec == asio_net::error::operation_aborted) return;
     set_error(l.name + ": " + describe_error(ec));
@@ -1001,6 +1053,10 @@ class asio_engine {
         stashed_bytes += r.tmp.size();
         r.link->stash.push_back(asio_frame{r.h, std::move(r.tmp)});
         r.tmp = {};
+        if (r.stash_one) {
+          r.done = true;
+          return;
+        }
         r.state = asio_read::phase::header;
         r.got = 0;
         read_header(r);
