@@ -517,6 +517,7 @@ int run(const config& c) {
   j << "{\"program\":\"torch_train\",\"torch_version\":" << json_string(TORCH_VERSION)
     << ",\"torch_package\":" << json_string(DHO2_TORCH_PACKAGE)
     << ",\"blas\":" << json_string(dho2_peer::loaded_blas_string())
+    << ",\"sgemm_provider\":" << json_string(dho2_peer::symbol_provider("sgemm_"))
     << ",\"openblas\":" << json_string(dho2_peer::openblas_config())
     << ",\"threads\":" << torch::get_num_threads()
     << ",\"interop_threads\":" << at::get_num_interop_threads()
