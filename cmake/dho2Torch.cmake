@@ -1,0 +1,103 @@
+# The LibTorch peer of issue 4's benchmarks: torch_train (benchmarks/peer/torch_train.cpp) and
+# bench_torch_mlp_step (+ its EIGEN_USE_BLAS twin bench_torch_mlp_step_blas). Included from
+# benchmarks/CMakeLists.txt, so find_package(Torch)'s variables stay in that directory.
+#
+#   DHO2_WITH_TORCH (option)  default ON when DHO2 is the top-level project and LibTorch is found
+#                             (Debian: `apt-get install libtorch-dev`, whose TorchConfig.cmake is
+#                             /usr/lib/<multiarch>/cmake/Torch); otherwise OFF, with the message
+#                             "LibTorch not found: the LibTorch peer benchmarks are skipped".
+#                             ON without LibTorch is a configure error.
+#   torch_train               the LibTorch training program (no CTest test).
+#   bench_torch_mlp_step      DHO2's MLP step vs LibTorch's, Eigen's own GEMM on DHO2's side.
+#   bench_torch_mlp_step_blas the same source with EIGEN_USE_BLAS, linked with OpenBLAS (only when
+#                             OpenBLAS is found): a like-with-like control on one BLAS.
+#   benchmark.bench_torch_mlp_step  smoke test (label benchmark-smoke;torch), batch 32 only.
+# Nothing else in the suite depends on these targets.
+#
+# Debian's libtorch links libblas.so.3 and liblapack.so.3, which update-alternatives points at
+# the reference BLAS or, once libopenblas0-pthread is installed, at OpenBLAS: the programs record
+# the BLAS actually mapped into the process.
+include_guard(GLOBAL)
+
+if((NOT DEFINED DHO2_WITH_TORCH AND DHO2_TOP_LEVEL) OR DHO2_WITH_TORCH)
+  find_package(Torch QUIET)
+  set(_dho2_torch_searched ON)
+endif()
+if(Torch_FOUND AND DHO2_TOP_LEVEL)
+  set(_dho2_torch_default ON)
+else()
+  set(_dho2_torch_default OFF)
+endif()
+option(DHO2_WITH_TORCH
+       "Build the LibTorch peer benchmarks (torch_train, bench_torch_mlp_step); default ON when LibTorch is found"
+       ${_dho2_torch_default})
+
+if(NOT DHO2_WITH_TORCH)
+  if(_dho2_torch_searched AND NOT Torch_FOUND)
+    message(STATUS "LibTorch not found: the LibTorch peer benchmarks are skipped")
+  else()
+    message(STATUS "DHO2_WITH_TORCH is OFF: the LibTorch peer benchmarks are skipped "
+                   "(-DDHO2_WITH_TORCH=ON builds them)")
+  endif()
+  return()
+endif()
+if(NOT Torch_FOUND)
+  message(FATAL_ERROR "DHO2_WITH_TORCH = ON. Violated constraint: LibTorch is found "
+                      "(find_package(Torch); on Debian: apt-get install libtorch-dev)")
+endif()
+
+# The Debian package version (the headers say only the upstream release).
+set(_dho2_torch_package "unknown")
+find_program(_dho2_dpkg_query dpkg-query)
+if(_dho2_dpkg_query)
+  execute_process(COMMAND ${_dho2_dpkg_query} -W -f=\${Version} libtorch-dev
+                  OUTPUT_VARIABLE _out RESULT_VARIABLE _rc ERROR_QUIET
+                  OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(_rc EQUAL 0 AND _out MATCHES "^[0-9A-Za-z.+~:-]+$")
+    set(_dho2_torch_package "libtorch-dev ${_out}")
+  endif()
+endif()
+message(STATUS "LibTorch ${Torch_VERSION} (${_dho2_torch_package}): building torch_train and "
+               "bench_torch_mlp_step")
+
+# LibTorch's headers are the imported targets' (system) include directories; its ABI flag
+# (-D_GLIBCXX_USE_CXX11_ABI=1 on Linux) goes on our targets only.
+function(_dho2_torch_target name)
+  separate_arguments(_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
+  target_compile_options(${name} PRIVATE ${_flags})
+  target_compile_definitions(${name} PRIVATE DHO2_TORCH_PACKAGE="${_dho2_torch_package}")
+  target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(${name} PRIVATE dho2::data dho2_warnings ${TORCH_LIBRARIES}
+                                        ${CMAKE_DL_LIBS})
+endfunction()
+
+add_executable(torch_train ${CMAKE_CURRENT_SOURCE_DIR}/peer/torch_train.cpp)
+_dho2_torch_target(torch_train)
+
+foreach(_variant IN ITEMS eigen blas)
+  set(_name bench_torch_mlp_step)
+  if(_variant STREQUAL "blas")
+    find_library(DHO2_OPENBLAS_LIBRARY NAMES openblas)
+    if(NOT DHO2_OPENBLAS_LIBRARY)
+      message(STATUS "OpenBLAS not found: bench_torch_mlp_step_blas is skipped")
+      continue()
+    endif()
+    set(_name bench_torch_mlp_step_blas)
+  endif()
+  add_executable(${_name} ${CMAKE_CURRENT_SOURCE_DIR}/bench_torch_mlp_step.cpp)
+  add_dependencies(${_name} dho2_bench_revision)
+  target_include_directories(${_name} PRIVATE ${DHO2_BENCH_GENERATED_DIR})
+  _dho2_torch_target(${_name})
+  target_link_libraries(${_name} PRIVATE benchmark::benchmark_main)
+  if(TARGET OpenMP::OpenMP_CXX)
+    target_link_libraries(${_name} PRIVATE OpenMP::OpenMP_CXX)
+  endif()
+  if(_variant STREQUAL "blas")
+    target_compile_definitions(${_name} PRIVATE EIGEN_USE_BLAS)
+    target_link_libraries(${_name} PRIVATE ${DHO2_OPENBLAS_LIBRARY})
+  endif()
+endforeach()
+
+add_test(NAME benchmark.bench_torch_mlp_step
+         COMMAND bench_torch_mlp_step ${DHO2_BENCHMARK_SMOKE_ARGS} --benchmark_filter=/batch:32$)
+set_tests_properties(benchmark.bench_torch_mlp_step PROPERTIES LABELS "benchmark-smoke;torch")
