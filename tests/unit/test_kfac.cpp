@@ -414,7 +414,8 @@ namespace {
 // Records what optimize() passes to the hooks; asks to stop after step call `stop_at` (0-based)
 // when `stop_at` >= 0.
 struct recorder {
-  dho2::index stop_at = -1;
+  explicit recorder(dho2::index stop = -1) : stop_at(stop) {}
+  dho2::index stop_at;
   bool began = false;
   bool ended = false;
   std::vector<dho2::index> iterations;
@@ -497,7 +498,7 @@ TEST_CASE("kfac: a stop asked by a callback on one rank stops every rank after t
   dho2::shuffling_batcher<double> batches(p.data.train, 64, 17);
   dho2::kfac<double> single(p.options);
   VectorXd x_single = p.x0;
-  recorder rec_single{.stop_at = 9};
+  recorder rec_single(9);
   const dho2::summary s1 = single.optimize(p.model, x_single, batches, 3, rec_single);
   CHECK(s1.termination == dho2::termination_type::stopped_by_callback);
   CHECK(s1.iterations == 10);
@@ -514,7 +515,7 @@ TEST_CASE("kfac: a stop asked by a callback on one rank stops every rank after t
       dho2::kfac<double, dho2::inproc_transport> opt(p.options, std::move(t));
       dho2::shuffling_batcher<double> mine(p.data.train, 64, 17);
       VectorXd x = p.x0;
-      recorder rec{.stop_at = rank == ranks - 1 ? 9 : -1};  // only the last rank asks
+      recorder rec(rank == ranks - 1 ? 9 : -1);  // only the last rank asks
       const dho2::summary s = opt.optimize(p.model, x, mine, 3, rec);
       return result{x, s, rec.step_losses};
     });
