@@ -1,14 +1,16 @@
-// dho2_train: trains a classifier on Fashion-MNIST (or on synthetic teacher data, which needs no
-// files) with DHO2's FOSI optimizer or with its base optimizer alone, and reports test accuracy,
-// time to a target accuracy, curvature work, a time split and memory. `dho2_train --help` lists
-// the flags and their defaults.
+// dho2_train: trains a classifier or an autoencoder on Fashion-MNIST (or on synthetic teacher
+// data, which needs no files) with DHO2's FOSI optimizer, with its base optimizer alone, or with
+// K-FAC, and reports test accuracy and loss, time to a target, curvature work, a time split and
+// memory. `dho2_train --help` lists the flags and their defaults.
 //
 //   dho2_train                                    # fosi-adam, MLP 784-256-256-10, 3 epochs
 //   dho2_train --optimizer adam --target-accuracy 0.85 --summary-json adam.json
 //   dho2_train --dataset synthetic --epochs 1 --max-steps 60 --quiet
 //
 // fosi-<base> runs dho2::optimizer<float, default_policies::with_base<base>>; <base> alone runs
-// the same optimizer with options.use_curvature = false, so both share one code path.
+// the same optimizer with options.use_curvature = false, so both share one code path. kfac runs
+// dho2::kfac<float, dho2::any_transport> over the same ranks, transports, model, data pipeline,
+// evaluations and reports.
 // Bad usage prints one line "dho2_train: error: ..." on stderr and exits with 2; runtime
 // failures (missing data files, I/O) do the same with exit code 1.
 #include "dho2_train/callbacks.hpp"
@@ -22,6 +24,7 @@
 #include <dho2/data/idx.hpp>
 #include <dho2/data/synthetic.hpp>
 #include <dho2/dho2.hpp>
+#include <dho2/kfac/kfac.hpp>
 #include <dho2/models/mlp.hpp>
 #include <dho2/models/softmax_regression.hpp>
 #include <dho2/partition/any.hpp>
@@ -36,6 +39,7 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
@@ -47,12 +51,18 @@
 namespace dho2_train {
 namespace {
 
+/// The model families of --model.
+enum class model_kind { softmax, mlp, autoencoder };
+
 /// What --model (and the data set) asks for.
 struct model_choice {
-  bool is_mlp = true;
-  std::vector<dho2::index> layers;  // MLP widths
+  model_kind kind = model_kind::mlp;
+  std::vector<dho2::index> layers;  // MLP / autoencoder widths
   long long features = 0;
-  long long classes = 0;
+  long long classes = 0;  // of the data (the autoencoder ignores the labels)
+
+  [[nodiscard]] bool is_mlp() const { return kind != model_kind::softmax; }
+  [[nodiscard]] bool is_autoencoder() const { return kind == model_kind::autoencoder; }
 };
 
 /// Features and classes of Fashion-MNIST (and the synthetic default for --model softmax).
@@ -61,25 +71,51 @@ constexpr long long image_classes = dho2::fashion_mnist_num_classes;
 
 model_choice parse_model(const train_config& c) {
   model_choice m;
-  if (c.model == "softmax") {
-    m.is_mlp = false;
-    m.features = image_features;
-    m.classes = image_classes;
-  } else if (c.model.starts_with("mlp:")) {
+  const auto widths = [&](std::size_t prefix) {
     try {
-      m.layers = dho2::parse_mlp_layers(std::string_view(c.model).substr(4));
+      m.layers = dho2::parse_mlp_layers(std::string_view(c.model).substr(prefix));
     } catch (const dho2::invalid_options& e) {
       throw usage_error("--model " + c.model + ": " + e.what());
     }
+  };
+  if (c.model == "softmax") {
+    m.kind = model_kind::softmax;
+    m.features = image_features;
+    m.classes = image_classes;
+  } else if (c.model.starts_with("mlp:")) {
+    widths(4);
     m.features = m.layers.front();
     m.classes = m.layers.back();
     if (m.classes < 2) throw usage_error("--model " + c.model + ": needs at least 2 classes");
+  } else if (c.model.starts_with("autoencoder:")) {
+    m.kind = model_kind::autoencoder;
+    widths(12);
+    if (m.layers.back() != m.layers.front()) {
+      throw usage_error("--model " + c.model + ": the last width (" +
+                        std::to_string(m.layers.back()) + ") must equal the first (" +
+                        std::to_string(m.layers.front()) + "): the output reconstructs the input");
+    }
+    m.features = m.layers.front();
+    m.classes = image_classes;  // of the data set; the labels are not used
   } else {
     throw usage_error("--model: unknown model '" + c.model +
-                      "' (expected mlp:<in>-<hidden>...-<classes>, e.g. mlp:784-256-256-10, or "
-                      "softmax)");
+                      "' (expected mlp:<in>-<hidden>...-<classes>, e.g. mlp:784-256-256-10, "
+                      "autoencoder:<in>-<hidden>...-<in>, e.g. autoencoder:784-256-64-256-784, "
+                      "or softmax)");
   }
-  if (c.dataset == "fashion-mnist" &&
+  if (m.is_autoencoder() && c.target_accuracy) {
+    throw usage_error("--target-accuracy: the autoencoder has no accuracy (use --target-loss)");
+  }
+  if (is_kfac(c.optimizer) && !m.is_mlp()) {
+    throw usage_error(
+        "--optimizer kfac: needs --model mlp:... or autoencoder:... (K-FAC preconditions the "
+        "layers of dho2::mlp; softmax regression is mlp:784-10)");
+  }
+  if (m.is_autoencoder() && c.dataset == "fashion-mnist" && m.features != image_features) {
+    throw usage_error("--model " + c.model + ": has " + std::to_string(m.features) +
+                      " inputs; fashion-mnist has " + std::to_string(image_features));
+  }
+  if (!m.is_autoencoder() && c.dataset == "fashion-mnist" &&
       (m.features != image_features || m.classes != image_classes)) {
     throw usage_error("--model " + c.model + ": has " + std::to_string(m.features) +
                       " inputs and " + std::to_string(m.classes) + " classes; fashion-mnist has " +
@@ -139,7 +175,8 @@ dataset load_data(const train_config& c, const model_choice& m) {
     sets.train = first(std::move(sets.train), c.train_size, "--train-size");
     sets.test = first(std::move(sets.test), c.test_size, "--test-size");
   }
-  if (sets.train.num_features() != m.features || sets.train.num_classes != m.classes) {
+  if (sets.train.num_features() != m.features ||
+      (!m.is_autoencoder() && sets.train.num_classes != m.classes)) {
     throw usage_error("--model " + c.model + ": expects " + std::to_string(m.features) +
                       " features and " + std::to_string(m.classes) + " classes, the data has " +
                       std::to_string(sets.train.num_features()) + " and " +
@@ -170,6 +207,35 @@ dho2::vector<scalar> initial_parameters(const Model& model, std::uint64_t seed) 
   } else {
     return model.initial_point();
   }
+}
+
+/// The evaluation of rank 0 (`lead`; the others never evaluate): test accuracy (classifiers),
+/// test loss, and the loss on the first --eval-train-size training samples (copied once).
+template <class Model>
+timed_evaluation make_evaluation(const train_config& c, const Model& model, const dataset& data,
+                                 bool lead) {
+  auto train = std::make_shared<dho2::classification_batch<scalar>>();
+  if (lead && c.eval_train_size > 0) {
+    const dho2::index count = std::min<dho2::index>(c.eval_train_size, data.train.size());
+    train->inputs = data.train.inputs.leftCols(count);
+    train->labels = data.train.labels.head(count);
+  }
+  return timed_evaluation([&model, &data, train](dho2::const_vector_ref<scalar> w) {
+    eval_metrics m;
+    bool classifier = true;
+    if constexpr (requires { model.is_classifier(); }) classifier = model.is_classifier();
+    if (classifier) m.test_accuracy = model.accuracy(w, data.test);
+    m.test_loss = static_cast<double>(model.loss(w, data.test));
+    if (train->size() > 0) m.train_loss = static_cast<double>(model.loss(w, *train));
+    return m;
+  });
+}
+
+/// The target --target-accuracy or --target-loss asks for.
+std::optional<target_spec> target_of(const train_config& c) {
+  if (c.target_accuracy) return target_spec{true, *c.target_accuracy};
+  if (c.target_loss) return target_spec{false, *c.target_loss};
+  return std::nullopt;
 }
 
 /// The partitioner --partitioner names.
@@ -275,6 +341,51 @@ inline void save_parameters(const std::string& file, const dho2::vector<scalar>&
   write_file_atomically(file, bytes);
 }
 
+/// The callbacks every optimizer's run passes (after its own): the monitor (evaluations,
+/// --max-steps, --time-budget, target, --eval-log), --log and the progress lines, all but the
+/// monitor on rank 0 only.
+struct rank_callbacks {
+  timed_evaluation evaluation;
+  std::unique_ptr<eval_log> eval_csv;
+  run_monitor monitor;
+  optional_callback<dho2::csv_history> log;
+  optional_callback<dho2::progress_bar> progress;
+
+  template <class Model>
+  rank_callbacks(const train_config& c, const Model& model, const dataset& data, bool lead)
+      : evaluation(make_evaluation(c, model, data, lead)),
+        eval_csv(lead && !c.eval_log.empty() ? std::make_unique<eval_log>(c.eval_log) : nullptr),
+        monitor(lead, c.max_steps, c.eval_every, target_of(c), !c.continue_after_target,
+                c.time_budget, evaluation, eval_csv.get()),
+        log(c.log_path.empty() || !lead
+                ? std::nullopt
+                : std::optional<dho2::csv_history>(std::in_place, c.log_path)),
+        progress(c.quiet || !lead ? std::nullopt
+                                  : std::optional<dho2::progress_bar>(std::in_place, stdout)) {}
+  rank_callbacks(const rank_callbacks&) = delete;
+  rank_callbacks& operator=(const rank_callbacks&) = delete;
+
+  /// Rank 0 after the run: the final evaluation (unless the last one saw these parameters) and
+  /// the record of every evaluation, epoch and stop.
+  void finish(run_result& r, dho2::const_vector_ref<scalar> x, double cpu_end) {
+    monitor.finish(x, static_cast<long long>(r.summary.iterations),
+                   static_cast<long long>(r.summary.epochs) + 1, r.summary.total_seconds, cpu_end,
+                   r.summary.termination == dho2::termination_type::numerical_failure);
+    const eval_metrics& last = evaluation.last();
+    r.final_test_accuracy = last.test_accuracy;
+    r.final_test_loss = last.test_loss;
+    r.final_eval_train_loss = last.train_loss;
+    r.target = monitor.target();
+    r.max_steps_reached = monitor.max_steps_reached();
+    r.time_budget_reached = monitor.time_budget_reached();
+    r.eval_seconds = evaluation.seconds();
+    r.eval_cpu_seconds = evaluation.cpu_seconds();
+    r.evaluations_count = evaluation.count();
+    r.evaluations = monitor.evaluations();
+    r.epochs = monitor.epochs();
+  }
+};
+
 /// One rank of the run: trains `model` on its slice of every global batch with `policies`
 /// (whose transport is this rank's) and, on rank 0, fills `lead`. The test accuracy, progress,
 /// CSV log and stopping decisions are rank 0's; the optimizer agrees the stop with the others.
@@ -293,27 +404,14 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
           ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every)
           : std::nullopt);
 
-  timed_metric accuracy(
-      [&](dho2::const_vector_ref<scalar> w) { return model.accuracy(w, data.test); });
-  using evaluate_accuracy = dho2::evaluate<std::reference_wrapper<timed_metric>>;
-  optional_callback<evaluate_accuracy> test_accuracy(
-      is_lead ? std::optional<evaluate_accuracy>(std::in_place, "test_accuracy", std::ref(accuracy))
-              : std::nullopt);
-  run_monitor monitor(c.max_steps, is_lead ? c.eval_every : 0,
-                      is_lead ? c.target_accuracy : std::nullopt, !c.continue_after_target,
-                      accuracy);
-  optional_callback<dho2::progress_bar> progress(
-      c.quiet || !is_lead ? std::nullopt
-                          : std::optional<dho2::progress_bar>(std::in_place, stdout));
-  optional_callback<dho2::csv_history> log(
-      c.log_path.empty() || !is_lead ? std::nullopt
-                                     : std::optional<dho2::csv_history>(std::in_place, c.log_path));
+  rank_callbacks cbs(c, model, data, is_lead);
 
   run_result r;
   const double cpu0 = process_cpu_seconds();
   r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), saver,
-                           test_accuracy, monitor, log, progress);
-  r.cpu_seconds = process_cpu_seconds() - cpu0;
+                           cbs.monitor, cbs.log, cbs.progress);
+  const double cpu_end = process_cpu_seconds();
+  r.cpu_seconds = cpu_end - cpu0;
   const rank_record mine =
       make_rank_record(r.summary, world, opt.is_curvature_rank(),
                        shard_of(opt.policies(), model.num_parameters(), world.rank(), world.size(),
@@ -322,21 +420,7 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
   if (!is_lead) return mine;
   r.resumed_at = resumed_at;
   if (!c.save_parameters.empty()) save_parameters(c.save_parameters, x);
-  // Evaluate the final parameters unless the last evaluation already saw them (a run stopped
-  // mid-epoch gets no epoch-end evaluation).
-  const auto& evals = monitor.evaluations();
-  if (evals.empty() || evals.back().step != static_cast<long long>(r.summary.iterations) ||
-      r.summary.termination == dho2::termination_type::numerical_failure) {
-    accuracy(x);
-  }
-  r.final_test_accuracy = accuracy.last();
-  r.target = monitor.target();
-  r.max_steps_reached = monitor.max_steps_reached();
-  r.eval_seconds = accuracy.seconds();
-  r.eval_cpu_seconds = accuracy.cpu_seconds();
-  r.evaluations_count = accuracy.count();
-  r.evaluations = monitor.evaluations();
-  r.epochs = monitor.epochs();
+  cbs.finish(r, x, cpu_end);
   r.parameters = static_cast<long long>(model.num_parameters());
   r.train_size = static_cast<long long>(data.train.size());
   r.test_size = static_cast<long long>(data.test.size());
@@ -351,12 +435,59 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
   return mine;
 }
 
+/// The K-FAC options from the flags (unset flags keep dho2::kfac_options' defaults; --kl-clip 0
+/// turns clipping off).
+dho2::kfac_options make_kfac_options(const train_config& c) {
+  dho2::kfac_options o;
+  if (c.lr) o.learning_rate = *c.lr;
+  if (c.momentum) o.momentum = *c.momentum;
+  if (c.damping) o.damping = *c.damping;
+  if (c.kfac_factor_decay) o.factor_decay = *c.kfac_factor_decay;
+  if (c.kfac_factor_every) o.factor_every = static_cast<dho2::index>(*c.kfac_factor_every);
+  if (c.kfac_inverse_every) o.inverse_every = static_cast<dho2::index>(*c.kfac_inverse_every);
+  if (c.kl_clip) o.kl_clip = *c.kl_clip == 0.0 ? std::nullopt : std::optional<double>(*c.kl_clip);
+  return o;
+}
+
+/// One rank of a K-FAC run over `world` (this rank's transport), like `run_rank`: every rank
+/// keeps the whole model and its factors, inversions are spread over the ranks (dho2::kfac).
+rank_record run_kfac_rank(const train_config& c, const dho2::mlp<scalar>& model,
+                          const dataset& data, dho2::any_transport world,
+                          std::optional<run_result>& lead) {
+  const bool is_lead = world.rank() == 0;
+  dho2::kfac<scalar, dho2::any_transport> opt(make_kfac_options(c), world);
+  dho2::vector<scalar> x = model.initialize(c.seed);
+  dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
+  rank_callbacks cbs(c, model, data, is_lead);
+
+  run_result r;
+  const double cpu0 = process_cpu_seconds();
+  r.summary = opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), cbs.monitor,
+                           cbs.log, cbs.progress);
+  const double cpu_end = process_cpu_seconds();
+  r.cpu_seconds = cpu_end - cpu0;
+  const rank_record mine =
+      make_rank_record(r.summary, world, false, static_cast<long long>(model.num_parameters()));
+  r.ranks = gather_records(world, mine);
+  if (!is_lead) return mine;
+  if (!c.save_parameters.empty()) save_parameters(c.save_parameters, x);
+  cbs.finish(r, x, cpu_end);
+  r.kfac = opt.summary();
+  r.parameters = static_cast<long long>(model.num_parameters());
+  r.train_size = static_cast<long long>(data.train.size());
+  r.test_size = static_cast<long long>(data.test.size());
+  r.steps_per_epoch = static_cast<long long>(batches.num_batches());
+  r.load_seconds = data.load_seconds;
+  lead = std::move(r);
+  return mine;
+}
+
 /// The first line of a run (rank 0, unless --quiet).
 template <class Model>
 void announce(const train_config& c, const Model& model, const model_choice& choice,
               const dataset& data, const std::string& transport, int ranks) {
   const std::string model_name =
-      choice.is_mlp ? c.model + " (" + c.activation + ")" : std::string("softmax");
+      choice.is_mlp() ? c.model + " (" + c.activation + ")" : std::string("softmax");
   std::printf(
       "dho2_train: %s on %s (%lld train / %lld test), %s with %lld parameters, "
       "batch %lld, %lld epoch(s), %d rank(s) over %s, %d thread(s) per rank\n",
@@ -365,6 +496,29 @@ void announce(const train_config& c, const Model& model, const model_choice& cho
       static_cast<long long>(model.num_parameters()), c.batch, c.epochs, ranks,
       ranks == 1 && transport != "asio" ? "no transport" : transport.c_str(), Eigen::nbThreads());
   std::fflush(stdout);
+}
+
+/// The output files' directories must exist (checked before the data is read).
+void check_output_directories(const train_config& c) {
+  check_output_directory("--summary-json", c.summary_json);
+  check_output_directory("--log", c.log_path);
+  check_output_directory("--eval-log", c.eval_log);
+}
+
+/// Rank 0's report: the summary block on stdout and --summary-json.
+int report(const train_config& c, run_result& r, const model_choice& choice,
+           const std::string& transport) {
+  r.model_name = c.model;
+  r.target_loss = c.target_loss.has_value();
+  r.stop_at_target = !c.continue_after_target;
+  r.features = choice.features;
+  r.classes = choice.is_autoencoder() ? choice.features : choice.classes;
+  r.eigen_threads = Eigen::nbThreads();
+  r.transport = transport;
+  const std::size_t peak = peak_rss_bytes();
+  print_summary(c, r, peak, stdout);
+  if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
+  return 0;
 }
 
 /// Calls `f(base)` with the base optimizer --optimizer names, its learning rate and momentum.
@@ -419,8 +573,7 @@ int train(const train_config& c, const Model& model, const model_choice& choice,
     // Options and hyper-parameters are checked before the data is read.
     base.validate();
     make_options(c).validate(model.num_parameters());
-    check_output_directory("--summary-json", c.summary_json);
-    check_output_directory("--log", c.log_path);
+    check_output_directories(c);
     return with_policies(c, base, [&](auto policies) {
       if constexpr (requires { policies.schedule.validate(); }) policies.schedule.validate();
       if constexpr (requires { policies.admm.validate(); }) policies.admm.validate();
@@ -443,30 +596,52 @@ int train(const train_config& c, const Model& model, const model_choice& choice,
         run_rank(c, model, data, std::move(mine), lead);
       });
       if (!lead) return 0;  // rank 0 is another process
-      run_result& r = *lead;
-      r.model_name = c.model;
-      r.features = choice.features;
-      r.classes = choice.classes;
-      r.learning_rate = base.learning_rate;
-      r.base_momentum = mu;
-      r.eigen_threads = Eigen::nbThreads();
-      r.transport = transport;
-      const std::size_t peak = peak_rss_bytes();
-      print_summary(c, r, peak, stdout);
-      if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
-      return 0;
+      lead->learning_rate = base.learning_rate;
+      lead->base_momentum = mu;
+      return report(c, *lead, choice, transport);
     });
   });
+}
+
+/// --optimizer kfac: validates, loads the data, trains on every rank this process hosts and
+/// reports (on the process of rank 0).
+int train_kfac(const train_config& c, const dho2::mlp<scalar>& model, const model_choice& choice,
+               const std::string& transport) {
+  const dho2::kfac_options options = make_kfac_options(c);
+  options.validate();
+  check_output_directories(c);
+  const dataset data = load_data(c, choice);
+  if (data.train.size() < c.batch) {
+    throw usage_error("--batch: " + std::to_string(c.batch) + " exceeds the " +
+                      std::to_string(data.train.size()) + " training samples");
+  }
+  std::optional<run_result> lead;
+  bool announced = false;
+  run_ranks(c, transport, [&](dho2::any_transport& t) {
+    if (t.rank() == 0 && !c.quiet && !announced) {
+      announced = true;
+      announce(c, model, choice, data, transport, t.size());
+    }
+    run_kfac_rank(c, model, data, t, lead);
+  });
+  if (!lead) return 0;  // rank 0 is another process
+  lead->learning_rate = options.learning_rate;
+  lead->base_momentum = options.momentum;
+  lead->kfac_options = options;
+  return report(c, *lead, choice, transport);
 }
 
 /// Builds the model --model names and trains it over `transport`.
 int run(const train_config& c, const std::string& transport) {
   Eigen::setNbThreads(static_cast<int>(c.threads));
   const model_choice choice = parse_model(c);
-  if (choice.is_mlp) {
+  if (choice.is_mlp()) {
     const dho2::mlp<scalar> model(
         choice.layers, c.activation == "tanh" ? dho2::activation::tanh : dho2::activation::relu,
-        c.l2);
+        c.l2,
+        choice.is_autoencoder() ? dho2::mlp_loss::squared_error_reconstruction
+                                : dho2::mlp_loss::softmax_cross_entropy);
+    if (is_kfac(c.optimizer)) return train_kfac(c, model, choice, transport);
     return train(c, model, choice, transport);
   }
   const dho2::softmax_regression<scalar> model(choice.features, choice.classes, c.l2);
@@ -492,6 +667,11 @@ std::string flag_of_invalid_option(std::string_view message) {
       {"heavy_ball::momentum", "--momentum"},
       {"nesterov::momentum", "--momentum"},
       {"adam::beta1", "--momentum"},
+      {"kfac_options.learning_rate", "--lr"},
+      {"kfac_options.momentum", "--momentum"},
+      {"kfac_options.damping", "--damping"},
+      {"kfac_options.factor_decay", "--kfac-factor-decay"},
+      {"kfac_options.kl_clip", "--kl-clip"},
       {"l2", "--l2"},
       {"split_schedule::curvature_group", "--curvature-ranks"},
       {"split_schedule::max_staleness", "--max-staleness"},

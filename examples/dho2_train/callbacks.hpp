@@ -1,18 +1,25 @@
-// dho2_train: the glue callbacks of the training run. The shipped callbacks (dho2::evaluate,
-// dho2::early_stop_at, dho2::csv_history, dho2::progress_bar) do the work; these only switch
-// them on or off from the command line, add --eval-every / --max-steps, and keep the record
-// that the summary reports.
+// dho2_train: the glue callbacks of the training run. The shipped callbacks (dho2::csv_history,
+// dho2::progress_bar) write the epoch history; these switch them on or off from the command line,
+// evaluate (test accuracy and loss, training loss) at epoch ends and every --eval-every steps,
+// add --max-steps / --time-budget / the target, write --eval-log, and keep the record that the
+// summary reports.
 #pragma once
 
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
 
+#include <charconv>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -28,13 +35,23 @@ inline double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-/// A metric of the parameters (test accuracy), timed: the run reports evaluation time apart.
-class timed_metric {
+/// What one evaluation measures (rank 0). NaN where it does not apply: test_accuracy for the
+/// autoencoder, train_loss with --eval-train-size 0. Losses are the model's `loss`, i.e. the
+/// training objective: mean data loss plus the L2 term (λ/2)‖W‖² (0 unless --l2).
+struct eval_metrics {
+  double test_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double test_loss = std::numeric_limits<double>::quiet_NaN();
+  double train_loss = std::numeric_limits<double>::quiet_NaN();  // first --eval-train-size samples
+};
+
+/// The evaluation of the parameters, timed: the run reports evaluation time apart, and excludes
+/// it from train_seconds.
+class timed_evaluation {
  public:
-  explicit timed_metric(std::function<double(dho2::const_vector_ref<scalar>)> f)
+  explicit timed_evaluation(std::function<eval_metrics(dho2::const_vector_ref<scalar>)> f)
       : f_(std::move(f)) {}
 
-  double operator()(dho2::const_vector_ref<scalar> w) {
+  eval_metrics operator()(dho2::const_vector_ref<scalar> w) {
     const auto t0 = std::chrono::steady_clock::now();
     const double cpu0 = process_cpu_seconds();
     last_ = f_(w);
@@ -50,16 +67,16 @@ class timed_metric {
   [[nodiscard]] double last_seconds() const noexcept { return last_seconds_; }
   [[nodiscard]] double cpu_seconds() const noexcept { return cpu_seconds_; }
   [[nodiscard]] double last_cpu_seconds() const noexcept { return last_cpu_seconds_; }
-  [[nodiscard]] double last() const noexcept { return last_; }
+  [[nodiscard]] const eval_metrics& last() const noexcept { return last_; }
   [[nodiscard]] long long count() const noexcept { return count_; }
 
  private:
-  std::function<double(dho2::const_vector_ref<scalar>)> f_;
+  std::function<eval_metrics(dho2::const_vector_ref<scalar>)> f_;
   double seconds_ = 0.0;
   double last_seconds_ = 0.0;
   double cpu_seconds_ = 0.0;
   double last_cpu_seconds_ = 0.0;
-  double last_ = std::numeric_limits<double>::quiet_NaN();
+  eval_metrics last_;
   long long count_ = 0;
 };
 
@@ -110,12 +127,15 @@ class optional_callback {
   std::optional<C> inner_;
 };
 
-/// One evaluation of the test accuracy.
+/// One evaluation (every --eval-every steps, every epoch end, and the final parameters of a run
+/// that stopped between those).
 struct evaluation_record {
-  long long step = 0;   // step calls done when evaluated
-  long long epoch = 0;  // 1-based epoch it happened in
-  double elapsed_s = 0.0;
-  double test_accuracy = 0.0;
+  long long step = 0;      // step calls done when evaluated
+  long long epoch = 0;     // 1-based epoch it happened in (at an epoch end: the epoch finished)
+  double elapsed_s = 0.0;  // wall seconds of the run so far, earlier evaluations included
+  double train_s = 0.0;    // elapsed_s without any evaluation time
+  double cpu_s = 0.0;      // process CPU seconds of the run so far, evaluations excluded
+  eval_metrics metrics;
 };
 
 /// One finished epoch.
@@ -124,10 +144,11 @@ struct epoch_record {
   long long steps = 0;  // step calls so far
   double train_loss = 0.0;
   double test_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double test_loss = std::numeric_limits<double>::quiet_NaN();
   double elapsed_s = 0.0;
 };
 
-/// When the target accuracy was first met.
+/// When the target (test accuracy >= X, or test loss <= X) was first met.
 struct target_record {
   bool reached = false;
   long long step = 0;
@@ -136,83 +157,169 @@ struct target_record {
   double cpu_s = std::numeric_limits<double>::quiet_NaN();  // process CPU, evaluations excluded
 };
 
-/// --max-steps, --eval-every and the target between epoch ends; keeps the history.
-///
-/// The target at epoch ends is watched by a dho2::early_stop_at (stopping the run, or only
-/// recording when --continue-after-target is given); with --eval-every N the test accuracy is also
-/// computed every N steps and the target checked there. Both record the time as the run's elapsed
-/// seconds when the evaluation that met the target began (earlier evaluations included, this one
-/// not; `target_record::eval_s` says how much evaluation time that includes).
-class run_monitor {
+/// What --target-accuracy / --target-loss ask for.
+struct target_spec {
+  bool accuracy = true;  // test_accuracy >= value; else test_loss <= value
+  double value = 0.0;
+  [[nodiscard]] bool met(const eval_metrics& m) const {
+    return accuracy ? m.test_accuracy >= value : m.test_loss <= value;  // false for NaN
+  }
+};
+
+/// --eval-log FILE.csv: one row per evaluation, flushed after each, columns
+/// step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss (empty cells for NaN).
+class eval_log {
  public:
-  run_monitor(std::optional<long long> max_steps, long long eval_every,
-              std::optional<double> target, bool stop_at_target, timed_metric& metric)
-      : max_steps_(max_steps),
-        eval_every_(eval_every),
-        stop_at_target_(stop_at_target),
-        metric_(&metric) {
-    if (target) early_.emplace("test_accuracy", *target, dho2::metric_direction::maximize);
+  explicit eval_log(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {
+    if (file_ == nullptr) {
+      throw std::runtime_error("--eval-log: cannot open '" + path + "' for writing");
+    }
+    std::fputs("step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss\n", file_);
+    std::fflush(file_);
+  }
+  eval_log(const eval_log&) = delete;
+  eval_log& operator=(const eval_log&) = delete;
+  ~eval_log() { std::fclose(file_); }
+
+  void write(const evaluation_record& r) {
+    const std::string line = std::to_string(r.step) + ',' + std::to_string(r.epoch) + ',' +
+                             number(r.train_s) + ',' + number(r.cpu_s) + ',' +
+                             number(r.metrics.test_accuracy) + ',' + number(r.metrics.test_loss) +
+                             ',' + number(r.metrics.train_loss) + '\n';
+    std::fputs(line.c_str(), file_);
+    std::fflush(file_);
   }
 
-  void on_begin(const dho2::run_info& info) {
-    cpu_begin_ = process_cpu_seconds();
-    if (early_) early_->on_begin(info);
+ private:
+  // Shortest text that reads back as exactly `v`; empty for NaN or infinite values.
+  static std::string number(double v) {
+    if (!std::isfinite(v)) return {};
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
   }
+
+  std::FILE* file_;
+};
+
+/// --max-steps, --eval-every, --time-budget and the target; evaluates at epoch ends and keeps
+/// the history.
+///
+/// On rank 0 (`lead`) it evaluates (`timed_evaluation`: test accuracy, test loss, loss on the
+/// first training samples) every --eval-every steps and at every epoch end, where it adds the
+/// metrics test_accuracy (classifiers), test_loss and eval_train_loss to the epoch for the
+/// callbacks after it (--log, progress). The target is checked at every evaluation; the time to
+/// it is recorded as the run's elapsed seconds when the evaluation that met it began (earlier
+/// evaluations included, this one not; `target_record::eval_s` says how much evaluation time
+/// that includes). --time-budget stops the run after the first step at which the training time
+/// (elapsed seconds without evaluations) exceeds the budget. Other ranks only count
+/// --max-steps; the optimizer agrees a stop across the ranks.
+class run_monitor {
+ public:
+  run_monitor(bool lead, std::optional<long long> max_steps, long long eval_every,
+              std::optional<target_spec> target, bool stop_at_target,
+              std::optional<double> time_budget, timed_evaluation& evaluation, eval_log* log)
+      : lead_(lead),
+        max_steps_(max_steps),
+        eval_every_(lead ? eval_every : 0),
+        target_spec_(lead ? target : std::nullopt),
+        stop_at_target_(stop_at_target),
+        time_budget_(lead ? time_budget : std::nullopt),
+        evaluation_(&evaluation),
+        log_(log) {}
+
+  void on_begin(const dho2::run_info&) { cpu_begin_ = process_cpu_seconds(); }
 
   template <dho2::model_scalar S>
   bool on_step(const dho2::step_info<S>& info) {
     bool stop = false;
     const long long done = info.iteration + 1;
     const bool epoch_end_next = info.batch + 1 == info.batches_per_epoch;
+    const double train_s = info.elapsed_seconds - evaluation_->seconds();
     if (eval_every_ > 0 && done % eval_every_ == 0 && !epoch_end_next) {
-      const double eval_before = metric_->seconds();
-      const double cpu = process_cpu_seconds() - cpu_begin_ - metric_->cpu_seconds();
-      const double acc = (*metric_)(info.parameters);
-      evaluations_.push_back({done, info.epoch + 1, info.elapsed_seconds, acc});
-      if (early_ && !target_.reached && acc >= early_->target()) {
-        target_ = {true, done, info.elapsed_seconds, eval_before, cpu};
-        stop = stop_at_target_;
-      }
+      stop = evaluate(info.parameters, done, info.epoch + 1, info.elapsed_seconds);
     }
     if (max_steps_ && done >= *max_steps_) {
       max_steps_reached_ = true;
+      stop = true;
+    }
+    if (time_budget_ && train_s > *time_budget_) {
+      time_budget_reached_ = true;
       stop = true;
     }
     return stop;
   }
 
   template <dho2::model_scalar S>
-  bool on_epoch_end(const dho2::epoch_info<S>& info) {
-    const std::optional<double> acc = info.metric("test_accuracy");
-    epoch_record row{info.epoch + 1, info.iterations, info.train_loss,
-                     acc.value_or(std::numeric_limits<double>::quiet_NaN()), info.elapsed_seconds};
+  bool on_epoch_end(dho2::epoch_info<S>& info) {
+    epoch_record row{info.epoch + 1,
+                     info.iterations,
+                     info.train_loss,
+                     std::numeric_limits<double>::quiet_NaN(),
+                     std::numeric_limits<double>::quiet_NaN(),
+                     info.elapsed_seconds};
+    bool stop = false;
+    if (lead_) {
+      stop = evaluate(info.parameters, info.iterations, info.epoch + 1, info.elapsed_seconds);
+      const eval_metrics& m = evaluations_.back().metrics;
+      row.test_accuracy = m.test_accuracy;
+      row.test_loss = m.test_loss;
+      if (std::isfinite(m.test_accuracy)) info.set_metric("test_accuracy", m.test_accuracy);
+      info.set_metric("test_loss", m.test_loss);
+      if (std::isfinite(m.train_loss)) info.set_metric("eval_train_loss", m.train_loss);
+    }
     epochs_.push_back(row);
-    if (acc) evaluations_.push_back({info.iterations, info.epoch + 1, info.elapsed_seconds, *acc});
-    if (!early_ || target_.reached) return false;
-    if (!early_->on_epoch_end(info)) return false;
-    // The metric of this epoch end was computed just before: exclude it like early_stop_at does.
-    target_ = {true, info.iterations, early_->reached_seconds(),
-               metric_->seconds() - metric_->last_seconds(),
-               process_cpu_seconds() - cpu_begin_ - metric_->cpu_seconds()};
-    return stop_at_target_;
+    return stop;
+  }
+
+  /// After the run (rank 0): evaluates the final parameters unless the last evaluation saw them
+  /// (a run stopped mid-epoch gets no epoch-end evaluation) or `always`. `elapsed_s` is the run's
+  /// wall time (evaluations included), `cpu_end` the process CPU time when it ended.
+  void finish(dho2::const_vector_ref<scalar> x, long long iterations, long long epoch,
+              double elapsed_s, double cpu_end, bool always) {
+    if (!lead_) return;
+    if (!always && !evaluations_.empty() && evaluations_.back().step == iterations) return;
+    evaluate(x, iterations, epoch, elapsed_s, cpu_end);
   }
 
   [[nodiscard]] const target_record& target() const noexcept { return target_; }
   [[nodiscard]] bool max_steps_reached() const noexcept { return max_steps_reached_; }
+  [[nodiscard]] bool time_budget_reached() const noexcept { return time_budget_reached_; }
   [[nodiscard]] const std::vector<evaluation_record>& evaluations() const noexcept {
     return evaluations_;
   }
   [[nodiscard]] const std::vector<epoch_record>& epochs() const noexcept { return epochs_; }
 
  private:
+  // Evaluates, records (and logs) the evaluation; returns true when it met the target and the
+  // run should stop.
+  bool evaluate(dho2::const_vector_ref<scalar> x, long long step, long long epoch, double elapsed_s,
+                std::optional<double> cpu_now = std::nullopt) {
+    const double eval_before = evaluation_->seconds();
+    const double cpu =
+        cpu_now.value_or(process_cpu_seconds()) - cpu_begin_ - evaluation_->cpu_seconds();
+    const eval_metrics m = (*evaluation_)(x);
+    evaluations_.push_back({step, epoch, elapsed_s, elapsed_s - eval_before, cpu, m});
+    if (log_ != nullptr) log_->write(evaluations_.back());
+    if (target_spec_ && !target_.reached && target_spec_->met(m)) {
+      target_ = {true, step, elapsed_s, eval_before, cpu};
+      return stop_at_target_;
+    }
+    return false;
+  }
+
+  bool lead_ = true;
   std::optional<long long> max_steps_;
   long long eval_every_ = 0;
+  std::optional<target_spec> target_spec_;
   bool stop_at_target_ = true;
-  timed_metric* metric_;
+  std::optional<double> time_budget_;
+  timed_evaluation* evaluation_;
+  eval_log* log_;
   double cpu_begin_ = 0.0;
-  std::optional<dho2::early_stop_at> early_;
   target_record target_;
   bool max_steps_reached_ = false;
+  bool time_budget_reached_ = false;
   std::vector<evaluation_record> evaluations_;
   std::vector<epoch_record> epochs_;
 };

@@ -81,11 +81,41 @@ expect(2 "--on-late: only with --schedule split or background" --optimizer dho2
        --on-late keep-previous)
 expect(2 "--on-late: unknown value 'later'" --optimizer dho2 --schedule split --on-late later)
 
+# Models, K-FAC, targets, budgets and evaluations.
+expect(2 "--model autoencoder:784-64-10: the last width \\(10\\) must equal the first \\(784\\)"
+       --model autoencoder:784-64-10)
+expect(2 "--model autoencoder:100-20-100: has 100 inputs; fashion-mnist has 784"
+       --model autoencoder:100-20-100)
+expect(2 "--target-accuracy: the autoencoder has no accuracy"
+       --model autoencoder:784-64-784 --target-accuracy 0.5)
+expect(2 "--optimizer kfac: needs --model mlp:... or autoencoder:..."
+       --optimizer kfac --model softmax)
+expect(2 "--damping: only with --optimizer kfac" --optimizer adam --damping 0.1)
+expect(2 "--kl-clip: only with --optimizer kfac" --kl-clip 0.01)
+expect(2 "--damping: kfac_options.damping = 0. Violated constraint" --optimizer kfac --damping 0)
+expect(2 "--kl-clip: kfac_options.kl_clip = -1. Violated constraint"
+       --optimizer kfac --kl-clip -1)
+expect(2 "--kfac-factor-decay: kfac_options.factor_decay = 1. Violated constraint"
+       --optimizer kfac --kfac-factor-decay 1)
+expect(2 "--kfac-inverse-every: 0 is out of range" --optimizer kfac --kfac-inverse-every 0)
+expect(2 "--lr: kfac_options.learning_rate = -0.1. Violated constraint" --optimizer kfac --lr -0.1)
+expect(2 "--checkpoint-dir: not with --optimizer kfac"
+       --optimizer kfac --checkpoint-dir "${DHO2_WORK_DIR}/ckpt")
+expect(2 "--partitioner: not with --optimizer kfac" --optimizer kfac --partitioner block)
+expect(2 "--target-loss: not with --target-accuracy" --target-accuracy 0.5 --target-loss 1)
+expect(2 "--target-loss: 'low' is not a finite number" --target-loss low)
+expect(2 "--continue-after-target needs --target-accuracy or --target-loss"
+       --continue-after-target)
+expect(2 "--time-budget: must be > 0" --time-budget 0)
+expect(2 "--eval-train-size: -1 is out of range" --eval-train-size -1)
+
 # Runtime errors: exit code 1, naming the file and the remedy.
 expect(1 "no-such-dir/.*file not found.*apt-get install dataset-fashion-mnist.*--dataset synthetic"
        --data "${DHO2_WORK_DIR}/no-such-dir")
 expect(1 "--summary-json: directory '.*no-such-dir' does not exist"
        --dataset synthetic --summary-json "${DHO2_WORK_DIR}/no-such-dir/summary.json")
+expect(1 "--eval-log: directory '.*no-such-dir' does not exist"
+       --dataset synthetic --eval-log "${DHO2_WORK_DIR}/no-such-dir/eval.csv")
 
 if(_failures)
   message(FATAL_ERROR "dho2_train bad-input check failed:${_failures}")

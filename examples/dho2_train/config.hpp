@@ -2,6 +2,7 @@
 #pragma once
 
 #include <dho2/data/idx.hpp>
+#include <dho2/kfac/kfac_options.hpp>
 
 #include <charconv>
 #include <cmath>
@@ -36,7 +37,7 @@ struct train_config {
   std::string activation = "relu";
   std::string optimizer = "fosi-adam";
   std::optional<double> lr;        // per optimizer, see default_learning_rate
-  std::optional<double> momentum;  // base momentum (heavy ball / Nesterov mu, Adam beta1): 0.9
+  std::optional<double> momentum;  // heavy ball / Nesterov mu, Adam beta1: 0.9; kfac mu: 0
   long long batch = 128;
   long long epochs = 3;
   long long k = 10;
@@ -51,7 +52,17 @@ struct train_config {
   std::uint64_t seed = 1;
   long long threads = 1;
   std::optional<double> target_accuracy;
+  std::optional<double> target_loss;  // test loss <= X
   bool continue_after_target = false;
+  std::optional<double> time_budget;  // seconds of training (evaluations excluded)
+  std::string eval_log;               // --eval-log FILE.csv
+  long long eval_train_size = 10000;  // training samples whose loss each evaluation reports
+  // K-FAC (--optimizer kfac); unset: the dho2::kfac_options defaults.
+  std::optional<double> damping;
+  std::optional<double> kfac_factor_decay;
+  std::optional<long long> kfac_inverse_every;
+  std::optional<long long> kfac_factor_every;
+  std::optional<double> kl_clip;  // 0: off
   std::string log_path;
   std::string summary_json;
   std::optional<long long> max_steps;
@@ -93,14 +104,14 @@ inline constexpr long long synthetic_default_test = 2000;
 
 /// The optimizers dho2_train knows, in --help order.
 inline const std::vector<std::string_view>& optimizer_names() {
-  static const std::vector<std::string_view> names = {"sgd",           "momentum",  "nesterov",
-                                                      "adam",          "fosi-sgd",  "fosi-momentum",
-                                                      "fosi-nesterov", "fosi-adam", "dho2"};
+  static const std::vector<std::string_view> names = {
+      "sgd",           "momentum",      "nesterov",  "adam", "fosi-sgd",
+      "fosi-momentum", "fosi-nesterov", "fosi-adam", "dho2", "kfac"};
   return names;
 }
 
-/// True for the fosi-* optimizers and dho2 (curvature on); the others are the same optimizer
-/// with options.use_curvature = false.
+/// True for the fosi-* optimizers and dho2 (curvature on); sgd, momentum, nesterov and adam are
+/// the same optimizer with options.use_curvature = false (kfac is dho2::kfac).
 inline bool uses_curvature(std::string_view optimizer) {
   return optimizer.starts_with("fosi-") || optimizer == "dho2";
 }
@@ -111,8 +122,13 @@ inline std::string_view base_name(std::string_view optimizer) {
   return optimizer.starts_with("fosi-") ? optimizer.substr(5) : optimizer;
 }
 
-/// Default learning rate of an optimizer (tuned on Fashion-MNIST with the default MLP).
+/// True for --optimizer kfac (dho2::kfac, not dho2::optimizer).
+inline bool is_kfac(std::string_view optimizer) { return optimizer == "kfac"; }
+
+/// Default learning rate of an optimizer (tuned on Fashion-MNIST with the default MLP; kfac:
+/// dho2::kfac_options' default).
 inline double default_learning_rate(std::string_view optimizer) {
+  if (is_kfac(optimizer)) return dho2::kfac_options{}.learning_rate;
   const std::string_view base = base_name(optimizer);
   if (base == "adam") return 1e-3;
   if (base == "sgd") return 0.05;
@@ -227,21 +243,24 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.train_size = parse_integer("--train-size", v, 1); }},
       {"--test-size", "N", "all | 2000 synthetic", "test samples (first N)",
        [](c& o, std::string_view v) { o.test_size = parse_integer("--test-size", v, 1); }},
-      {"--model", "SPEC", "mlp:784-256-256-10", "mlp:<in>-<hidden>...-<classes> | softmax",
+      {"--model", "SPEC", "mlp:784-256-256-10",
+       "mlp:<in>-<hidden>...-<classes> | autoencoder:<in>-<hidden>...-<in> | softmax",
        [](c& o, std::string_view v) { o.model = std::string(v); }},
       {"--activation", "NAME", "relu", "hidden activation of the MLP: relu | tanh",
        [](c& o, std::string_view v) {
          o.activation = parse_choice("--activation", v, {"relu", "tanh"});
        }},
       {"--optimizer", "NAME", "fosi-adam",
-       "sgd | momentum | nesterov | adam, fosi-<one of them> (FOSI on that base), or dho2 "
-       "(FOSI-Adam with the distribution flags below)",
+       "sgd | momentum | nesterov | adam, fosi-<one of them> (FOSI on that base), dho2 "
+       "(FOSI-Adam with the distribution flags below), kfac (K-FAC; mlp, autoencoder)",
        [](c& o, std::string_view v) {
          o.optimizer = parse_choice("--optimizer", v, optimizer_names());
        }},
-      {"--lr", "X", "1e-3 adam, 0.05 sgd, 0.02 momentum/nesterov", "base learning rate",
+      {"--lr", "X", "1e-3 adam, 0.05 sgd, 0.02 momentum/nesterov, 0.1 kfac",
+       "base learning rate (kfac: of the preconditioned step)",
        [](c& o, std::string_view v) { o.lr = parse_number("--lr", v); }},
-      {"--momentum", "X", "0.9", "base momentum (heavy-ball/Nesterov mu, Adam beta1)",
+      {"--momentum", "X", "0.9; kfac 0",
+       "base momentum (heavy-ball/Nesterov mu, Adam beta1; kfac: heavy-ball mu)",
        [](c& o, std::string_view v) { o.momentum = parse_number("--momentum", v); }},
       {"--batch", "N", "128", "mini-batch size",
        [](c& o, std::string_view v) { o.batch = parse_integer("--batch", v, 1); }},
@@ -263,6 +282,22 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.beta = parse_number("--beta", v); }},
       {"--clip", "X", "1 adam, 3 others", "FOSI: clip c of the base-step scale",
        [](c& o, std::string_view v) { o.clip = parse_number("--clip", v); }},
+      {"--damping", "X", "1e-3", "kfac: Tikhonov damping gamma (split by the trace norm)",
+       [](c& o, std::string_view v) { o.damping = parse_number("--damping", v); }},
+      {"--kfac-factor-decay", "X", "0.95", "kfac: decay of the factors' moving averages",
+       [](c& o, std::string_view v) {
+         o.kfac_factor_decay = parse_number("--kfac-factor-decay", v);
+       }},
+      {"--kfac-factor-every", "N", "1", "kfac: update the factors every N steps",
+       [](c& o, std::string_view v) {
+         o.kfac_factor_every = parse_integer("--kfac-factor-every", v, 1);
+       }},
+      {"--kfac-inverse-every", "N", "10", "kfac: invert the damped factors every N steps (T_inv)",
+       [](c& o, std::string_view v) {
+         o.kfac_inverse_every = parse_integer("--kfac-inverse-every", v, 1);
+       }},
+      {"--kl-clip", "X", "1e-3", "kfac: KL clipping kappa of the step (0: off)",
+       [](c& o, std::string_view v) { o.kl_clip = parse_number("--kl-clip", v); }},
       {"--l2", "X", "0", "L2 weight decay, in the loss (weights only)",
        [](c& o, std::string_view v) { o.l2 = parse_number("--l2", v); }},
       {"--seed", "N", "1", "seed of initial weights, shuffling, synthetic data, Lanczos",
@@ -271,12 +306,27 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.threads = parse_integer("--threads", v, 1, 1024); }},
       {"--target-accuracy", "X", "none", "stop when test accuracy >= X; record time_to_target_s",
        [](c& o, std::string_view v) { o.target_accuracy = parse_number("--target-accuracy", v); }},
+      {"--target-loss", "X", "none", "stop when test loss <= X; record time_to_target_s",
+       [](c& o, std::string_view v) { o.target_loss = parse_number("--target-loss", v); }},
       {"--continue-after-target", "", "off", "record the time to target but do not stop",
        [](c& o, std::string_view) { o.continue_after_target = true; }},
-      {"--eval-every", "N", "0 = epoch ends only", "also evaluate test accuracy every N steps",
+      {"--eval-every", "N", "0 = epoch ends only", "also evaluate every N steps",
        [](c& o, std::string_view v) { o.eval_every = parse_integer("--eval-every", v, 0); }},
+      {"--eval-train-size", "N", "10000",
+       "train_loss of an evaluation: on the first N training samples (0: none)",
+       [](c& o, std::string_view v) {
+         o.eval_train_size = parse_integer("--eval-train-size", v, 0);
+       }},
+      {"--eval-log", "FILE.csv", "none", "one CSV row per evaluation (columns below)",
+       [](c& o, std::string_view v) { o.eval_log = std::string(v); }},
       {"--max-steps", "N", "none", "stop after N steps in total",
        [](c& o, std::string_view v) { o.max_steps = parse_integer("--max-steps", v, 1); }},
+      {"--time-budget", "SECONDS", "none",
+       "stop once the training time (evaluations excluded) exceeds it",
+       [](c& o, std::string_view v) {
+         o.time_budget = parse_number("--time-budget", v);
+         if (!(*o.time_budget > 0.0)) throw usage_error("--time-budget: must be > 0");
+       }},
       {"--log", "FILE.csv", "none", "per-epoch history as CSV",
        [](c& o, std::string_view v) { o.log_path = std::string(v); }},
       {"--summary-json", "FILE", "none", "write the run summary as one JSON object",
@@ -359,8 +409,9 @@ inline const std::vector<flag>& flags() {
 inline std::string usage() {
   std::string text =
       "usage: dho2_train [FLAG VALUE | FLAG=VALUE]...\n"
-      "Trains a classifier with DHO2's FOSI optimizer (fosi-*) or its base optimizer alone\n"
-      "(same code path with curvature off) and prints per-epoch test accuracy and a summary.\n\n";
+      "Trains a classifier (or an autoencoder) with DHO2's FOSI optimizer (fosi-*, dho2), its\n"
+      "base optimizer alone (same code path with curvature off) or K-FAC (kfac), and prints\n"
+      "per-epoch test metrics and a summary.\n\n";
   for (const detail::flag& f : detail::flags()) {
     std::string left = "  ";
     left.append(f.name);
@@ -388,9 +439,42 @@ inline std::string usage() {
       "\nTimes: wall_s and time_to_target_s are wall-clock seconds of the training loop (test\n"
       "evaluations included, data loading excluded); cpu_s and time_to_target_cpu_s count this\n"
       "process's CPU time, a better guide than the wall clock on a busy machine.\n"
+      "Evaluations (rank 0; every --eval-every steps, every epoch end, and the final parameters\n"
+      "of a run stopped between those) report test accuracy (classifiers), test loss and the\n"
+      "loss on the first --eval-train-size training samples; losses are the training objective\n"
+      "(mean data loss plus the --l2 term). The autoencoder's loss is (1/(2B)) sum ||z - x||^2\n"
+      "(labels unused). --eval-log columns:\n"
+      "  step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss\n"
+      "train_seconds and cpu_seconds are the training loop's wall and process CPU seconds up to\n"
+      "the evaluation, all evaluations excluded (--time-budget counts the same train_seconds);\n"
+      "test_accuracy is empty for the autoencoder, train_loss with --eval-train-size 0.\n"
       "\nExit status: 0 on success, 2 on bad usage (unknown flag, bad value, invalid options),\n"
       "1 on runtime errors (missing or corrupt data files, I/O errors).\n";
   return text;
+}
+
+/// Checks the K-FAC flags: only with --optimizer kfac, and kfac only with what it supports.
+inline void check_kfac(const train_config& c) {
+  if (!is_kfac(c.optimizer)) {
+    const char* given = c.damping              ? "--damping"
+                        : c.kfac_factor_decay  ? "--kfac-factor-decay"
+                        : c.kfac_factor_every  ? "--kfac-factor-every"
+                        : c.kfac_inverse_every ? "--kfac-inverse-every"
+                        : c.kl_clip            ? "--kl-clip"
+                                               : nullptr;
+    if (given != nullptr) throw usage_error(std::string(given) + ": only with --optimizer kfac");
+    return;
+  }
+  const char* unsupported = c.schedule != "synchronous" ? "--schedule"
+                            : uses_admm(c)              ? "--admm-rho/--admm-every"
+                            : c.partitioner != "even"   ? "--partitioner"
+                            : !c.checkpoint_dir.empty() ? "--checkpoint-dir"
+                                                        : nullptr;
+  if (unsupported != nullptr) {
+    throw usage_error(std::string(unsupported) +
+                      ": not with --optimizer kfac (data parallel K-FAC: every rank keeps the "
+                      "whole model; no checkpoints)");
+  }
 }
 
 /// Checks the distribution flags against each other (what does not need the world size).
@@ -478,10 +562,14 @@ inline train_config parse_args(const std::vector<std::string_view>& args) {
     throw usage_error(std::string("--target-accuracy: ") + text +
                       " is out of range (must be in (0, 1])");
   }
-  if (config.continue_after_target && !config.target_accuracy) {
-    throw usage_error("--continue-after-target needs --target-accuracy");
+  if (config.target_accuracy && config.target_loss) {
+    throw usage_error("--target-loss: not with --target-accuracy (one target per run)");
+  }
+  if (config.continue_after_target && !config.target_accuracy && !config.target_loss) {
+    throw usage_error("--continue-after-target needs --target-accuracy or --target-loss");
   }
   check_distribution(config);
+  check_kfac(config);
   return config;
 }
 

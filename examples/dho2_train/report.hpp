@@ -7,14 +7,18 @@
 #include "distributed.hpp"
 #include "json_writer.hpp"
 #include <dho2/core/summary.hpp>
+#include <dho2/kfac/kfac_options.hpp>
+#include <dho2/kfac/kfac_summary.hpp>
 
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,20 +27,25 @@ namespace dho2_train {
 /// Everything a finished run reports.
 struct run_result {
   dho2::summary summary;
-  std::string model_name;  // "mlp:784-256-256-10 relu" or "softmax"
+  std::string model_name;  // --model: "mlp:784-256-256-10", "autoencoder:...", "softmax"
   long long parameters = 0;
   long long train_size = 0;
   long long test_size = 0;
   long long features = 0;
-  long long classes = 0;
+  long long classes = 0;  // outputs: the classes, or the features of the autoencoder
   long long steps_per_epoch = 0;
   double learning_rate = 0.0;
   double base_momentum = 0.0;   // heavy-ball / Nesterov mu, Adam beta1; 0 for SGD
   double clip = 1.0;            // effective FOSI clip c
   long long lanczos_steps = 0;  // effective m
-  double final_test_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double final_test_accuracy = std::numeric_limits<double>::quiet_NaN();  // NaN: autoencoder
+  double final_test_loss = std::numeric_limits<double>::quiet_NaN();
+  double final_eval_train_loss = std::numeric_limits<double>::quiet_NaN();
   target_record target;
   bool max_steps_reached = false;
+  bool time_budget_reached = false;
+  bool target_loss = false;     // the target is --target-loss (else --target-accuracy)
+  bool stop_at_target = false;  // the target stops the run (no --continue-after-target)
   double load_seconds = 0.0;
   double eval_seconds = 0.0;
   double cpu_seconds = 0.0;       // process CPU seconds of the training run (all threads)
@@ -45,10 +54,12 @@ struct run_result {
   std::vector<evaluation_record> evaluations;
   std::vector<epoch_record> epochs;
   int eigen_threads = 1;
-  std::string transport = "inproc";     // resolved --transport
-  std::vector<rank_record> ranks;       // every rank's measured costs, in rank order
-  std::optional<double> admm_rho;       // mode A: the penalty in force at the end
-  std::optional<long long> resumed_at;  // --resume: the step of the checkpoint loaded
+  std::string transport = "inproc";                // resolved --transport
+  std::vector<rank_record> ranks;                  // every rank's measured costs, in rank order
+  std::optional<double> admm_rho;                  // mode A: the penalty in force at the end
+  std::optional<long long> resumed_at;             // --resume: the step of the checkpoint loaded
+  std::optional<dho2::kfac_summary> kfac;          // --optimizer kfac: rank 0's counters
+  std::optional<dho2::kfac_options> kfac_options;  // --optimizer kfac: the options in force
 };
 
 /// Peak resident set size of this process in bytes: VmHWM from /proc/self/status, or
@@ -81,16 +92,25 @@ inline std::string why_stopped(const run_result& r) {
   if (r.summary.termination != dho2::termination_type::stopped_by_callback) {
     return r.summary.message;
   }
-  if (r.target.reached) return "target accuracy reached";
+  if (r.target.reached && r.stop_at_target) {
+    return r.target_loss ? "target test loss reached" : "target accuracy reached";
+  }
   if (r.max_steps_reached) return "--max-steps reached";
+  if (r.time_budget_reached) return "--time-budget reached";
   return r.summary.message;
+}
+
+// K-FAC's factor and inverse seconds (0 for the other optimizers).
+inline double factor_seconds(const run_result& r) { return r.kfac ? r.kfac->factor_seconds : 0.0; }
+inline double inverse_seconds(const run_result& r) {
+  return r.kfac ? r.kfac->inverse_seconds : 0.0;
 }
 
 inline double other_seconds(const run_result& r) {
   const dho2::summary& s = r.summary;
   return std::max(0.0, s.total_seconds - s.gradient_seconds - s.hvp_seconds -
                            s.estimate_other_seconds - s.update_seconds - s.communication_seconds -
-                           r.eval_seconds);
+                           factor_seconds(r) - inverse_seconds(r) - r.eval_seconds);
 }
 
 }  // namespace detail
@@ -103,36 +123,71 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
   std::fprintf(out, "\n== dho2_train summary ==\n");
   std::fprintf(out, "optimizer        %s (lr %g", c.optimizer.c_str(), r.learning_rate);
   if (base_name(c.optimizer) != "sgd") std::fprintf(out, ", momentum %g", r.base_momentum);
+  if (r.kfac_options) {
+    const dho2::kfac_options& k = *r.kfac_options;
+    std::fprintf(out, "; damping %g, factor decay %g, factors every %lld, inverses every %lld",
+                 k.damping, k.factor_decay, static_cast<long long>(k.factor_every),
+                 static_cast<long long>(k.inverse_every));
+    if (k.kl_clip) {
+      std::fprintf(out, ", KL clip %g", *k.kl_clip);
+    } else {
+      std::fprintf(out, ", no KL clip");
+    }
+  }
   if (uses_curvature(c.optimizer)) {
     std::fprintf(out, "; k %lld, l %lld, m %lld, W %lld, T %lld, alpha %g, beta %g, clip %g", c.k,
                  c.l, r.lanczos_steps, c.warmup, c.refresh_every, c.alpha, c.beta, r.clip);
   }
   std::fprintf(out, ")\n");
-  const std::string activation = r.model_name.starts_with("mlp:") ? " " + c.activation : "";
+  const bool autoencoder = r.model_name.starts_with("autoencoder:");
+  const std::string activation =
+      r.model_name.starts_with("mlp:") || autoencoder ? " " + c.activation : "";
   std::fprintf(out, "model            %s%s, %lld parameters, l2 %g\n", r.model_name.c_str(),
                activation.c_str(), r.parameters, c.l2);
-  std::fprintf(out, "data             %s: %lld train / %lld test, %lld features, %lld classes\n",
-               c.dataset.c_str(), r.train_size, r.test_size, r.features, r.classes);
+  std::fprintf(out, "data             %s: %lld train / %lld test, %lld features, %lld %s\n",
+               c.dataset.c_str(), r.train_size, r.test_size, r.features, r.classes,
+               autoencoder ? "outputs (labels unused)" : "classes");
   std::fprintf(out, "termination      %s (%s)\n",
                std::string(dho2::to_string(s.termination)).c_str(), detail::why_stopped(r).c_str());
   std::fprintf(out, "steps            %lld in %lld epoch(s) of %lld, batch %lld; %lld skipped\n",
                ll(s.steps), ll(s.epochs), r.steps_per_epoch, c.batch, ll(s.skipped_steps()));
-  std::fprintf(out, "result           test accuracy %.4f, train loss (last epoch) %.4f\n",
-               r.final_test_accuracy, s.final_loss);
-  if (c.target_accuracy) {
+  std::fprintf(out, "result           ");
+  if (!autoencoder) std::fprintf(out, "test accuracy %.4f, ", r.final_test_accuracy);
+  std::fprintf(out, "test loss %.6g, train loss (last epoch) %.6g", r.final_test_loss,
+               s.final_loss);
+  if (std::isfinite(r.final_eval_train_loss)) {
+    std::fprintf(out, ", on %lld training samples %.6g",
+                 std::min<long long>(c.eval_train_size, r.train_size), r.final_eval_train_loss);
+  }
+  std::fprintf(out, "\n");
+  if (c.target_accuracy || c.target_loss) {
+    char goal[64];
+    if (c.target_accuracy) {
+      std::snprintf(goal, sizeof goal, "test accuracy >= %g", *c.target_accuracy);
+    } else {
+      std::snprintf(goal, sizeof goal, "test loss <= %g", *c.target_loss);
+    }
     if (r.target.reached) {
       std::fprintf(out,
-                   "time to target   %.2f s wall to test accuracy >= %g at step %lld (%.2f s of "
-                   "it evaluating; %.2f s CPU without evaluation)\n",
-                   r.target.elapsed_s, *c.target_accuracy, r.target.step, r.target.eval_s,
-                   r.target.cpu_s);
+                   "time to target   %.2f s wall to %s at step %lld (%.2f s of it evaluating; "
+                   "%.2f s CPU without evaluation)\n",
+                   r.target.elapsed_s, goal, r.target.step, r.target.eval_s, r.target.cpu_s);
     } else {
-      std::fprintf(out, "time to target   not reached (test accuracy >= %g)\n", *c.target_accuracy);
+      std::fprintf(out, "time to target   not reached (%s)\n", goal);
     }
   }
-  std::fprintf(out, "curvature        %lld estimate(s) (%lld failed), %lld HVPs from %s\n",
-               ll(s.curvature_estimates), ll(s.failed_estimates), ll(s.hvps),
-               std::string(dho2::to_string(s.hvp)).c_str());
+  if (r.kfac) {
+    const dho2::kfac_summary& k = *r.kfac;
+    std::fprintf(out,
+                 "curvature        K-FAC: %lld factor updates, %lld inverse refreshes (%lld "
+                 "factors inverted on rank 0, %lld failed), last KL scale %.3g\n",
+                 ll(k.factor_updates), ll(k.inverse_updates), ll(k.factors_inverted),
+                 ll(k.failed_inversions), k.last_kl_scale);
+  } else {
+    std::fprintf(out, "curvature        %lld estimate(s) (%lld failed), %lld HVPs from %s\n",
+                 ll(s.curvature_estimates), ll(s.failed_estimates), ll(s.hvps),
+                 std::string(dho2::to_string(s.hvp)).c_str());
+  }
   if (!s.estimates.empty()) {
     const dho2::estimate_report& e = s.estimates.back();
     std::fprintf(out, "                 last before step %lld: %lld pairs kept, lambda_max %.4g",
@@ -143,14 +198,26 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
     }
     std::fprintf(out, ", scale %.3g, %.2f s\n", e.scale, e.seconds);
   }
-  std::fprintf(out,
-               "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
-               "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
-               "                 CPU %.2f s; data load %.2f s; %d thread(s); estimates beside "
-               "training %.2f s\n",
-               s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
-               s.update_seconds, s.communication_seconds, r.eval_seconds, detail::other_seconds(r),
-               r.cpu_seconds, r.load_seconds, r.eigen_threads, s.offloaded_estimate_seconds);
+  if (r.kfac) {
+    std::fprintf(out,
+                 "time             wall %.2f s = gradient %.2f + factors %.2f + inverses %.2f + "
+                 "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
+                 "                 CPU %.2f s; data load %.2f s; %d thread(s)\n",
+                 s.total_seconds, s.gradient_seconds, detail::factor_seconds(r),
+                 detail::inverse_seconds(r), s.update_seconds, s.communication_seconds,
+                 r.eval_seconds, detail::other_seconds(r), r.cpu_seconds, r.load_seconds,
+                 r.eigen_threads);
+  } else {
+    std::fprintf(out,
+                 "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
+                 "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
+                 "                 CPU %.2f s; data load %.2f s; %d thread(s); estimates beside "
+                 "training %.2f s\n",
+                 s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
+                 s.update_seconds, s.communication_seconds, r.eval_seconds,
+                 detail::other_seconds(r), r.cpu_seconds, r.load_seconds, r.eigen_threads,
+                 s.offloaded_estimate_seconds);
+  }
   std::fprintf(out,
                "memory           peak RSS %s (this process); rank 0: curvature %s, "
                "optimizer state %s\n",
@@ -216,8 +283,13 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("wall_s", s.total_seconds);
   j.member("cpu_s", r.cpu_seconds);
   j.member("final_test_accuracy", r.final_test_accuracy);
+  j.member("final_test_loss", r.final_test_loss);
+  j.member("final_eval_train_loss", r.final_eval_train_loss);
   j.member("final_train_loss", s.final_loss);
   optional_number(j, "target_accuracy", c.target_accuracy);
+  optional_number(j, "target_loss", c.target_loss);
+  optional_number(j, "time_budget_s", c.time_budget);
+  j.member("time_budget_reached", r.time_budget_reached);
   optional_number(j, "time_to_target_s",
                   r.target.reached ? std::optional<double>(r.target.elapsed_s) : std::nullopt);
   optional_number(j, "time_to_target_excluding_eval_s",
@@ -259,6 +331,8 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("update", s.update_seconds);
   j.member("communication", s.communication_seconds);
   j.member("offloaded_estimates", s.offloaded_estimate_seconds);
+  j.member("factor", detail::factor_seconds(r));
+  j.member("inverse", detail::inverse_seconds(r));
   j.member("evaluation", r.eval_seconds);
   j.member("evaluation_cpu", r.eval_cpu_seconds);
   j.member("other", detail::other_seconds(r));
@@ -291,6 +365,8 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("threads", c.threads);
   j.member("eigen_threads", r.eigen_threads);
   optional_number(j, "target_accuracy", c.target_accuracy);
+  optional_number(j, "target_loss", c.target_loss);
+  optional_number(j, "time_budget", c.time_budget);
   j.member("continue_after_target", c.continue_after_target);
   j.key("max_steps");
   if (c.max_steps) {
@@ -299,6 +375,16 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
     j.null();
   }
   j.member("eval_every", c.eval_every);
+  j.member("eval_train_size", c.eval_train_size);
+  j.member("eval_log", c.eval_log);
+  if (r.kfac_options) {
+    const dho2::kfac_options& k = *r.kfac_options;
+    j.member("damping", k.damping);
+    j.member("kfac_factor_decay", k.factor_decay);
+    j.member("kfac_factor_every", static_cast<long long>(k.factor_every));
+    j.member("kfac_inverse_every", static_cast<long long>(k.inverse_every));
+    j.member("kl_clip", k.kl_clip.value_or(0.0));
+  }
   j.member("transport", c.transport);
   j.member("partitioner", c.partitioner);
   j.member("schedule", c.schedule);
@@ -332,6 +418,22 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   }
   j.end_array();
 
+  if (r.kfac) {
+    const dho2::kfac_summary& k = *r.kfac;
+    j.key("kfac").begin_object();
+    j.member("factor_updates", ll(k.factor_updates));
+    j.member("inverse_updates", ll(k.inverse_updates));
+    j.member("factors_inverted_rank0", ll(k.factors_inverted));
+    j.member("failed_inversions", ll(k.failed_inversions));
+    j.member("skipped_nonfinite", ll(k.skipped_nonfinite));
+    j.member("last_kl_scale", k.last_kl_scale);
+    j.member("communicated_bytes_rank0", static_cast<unsigned long long>(k.communicated_bytes));
+    j.member("factor_and_inverse_bytes_per_rank",
+             static_cast<unsigned long long>(k.curvature_bytes));
+    j.member("state_bytes_per_rank", static_cast<unsigned long long>(k.optimizer_state_bytes));
+    j.end_object();
+  }
+
   if (!s.admm_rounds.empty()) {
     j.key("admm_rounds").begin_array();
     for (const dho2::admm_round& a : s.admm_rounds) {
@@ -348,7 +450,8 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   for (const epoch_record& e : r.epochs) {
     j.begin_object(true);
     j.member("epoch", e.epoch).member("steps", e.steps).member("train_loss", e.train_loss);
-    j.member("test_accuracy", e.test_accuracy).member("elapsed_s", e.elapsed_s);
+    j.member("test_accuracy", e.test_accuracy).member("test_loss", e.test_loss);
+    j.member("elapsed_s", e.elapsed_s);
     j.end_object();
   }
   j.end_array();
@@ -357,7 +460,9 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   for (const evaluation_record& e : r.evaluations) {
     j.begin_object(true);
     j.member("step", e.step).member("epoch", e.epoch).member("elapsed_s", e.elapsed_s);
-    j.member("test_accuracy", e.test_accuracy);
+    j.member("train_s", e.train_s).member("cpu_s", e.cpu_s);
+    j.member("test_accuracy", e.metrics.test_accuracy).member("test_loss", e.metrics.test_loss);
+    j.member("train_loss", e.metrics.train_loss);
     j.end_object();
   }
   j.end_array();

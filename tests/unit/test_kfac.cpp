@@ -1,6 +1,7 @@
-// K-FAC for dho2::mlp (include/dho2/kfac/kfac.hpp): the step against the dense Kronecker formula,
-// the factors against their definition from per-sample quantities, P ranks against one, a
-// training sanity check against SGD, and option validation.
+// K-FAC for dho2::mlp (include/dho2/kfac/kfac.hpp), classifier and autoencoder: the step against
+// the dense Kronecker formula, the factors against their definition from per-sample quantities,
+// P ranks against one, optimize() against a hand-written step loop (and a stop asked on one rank
+// against P = 1), a training sanity check against SGD, and option validation.
 #include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/synthetic.hpp>
@@ -185,6 +186,63 @@ TEST_CASE("kfac: one-layer step equals the dense Kronecker-factored formula") {
   }
 }
 
+TEST_CASE("kfac: one-layer reconstruction step equals the dense Kronecker-factored formula") {
+  // A linear autoencoder z = W x + b with f = (1/(2B)) Σ ‖z_j − x_j‖² + (λ/2)‖W‖²: by hand,
+  // g_j = z_j − x_j (the per-sample gradient wrt the pre-activation), A = (1/B) Σ ā āᵀ,
+  // G = (1/B) Σ g gᵀ, ∇W̄ = (1/B) Σ g āᵀ + λ[W 0].
+  const dho2::index s = 4;
+  const double l2 = 1e-2;
+  const dho2::mlp<double> model({s, s}, dho2::activation::relu, l2,
+                                dho2::mlp_loss::squared_error_reconstruction);
+  const auto data = dho2::make_teacher_classification<double>(40, 0, s, 3, 13);
+  const auto batch = head(data.train, 9);
+  VectorXd x0 = model.initialize(6);
+  x0.tail(s) << 0.3, -0.2, 0.1, 0.05;
+  const Eigen::Map<const MatrixXd> w(x0.data(), s, s);
+  const Eigen::Index b = batch.size();
+  MatrixXd abar(s + 1, b);
+  abar.topRows(s) = batch.inputs;
+  abar.row(s).setOnes();
+  MatrixXd g(s, b);
+  for (Eigen::Index j = 0; j < b; ++j) {
+    g.col(j) = w * batch.inputs.col(j) + x0.tail(s) - batch.inputs.col(j);
+  }
+  const double inv_b = 1.0 / static_cast<double>(b);
+  const MatrixXd a_factor = inv_b * abar * abar.transpose();
+  const MatrixXd g_factor = inv_b * g * g.transpose();
+  MatrixXd grad = inv_b * g * abar.transpose();
+  grad.leftCols(s) += l2 * w;
+
+  const double lr = 0.2, gamma = 1e-2;
+  for (const std::optional<double> kl : {std::optional<double>{}, std::optional<double>{1e-4}}) {
+    CAPTURE(kl.has_value());
+    const double pi = std::sqrt((a_factor.trace() / static_cast<double>(s + 1)) /
+                                (g_factor.trace() / static_cast<double>(s)));
+    const double gamma_a = pi * std::sqrt(gamma), gamma_g = std::sqrt(gamma) / pi;
+    const MatrixXd k = kron(a_factor + gamma_a * MatrixXd::Identity(s + 1, s + 1),
+                            g_factor + gamma_g * MatrixXd::Identity(s, s));
+    const VectorXd vec_grad = grad.reshaped();
+    const VectorXd precond = k.partialPivLu().solve(vec_grad);
+    double nu = 1.0;
+    if (kl) nu = std::min(1.0, std::sqrt(*kl / (lr * lr * precond.dot(vec_grad))));
+    dho2::kfac<double> opt(
+        {.learning_rate = lr, .damping = gamma, .factor_decay = 0.9, .kl_clip = kl});
+    VectorXd x = x0;
+    REQUIRE(opt.step(model, x, batch) == dho2::step_status::taken);
+    check_matrix_close(opt.factor_a(0), a_factor, 1e-14, "A = (1/B) sum abar abar^T");
+    check_matrix_close(opt.factor_g(0), g_factor, 1e-13, "G = (1/B) sum (z - x)(z - x)^T");
+    INFO(
+        "expected x_new - x_old = -lr * nu * ((A + gamma_A I) kron (G + gamma_G I))^-1 "
+        "vec(grad) with g_j = z_j - x_j");
+    dho2_test::check_close(x - x0, -lr * nu * precond, 1e-10, "max |dx - dx_dense|");
+    if (kl) {
+      INFO("the clip is active for this kl_clip: expected nu = ", nu, " < 1");
+      CHECK(nu < 1.0);
+      CHECK(std::abs(opt.summary().last_kl_scale - nu) < 1e-12);
+    }
+  }
+}
+
 TEST_CASE("kfac: factors equal their per-sample definition on a 2-hidden-layer MLP") {
   const dho2::mlp<double> model({5, 4, 3, 3}, dho2::activation::tanh, 1e-3);
   const auto data = dho2::make_teacher_classification<double>(60, 0, 5, 3, 21);
@@ -210,6 +268,32 @@ TEST_CASE("kfac: factors equal their per-sample definition on a 2-hidden-layer M
       check_matrix_close(signals.output_gradients[l], brute.g[l], 1e-13,
                          "pre-activation gradient g_l (one-sample bias gradient)");
     }
+  }
+
+  SUBCASE("the autoencoder's signals: g_l from the reconstruction residual") {
+    const dho2::mlp<double> ae({5, 4, 3, 5}, dho2::activation::tanh, 1e-3,
+                               dho2::mlp_loss::squared_error_reconstruction);
+    const VectorXd y = ae.initialize(4);
+    dho2::mlp_layer_signals<double> signals;
+    VectorXd g1(ae.num_parameters()), g2(ae.num_parameters());
+    const double loss1 = ae.loss_gradient_and_signals(y, batch1, g1, signals);
+    CHECK(loss1 == ae.loss_and_gradient(y, batch1, g2));
+    CHECK((g1.array() == g2.array()).all());
+    const per_sample brute = brute_signals(ae, y, batch1);
+    REQUIRE(signals.output_gradients.size() == 3);
+    for (std::size_t l = 0; l < 3; ++l) {
+      CAPTURE(l);
+      check_matrix_close(signals.inputs[l], brute.a[l], 1e-14, "layer input a_l");
+      check_matrix_close(signals.output_gradients[l], brute.g[l], 1e-13,
+                         "pre-activation gradient g_l (one-sample bias gradient)");
+    }
+    // The last layer's g is the residual z_L − x itself (a linear output).
+    const MatrixXd residual = signals.output_gradients[2];
+    MatrixXd z = brute.a[2];  // a_2 is the input of the last layer
+    const Eigen::Index off = 4 * 5 + 4 + 3 * 4 + 3;
+    const Eigen::Map<const MatrixXd> w2(y.data() + off, 5, 3);
+    const MatrixXd expected = (w2 * z).colwise() + y.segment(off + 15, 5) - batch1.inputs;
+    check_matrix_close(residual, expected, 1e-13, "g_{L-1} = z_L - x");
   }
 
   SUBCASE("first update, then the moving average") {
@@ -255,9 +339,14 @@ struct kfac_run {
   std::vector<int> owners;
 };
 
-// Ten K-FAC steps of a 6-8-5-3 tanh MLP on global batches of 25 (uneven slices for P = 2, 3).
+// Ten K-FAC steps of a 6-8-5-3 tanh MLP (or a 6-8-4-6 autoencoder) on global batches of 25
+// (uneven slices for P = 2, 3).
 struct distributed_problem {
-  dho2::mlp<double> model{{6, 8, 5, 3}, dho2::activation::tanh, 1e-3};
+  explicit distributed_problem(dho2::mlp_loss loss = dho2::mlp_loss::softmax_cross_entropy)
+      : model(loss == dho2::mlp_loss::softmax_cross_entropy ? std::vector<dho2::index>{6, 8, 5, 3}
+                                                            : std::vector<dho2::index>{6, 8, 4, 6},
+              dho2::activation::tanh, 1e-3, loss) {}
+  dho2::mlp<double> model;
   dho2::train_test_sets<double> data = dho2::make_teacher_classification<double>(400, 0, 6, 3, 5);
   VectorXd x0 = model.initialize(9);
   dho2::kfac_options options{.learning_rate = 0.05,
@@ -285,34 +374,164 @@ struct distributed_problem {
 }  // namespace
 
 TEST_CASE("kfac: P = 2 and 3 in-process ranks equal P = 1 over ten steps") {
+  for (const auto loss :
+       {dho2::mlp_loss::softmax_cross_entropy, dho2::mlp_loss::squared_error_reconstruction}) {
+    CAPTURE(dho2::to_string(loss));
+    const distributed_problem p(loss);
+    const kfac_run single = p.run(dho2::single_process{}, 0, 1);
+    CHECK(single.summary.steps == 10);
+    CHECK(single.summary.factor_updates == 5);
+    CHECK(single.summary.inverse_updates == 4);
+    CHECK(single.summary.factors_inverted == 2 * 3 * 4);
+    for (const int ranks : {2, 3}) {
+      CAPTURE(ranks);
+      const auto results = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
+        const int rank = t.rank();
+        return p.run(std::move(t), rank, ranks);
+      });
+      dho2::index inverted = 0;
+      for (int r = 0; r < ranks; ++r) {
+        CAPTURE(r);
+        const auto& res = results[static_cast<std::size_t>(r)];
+        dho2_test::check_close(res.x, single.x, 1e-12, "max |x_P - x_1| after ten steps");
+        dho2_test::check_close(Eigen::Map<const VectorXd>(res.losses.data(), 10),
+                               Eigen::Map<const VectorXd>(single.losses.data(), 10), 1e-12,
+                               "max |loss_P - loss_1| over the steps");
+        INFO("expected every rank to invert at least one layer (greedy by cost (s+1)^3 + s'^3)");
+        CHECK(res.summary.factors_inverted > 0);
+        CHECK(res.owners == results.front().owners);
+        CHECK(res.summary.communicated_bytes > 0);
+        inverted += res.summary.factors_inverted;
+      }
+      INFO("expected the ranks to share the 2 x 3 layers x 4 refreshes of inversions exactly");
+      CHECK(inverted == 2 * 3 * 4);
+    }
+  }
+}
+
+namespace {
+
+// Records what optimize() passes to the hooks; asks to stop after step call `stop_at` (0-based)
+// when `stop_at` >= 0.
+struct recorder {
+  explicit recorder(dho2::index stop = -1) : stop_at(stop) {}
+  dho2::index stop_at;
+  bool began = false;
+  bool ended = false;
+  std::vector<dho2::index> iterations;
+  std::vector<double> step_losses;
+  std::vector<double> epoch_losses;
+  std::vector<VectorXd> epoch_parameters;
+  dho2::summary final_summary;
+
+  void on_begin(const dho2::run_info&) { began = true; }
+  bool on_step(const dho2::step_info<double>& info) {
+    iterations.push_back(info.iteration);
+    step_losses.push_back(info.loss);
+    return info.iteration == stop_at;
+  }
+  void on_epoch_end(dho2::epoch_info<double>& info) {
+    epoch_losses.push_back(info.train_loss);
+    epoch_parameters.emplace_back(info.parameters);
+  }
+  void on_end(const dho2::summary& s) {
+    ended = true;
+    final_summary = s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("kfac: optimize() equals a hand-written step loop and calls every hook") {
+  const distributed_problem p(dho2::mlp_loss::squared_error_reconstruction);
+  dho2::shuffling_batcher<double> batches(p.data.train, 64, 17);
+  const dho2::index per_epoch = batches.num_batches();
+  REQUIRE(per_epoch == 6);  // 400 samples in batches of 64 (the partial last one dropped)
+
+  // Oracle: the documented loop, by hand.
+  dho2::kfac<double> manual(p.options);
+  VectorXd x_manual = p.x0;
+  std::vector<double> losses;
+  std::vector<double> epoch_means;
+  dho2::classification_batch<double> batch;
+  for (dho2::index e = 0; e < 2; ++e) {
+    batches.begin_epoch(e);
+    double sum = 0.0;
+    for (dho2::index i = 0; i < per_epoch; ++i) {
+      batches.fill_batch(i, batch);
+      REQUIRE(manual.step(p.model, x_manual, batch) == dho2::step_status::taken);
+      losses.push_back(manual.last_loss());
+      sum += manual.last_loss();
+    }
+    epoch_means.push_back(sum / static_cast<double>(per_epoch));
+  }
+
+  dho2::kfac<double> opt(p.options);
+  VectorXd x = p.x0;
+  recorder rec;
+  const dho2::summary s = opt.optimize(p.model, x, batches, 2, rec);
+  INFO("expected optimize() to take the same steps as the loop, bit for bit");
+  CHECK((x.array() == x_manual.array()).all());
+  CHECK(rec.step_losses == losses);
+  CHECK(rec.epoch_losses == epoch_means);
+  REQUIRE(rec.epoch_parameters.size() == 2);
+  CHECK((rec.epoch_parameters.back().array() == x.array()).all());
+  CHECK(rec.iterations.size() == 12);
+  CHECK(rec.iterations.back() == 11);
+  CHECK(rec.began);
+  CHECK(rec.ended);
+  CHECK(s.termination == dho2::termination_type::completed);
+  CHECK(s.epochs == 2);
+  CHECK(s.steps == 12);
+  CHECK(s.iterations == 12);
+  CHECK(s.final_loss == epoch_means.back());
+  CHECK(s.curvature_bytes == opt.summary().curvature_bytes);
+  CHECK(s.curvature_bytes + s.optimizer_state_bytes == opt.summary().optimizer_state_bytes);
+  CHECK(s.curvature_bytes > 0);
+  CHECK(rec.final_summary.steps == 12);
+  CHECK(s.total_seconds >= s.gradient_seconds + s.update_seconds);
+}
+
+TEST_CASE("kfac: a stop asked by a callback on one rank stops every rank after that step") {
   const distributed_problem p;
-  const kfac_run single = p.run(dho2::single_process{}, 0, 1);
-  CHECK(single.summary.steps == 10);
-  CHECK(single.summary.factor_updates == 5);
-  CHECK(single.summary.inverse_updates == 4);
-  CHECK(single.summary.factors_inverted == 2 * 3 * 4);
+  // P = 1, stopped after step call 9 (the fourth of the second epoch of 6 batches).
+  dho2::shuffling_batcher<double> batches(p.data.train, 64, 17);
+  dho2::kfac<double> single(p.options);
+  VectorXd x_single = p.x0;
+  recorder rec_single(9);
+  const dho2::summary s1 = single.optimize(p.model, x_single, batches, 3, rec_single);
+  CHECK(s1.termination == dho2::termination_type::stopped_by_callback);
+  CHECK(s1.iterations == 10);
+  CHECK(s1.epochs == 1);
   for (const int ranks : {2, 3}) {
     CAPTURE(ranks);
+    struct result {
+      VectorXd x;
+      dho2::summary s;
+      std::vector<double> losses;
+    };
     const auto results = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
       const int rank = t.rank();
-      return p.run(std::move(t), rank, ranks);
+      dho2::kfac<double, dho2::inproc_transport> opt(p.options, std::move(t));
+      dho2::shuffling_batcher<double> mine(p.data.train, 64, 17);
+      VectorXd x = p.x0;
+      recorder rec(rank == ranks - 1 ? 9 : -1);  // only the last rank asks
+      const dho2::summary s = opt.optimize(p.model, x, mine, 3, rec);
+      return result{x, s, rec.step_losses};
     });
-    dho2::index inverted = 0;
     for (int r = 0; r < ranks; ++r) {
       CAPTURE(r);
       const auto& res = results[static_cast<std::size_t>(r)];
-      dho2_test::check_close(res.x, single.x, 1e-12, "max |x_P - x_1| after ten steps");
+      INFO("expected every rank to stop after step call 9 like P = 1, with the same iterate");
+      CHECK(res.s.termination == dho2::termination_type::stopped_by_callback);
+      CHECK(res.s.iterations == 10);
+      CHECK(res.s.epochs == 1);
+      dho2_test::check_close(res.x, x_single, 1e-12, "max |x_P - x_1| at the stop");
+      REQUIRE(res.losses.size() == rec_single.step_losses.size());
       dho2_test::check_close(Eigen::Map<const VectorXd>(res.losses.data(), 10),
-                             Eigen::Map<const VectorXd>(single.losses.data(), 10), 1e-12,
+                             Eigen::Map<const VectorXd>(rec_single.step_losses.data(), 10), 1e-12,
                              "max |loss_P - loss_1| over the steps");
-      INFO("expected every rank to invert at least one layer (greedy by cost (s+1)^3 + s'^3)");
-      CHECK(res.summary.factors_inverted > 0);
-      CHECK(res.owners == results.front().owners);
-      CHECK(res.summary.communicated_bytes > 0);
-      inverted += res.summary.factors_inverted;
     }
-    INFO("expected the ranks to share the 2 x 3 layers x 4 refreshes of inversions exactly");
-    CHECK(inverted == 2 * 3 * 4);
   }
 }
 

@@ -1,7 +1,9 @@
-// Oracles for dho2::mlp: loss and gradient against forward-mode automatic differentiation of an
-// independent naive forward pass, the R-operator Hessian-vector product against the full Hessian
-// from nested (second-order) forward-mode autodiff and against finite differences, float against
-// double, and the layer-spec parser's error messages.
+// Oracles for dho2::mlp, for both output losses (softmax cross-entropy and squared reconstruction
+// error): loss and gradient against forward-mode automatic differentiation of an independent
+// naive forward pass, the R-operator Hessian-vector product against the full Hessian from nested
+// (second-order) forward-mode autodiff and against finite differences, the linear autoencoder's
+// Hessian against its closed form, float against double, and the layer-spec parser's error
+// messages.
 #include <dho2/models/mlp.hpp>
 #include <dho2/models/softmax_regression.hpp>
 #include <dho2/testing/hvp_checker.hpp>
@@ -26,10 +28,12 @@ double value_of(const outer_ad& z) { return z.value().value(); }
 
 // The loss of an MLP written directly from its definition, one sample and one neuron at a time,
 // for any scalar type T (double or an autodiff scalar). Shares no code with dho2::mlp.
+// Cross-entropy: −log softmax(z)[label]; reconstruction: ½ Σᵢ (zᵢ − inputᵢ)² (labels unused).
 template <class T>
 T reference_loss(const std::vector<dho2::index>& layers, dho2::activation act, double l2,
                  const std::vector<T>& x, const Eigen::MatrixXd& inputs,
-                 const Eigen::VectorXi& labels) {
+                 const Eigen::VectorXi& labels,
+                 dho2::mlp_loss kind = dho2::mlp_loss::softmax_cross_entropy) {
   using std::exp;
   using std::log;
   using std::tanh;
@@ -58,9 +62,16 @@ T reference_loss(const std::vector<dho2::index>& layers, dho2::activation act, d
       current = next;
       offset += out * in + out;
     }
-    T sum(0.0);
-    for (const T& z : current) sum = sum + exp(z);
-    total = total + log(sum) - current[static_cast<std::size_t>(labels(j))];
+    if (kind == dho2::mlp_loss::softmax_cross_entropy) {
+      T sum(0.0);
+      for (const T& z : current) sum = sum + exp(z);
+      total = total + log(sum) - current[static_cast<std::size_t>(labels(j))];
+    } else {
+      for (std::size_t i = 0; i < current.size(); ++i) {
+        const T r = current[i] - T(inputs(static_cast<dho2::index>(i), j));
+        total = total + T(0.5) * r * r;
+      }
+    }
   }
   T loss = total / T(static_cast<double>(inputs.cols()));
   std::size_t offset = 0;
@@ -83,16 +94,16 @@ struct reference_derivatives {
 
 // Gradient by first-order forward-mode autodiff; Hessian by forward-over-forward autodiff (each
 // outer derivative is itself an autodiff scalar carrying n inner derivatives).
-reference_derivatives autodiff_reference(const std::vector<dho2::index>& layers,
-                                         dho2::activation act, double l2, const Eigen::VectorXd& x,
-                                         const Eigen::MatrixXd& inputs,
-                                         const Eigen::VectorXi& labels) {
+reference_derivatives autodiff_reference(
+    const std::vector<dho2::index>& layers, dho2::activation act, double l2,
+    const Eigen::VectorXd& x, const Eigen::MatrixXd& inputs, const Eigen::VectorXi& labels,
+    dho2::mlp_loss kind = dho2::mlp_loss::softmax_cross_entropy) {
   const dho2::index n = x.size();
   const int dims = static_cast<int>(n);
   reference_derivatives result;
   std::vector<inner_ad> first;
   for (dho2::index i = 0; i < n; ++i) first.emplace_back(x(i), dims, static_cast<int>(i));
-  const inner_ad loss1 = reference_loss(layers, act, l2, first, inputs, labels);
+  const inner_ad loss1 = reference_loss(layers, act, l2, first, inputs, labels, kind);
   result.loss = loss1.value();
   result.gradient = loss1.derivatives();
 
@@ -104,7 +115,7 @@ reference_derivatives autodiff_reference(const std::vector<dho2::index>& layers,
     }
     second.emplace_back(inner_ad(x(i), dims, static_cast<int>(i)), direction);
   }
-  const outer_ad loss2 = reference_loss(layers, act, l2, second, inputs, labels);
+  const outer_ad loss2 = reference_loss(layers, act, l2, second, inputs, labels, kind);
   result.hessian.resize(n, n);
   for (dho2::index i = 0; i < n; ++i) {
     const Eigen::VectorXd& row = loss2.derivatives()(i).derivatives();
@@ -141,107 +152,180 @@ double relative_error(const Eigen::MatrixXd& actual, const Eigen::MatrixXd& expe
 
 std::string name(dho2::activation act) { return act == dho2::activation::relu ? "relu" : "tanh"; }
 
+// A small net per output loss: a 5-4-3 classifier and a 5-4-5 autoencoder.
+struct loss_case {
+  dho2::mlp_loss loss;
+  std::vector<dho2::index> layers;
+};
+const std::vector<loss_case>& loss_cases() {
+  static const std::vector<loss_case> cases{
+      {dho2::mlp_loss::softmax_cross_entropy, {5, 4, 3}},
+      {dho2::mlp_loss::squared_error_reconstruction, {5, 4, 5}}};
+  return cases;
+}
+
 }  // namespace
 
 TEST_CASE("mlp: loss and gradient equal forward-mode autodiff of a naive forward pass") {
-  const std::vector<dho2::index> layers{5, 4, 3};
   const auto batch = random_batch<double>(5, 3, 7, 11);
-  for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
-    const dho2::mlp<double> model(layers, act, 0.05);
-    const Eigen::VectorXd x = model.initialize(3) + random_vector(model.num_parameters(), 4, 0.1);
-    const auto reference = autodiff_reference(layers, act, 0.05, x, batch.inputs, batch.labels);
-    Eigen::VectorXd gradient(model.num_parameters());
-    const double loss = model.loss_and_gradient(x, batch, gradient);
-    INFO("activation ", name(act));
-    CHECK_MESSAGE(std::abs(loss - reference.loss) <= 1e-12 * std::abs(reference.loss),
-                  "expected loss ", reference.loss, ", got ", loss);
-    CHECK_MESSAGE(std::abs(model.loss(x, batch) - loss) <= 1e-14 * std::abs(loss),
-                  "loss() must equal the loss returned by loss_and_gradient()");
-    const double error = relative_error(gradient, reference.gradient);
-    CHECK_MESSAGE(error < 1e-12, "gradient differs from autodiff by relative ", error,
-                  " (expected < 1e-12)");
+  for (const auto& [kind, layers] : loss_cases()) {
+    for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
+      const dho2::mlp<double> model(layers, act, 0.05, kind);
+      const Eigen::VectorXd x = model.initialize(3) + random_vector(model.num_parameters(), 4, 0.1);
+      const auto reference =
+          autodiff_reference(layers, act, 0.05, x, batch.inputs, batch.labels, kind);
+      Eigen::VectorXd gradient(model.num_parameters());
+      const double loss = model.loss_and_gradient(x, batch, gradient);
+      INFO("activation ", name(act), ", loss ", dho2::to_string(kind));
+      CHECK_MESSAGE(std::abs(loss - reference.loss) <= 1e-12 * std::abs(reference.loss),
+                    "expected loss ", reference.loss, ", got ", loss);
+      CHECK_MESSAGE(std::abs(model.loss(x, batch) - loss) <= 1e-14 * std::abs(loss),
+                    "loss() must equal the loss returned by loss_and_gradient()");
+      const double error = relative_error(gradient, reference.gradient);
+      CHECK_MESSAGE(error < 1e-12, "gradient differs from autodiff by relative ", error,
+                    " (expected < 1e-12)");
+    }
   }
 }
 
 TEST_CASE("mlp: R-operator HVP equals the nested-autodiff Hessian, column by column") {
-  const std::vector<dho2::index> layers{5, 4, 3};
   const auto batch = random_batch<double>(5, 3, 7, 12);
-  for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
-    const dho2::mlp<double> model(layers, act, 0.05);
-    const dho2::index n = model.num_parameters();
-    const Eigen::VectorXd x = model.initialize(5) + random_vector(n, 6, 0.1);
-    const auto reference = autodiff_reference(layers, act, 0.05, x, batch.inputs, batch.labels);
-    INFO("activation ", name(act));
-    CHECK_MESSAGE((reference.hessian - reference.hessian.transpose()).norm() <=
-                      1e-12 * reference.hessian.norm(),
-                  "the autodiff Hessian should be symmetric");
+  for (const auto& [kind, layers] : loss_cases()) {
+    for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
+      const dho2::mlp<double> model(layers, act, 0.05, kind);
+      const dho2::index n = model.num_parameters();
+      const Eigen::VectorXd x = model.initialize(5) + random_vector(n, 6, 0.1);
+      const auto reference =
+          autodiff_reference(layers, act, 0.05, x, batch.inputs, batch.labels, kind);
+      INFO("activation ", name(act), ", loss ", dho2::to_string(kind));
+      CHECK_MESSAGE((reference.hessian - reference.hessian.transpose()).norm() <=
+                        1e-12 * reference.hessian.norm(),
+                    "the autodiff Hessian should be symmetric");
+      Eigen::MatrixXd from_products(n, n);
+      Eigen::VectorXd hv(n);
+      for (dho2::index i = 0; i < n; ++i) {
+        model.hessian_vector_product(x, batch, Eigen::VectorXd::Unit(n, i), hv);
+        from_products.col(i) = hv;
+      }
+      const double error = relative_error(from_products, reference.hessian);
+      CHECK_MESSAGE(error < 1e-6, "Hessian assembled from HVPs differs from nested autodiff by ",
+                    error, " (expected < 1e-6)");
+      const Eigen::VectorXd v = random_vector(n, 7);
+      model.hessian_vector_product(x, batch, v, hv);
+      const double product_error = relative_error(hv, reference.hessian * v);
+      CHECK_MESSAGE(product_error < 1e-6, "H v differs from the autodiff Hessian times v by ",
+                    product_error);
+    }
+  }
+}
+
+TEST_CASE("mlp: a linear autoencoder's Hessian is the closed form (Ā Āᵀ/B) ⊗ I + λ on W") {
+  // One weight layer, no hidden activation: f = (1/(2B)) ‖[W b] Ā − X‖² + (λ/2)‖W‖² with
+  // Ā = [X; 1ᵀ]. Its Hessian with respect to vec([W b]) (column-major, which is the model's layout
+  // of W followed by b) is (Ā Āᵀ / B) ⊗ I_s + λ diag(1 on W, 0 on b): constant in the parameters.
+  const dho2::index s = 4;
+  const dho2::index b = 9;
+  const double l2 = 0.3;
+  const dho2::mlp<double> model({s, s}, dho2::activation::relu, l2,
+                                dho2::mlp_loss::squared_error_reconstruction);
+  const auto batch = random_batch<double>(s, 2, b, 31);
+  const dho2::index n = model.num_parameters();
+  REQUIRE(n == s * (s + 1));
+  Eigen::MatrixXd abar(s + 1, b);
+  abar.topRows(s) = batch.inputs;
+  abar.row(s).setOnes();
+  const Eigen::MatrixXd a = abar * abar.transpose() / static_cast<double>(b);
+  Eigen::MatrixXd expected = Eigen::MatrixXd::Zero(n, n);
+  for (dho2::index i = 0; i < s + 1; ++i) {
+    for (dho2::index j = 0; j < s + 1; ++j) {
+      expected.block(i * s, j * s, s, s) = a(i, j) * Eigen::MatrixXd::Identity(s, s);
+    }
+  }
+  expected.topLeftCorner(s * s, s * s).diagonal().array() += l2;
+  for (const std::uint64_t seed : {41U, 42U}) {
+    const Eigen::VectorXd x = random_vector(n, seed);
     Eigen::MatrixXd from_products(n, n);
     Eigen::VectorXd hv(n);
     for (dho2::index i = 0; i < n; ++i) {
       model.hessian_vector_product(x, batch, Eigen::VectorXd::Unit(n, i), hv);
       from_products.col(i) = hv;
     }
-    const double error = relative_error(from_products, reference.hessian);
-    CHECK_MESSAGE(error < 1e-6, "Hessian assembled from HVPs differs from nested autodiff by ",
-                  error, " (expected < 1e-6)");
-    const Eigen::VectorXd v = random_vector(n, 7);
-    model.hessian_vector_product(x, batch, v, hv);
-    const double product_error = relative_error(hv, reference.hessian * v);
-    CHECK_MESSAGE(product_error < 1e-6, "H v differs from the autodiff Hessian times v by ",
-                  product_error);
+    const double error = relative_error(from_products, expected);
+    CHECK_MESSAGE(error < 1e-13, "Hessian from HVPs differs from (Ā Āᵀ/B) ⊗ I + λ by ", error,
+                  " at parameter seed ", seed, " (expected < 1e-13)");
+    // The gradient is H x − (X Āᵀ/B) in vec form (the residual is linear in the parameters).
+    Eigen::VectorXd g(n);
+    const double loss = model.loss_and_gradient(x, batch, g);
+    const Eigen::Map<const Eigen::MatrixXd> wb(x.data(), s, s + 1);
+    const Eigen::MatrixXd residual = wb * abar - batch.inputs;
+    Eigen::MatrixXd grad = residual * abar.transpose() / static_cast<double>(b);
+    grad.leftCols(s) += l2 * wb.leftCols(s);
+    const double expected_loss = 0.5 * residual.squaredNorm() / static_cast<double>(b) +
+                                 0.5 * l2 * wb.leftCols(s).squaredNorm();
+    CHECK_MESSAGE(std::abs(loss - expected_loss) <= 1e-13 * expected_loss, "loss ", loss,
+                  ", expected (1/(2B))‖[W b]Ā − X‖² + (λ/2)‖W‖² = ", expected_loss);
+    CHECK_MESSAGE(relative_error(g, grad.reshaped()) < 1e-13,
+                  "gradient differs from (([W b]Ā − X) Āᵀ)/B + λ[W 0]");
   }
 }
 
 TEST_CASE("mlp: gradient and HVP agree with finite differences (check_gradient, check_hvp)") {
-  const std::vector<dho2::index> layers{5, 4, 3};
   const auto batch = random_batch<double>(5, 3, 7, 13);
-  for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
-    const dho2::mlp<double> model(layers, act, 0.01);
-    const Eigen::VectorXd x = model.initialize(8);
-    INFO("activation ", name(act));
-    const auto gradient_report = dho2::testing::check_gradient(model, x, batch, 6, 21);
-    CHECK_MESSAGE(gradient_report.ok(1e-6), "gradient vs finite differences: relative error ",
-                  gradient_report.max_relative_error, " (expected < 1e-6)");
-    const auto hvp_report = dho2::testing::check_hvp(model, x, batch, 6, 22);
-    CHECK_MESSAGE(hvp_report.ok(1e-6), "HVP vs finite differences: relative error ",
-                  hvp_report.max_relative_error, ", symmetry error ", hvp_report.symmetry_error,
-                  " (expected both < 1e-6)");
+  for (const auto& [kind, layers] : loss_cases()) {
+    for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
+      const dho2::mlp<double> model(layers, act, 0.01, kind);
+      const Eigen::VectorXd x = model.initialize(8);
+      INFO("activation ", name(act), ", loss ", dho2::to_string(kind));
+      const auto gradient_report = dho2::testing::check_gradient(model, x, batch, 6, 21);
+      CHECK_MESSAGE(gradient_report.ok(1e-6), "gradient vs finite differences: relative error ",
+                    gradient_report.max_relative_error, " (expected < 1e-6)");
+      const auto hvp_report = dho2::testing::check_hvp(model, x, batch, 6, 22);
+      CHECK_MESSAGE(hvp_report.ok(1e-6), "HVP vs finite differences: relative error ",
+                    hvp_report.max_relative_error, ", symmetry error ", hvp_report.symmetry_error,
+                    " (expected both < 1e-6)");
+    }
   }
 }
 
 TEST_CASE("mlp: float HVP and gradient are within 1e-3 of the double ones") {
-  const std::vector<dho2::index> layers{12, 10, 8, 4};
   const auto batch_d = random_batch<double>(12, 4, 32, 14);
   dho2::classification_batch<float> batch_f{batch_d.inputs.cast<float>(), batch_d.labels};
-  for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
-    const dho2::mlp<double> model_d(layers, act, 1e-3);
-    const dho2::mlp<float> model_f(layers, act, 1e-3);
-    const dho2::index n = model_d.num_parameters();
-    const Eigen::VectorXd x = model_d.initialize(9);
-    const Eigen::VectorXd v = random_vector(n, 10);
-    const Eigen::VectorXf x_f = x.cast<float>();
-    const Eigen::VectorXf v_f = v.cast<float>();
-    CHECK_MESSAGE((model_f.initialize(9) - x_f).norm() == 0.0f,
-                  "initialize(seed) must give the same draws in float and double");
-    Eigen::VectorXd hv_d(n);
-    Eigen::VectorXf hv_f(n);
-    Eigen::VectorXd g_d(n);
-    Eigen::VectorXf g_f(n);
-    model_d.hessian_vector_product(x, batch_d, v, hv_d);
-    model_f.hessian_vector_product(x_f, batch_f, v_f, hv_f);
-    static_cast<void>(model_d.loss_and_gradient(x, batch_d, g_d));
-    static_cast<void>(model_f.loss_and_gradient(x_f, batch_f, g_f));
-    INFO("activation ", name(act));
-    const double hvp_error = relative_error(hv_f.cast<double>(), hv_d);
-    CHECK_MESSAGE(hvp_error < 1e-3, "float HVP differs from double by ", hvp_error);
-    const double gradient_error = relative_error(g_f.cast<double>(), g_d);
-    CHECK_MESSAGE(gradient_error < 1e-3, "float gradient differs from double by ", gradient_error);
-    // Finite differences in float use steps of ~5e-3·‖x‖, which move many ReLU pre-activations
-    // across the kink and make the difference quotient meaningless; only tanh is smooth enough.
-    if (act == dho2::activation::tanh) {
-      const auto report = dho2::testing::check_hvp(model_f, x_f, batch_f, 3, 23);
-      CHECK_MESSAGE(report.ok(1e-3), "float HVP vs finite differences: ", report.max_relative_error,
-                    ", symmetry ", report.symmetry_error);
+  for (const auto kind :
+       {dho2::mlp_loss::softmax_cross_entropy, dho2::mlp_loss::squared_error_reconstruction}) {
+    const std::vector<dho2::index> layers{12, 10, 8,
+                                          kind == dho2::mlp_loss::softmax_cross_entropy ? 4 : 12};
+    for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
+      const dho2::mlp<double> model_d(layers, act, 1e-3, kind);
+      const dho2::mlp<float> model_f(layers, act, 1e-3, kind);
+      const dho2::index n = model_d.num_parameters();
+      const Eigen::VectorXd x = model_d.initialize(9);
+      const Eigen::VectorXd v = random_vector(n, 10);
+      const Eigen::VectorXf x_f = x.cast<float>();
+      const Eigen::VectorXf v_f = v.cast<float>();
+      CHECK_MESSAGE((model_f.initialize(9) - x_f).norm() == 0.0f,
+                    "initialize(seed) must give the same draws in float and double");
+      Eigen::VectorXd hv_d(n);
+      Eigen::VectorXf hv_f(n);
+      Eigen::VectorXd g_d(n);
+      Eigen::VectorXf g_f(n);
+      model_d.hessian_vector_product(x, batch_d, v, hv_d);
+      model_f.hessian_vector_product(x_f, batch_f, v_f, hv_f);
+      static_cast<void>(model_d.loss_and_gradient(x, batch_d, g_d));
+      static_cast<void>(model_f.loss_and_gradient(x_f, batch_f, g_f));
+      INFO("activation ", name(act), ", loss ", dho2::to_string(kind));
+      const double hvp_error = relative_error(hv_f.cast<double>(), hv_d);
+      CHECK_MESSAGE(hvp_error < 1e-3, "float HVP differs from double by ", hvp_error);
+      const double gradient_error = relative_error(g_f.cast<double>(), g_d);
+      CHECK_MESSAGE(gradient_error < 1e-3, "float gradient differs from double by ",
+                    gradient_error);
+      // Finite differences in float use steps of ~5e-3·‖x‖, which move many ReLU pre-activations
+      // across the kink and make the difference quotient meaningless; only tanh is smooth enough.
+      if (act == dho2::activation::tanh) {
+        const auto report = dho2::testing::check_hvp(model_f, x_f, batch_f, 3, 23);
+        CHECK_MESSAGE(report.ok(1e-3),
+                      "float HVP vs finite differences: ", report.max_relative_error, ", symmetry ",
+                      report.symmetry_error);
+      }
     }
   }
 }
@@ -420,4 +504,70 @@ TEST_CASE("mlp: constructor rejects bad layers and l2 with the field and the con
                        "layers[1] = 0. Violated constraint: >= 1", dho2::invalid_options);
   CHECK_THROWS_WITH_AS(dho2::mlp<float>({5, 3}, dho2::activation::tanh, -1.0),
                        "l2 = -1. Violated constraint: finite and >= 0", dho2::invalid_options);
+}
+
+TEST_CASE("mlp: the reconstruction loss ignores labels, chunks its loss and has no accuracy") {
+  const dho2::mlp<double> model({6, 3, 6}, dho2::activation::tanh, 0.01,
+                                dho2::mlp_loss::squared_error_reconstruction);
+  CHECK(model.output_loss() == dho2::mlp_loss::squared_error_reconstruction);
+  CHECK_FALSE(model.is_classifier());
+  CHECK(model.classes() == 6);
+  const auto batch = random_batch<double>(6, 2, 2500, 51);
+  const Eigen::VectorXd x = model.initialize(52);
+  const dho2::index n = model.num_parameters();
+  Eigen::VectorXd g(n);
+  const double full = model.loss_and_gradient(x, batch, g);
+  CHECK_MESSAGE(std::abs(model.loss(x, batch) - full) < 1e-12 * full,
+                "chunked loss() (chunks of 1024 samples) must equal the one-shot loss ", full);
+
+  // Labels out of range, or missing altogether, change nothing.
+  auto relabelled = batch;
+  relabelled.labels.setConstant(1000);
+  dho2::classification_batch<double> unlabelled{batch.inputs, Eigen::VectorXi(0)};
+  Eigen::VectorXd g2(n);
+  Eigen::VectorXd hv(n);
+  Eigen::VectorXd hv2(n);
+  const Eigen::VectorXd v = random_vector(n, 53);
+  model.hessian_vector_product(x, batch, v, hv);
+  for (const auto* other : {&relabelled, &unlabelled}) {
+    CHECK(model.loss_and_gradient(x, *other, g2) == full);
+    CHECK_MESSAGE((g2.array() == g.array()).all(), "labels must not change the gradient");
+    model.hessian_vector_product(x, *other, v, hv2);
+    CHECK_MESSAGE((hv2.array() == hv.array()).all(), "labels must not change the HVP");
+  }
+
+  const std::string no_classes =
+      "mlp::output_loss() = squared_error_reconstruction. Violated constraint: mlp::accuracy "
+      "needs mlp_loss::softmax_cross_entropy (an autoencoder has no classes; evaluate it with "
+      "mlp::loss)";
+  CHECK_THROWS_WITH_AS(static_cast<void>(model.accuracy(x, batch)), no_classes.c_str(),
+                       dho2::invalid_options);
+  CHECK_THROWS_AS(static_cast<void>(model.predict(x, batch.inputs)), dho2::invalid_options);
+  const auto wrong_rows = random_batch<double>(5, 2, 4, 54);
+  CHECK_THROWS_WITH_AS(static_cast<void>(model.loss(x, wrong_rows)),
+                       "mlp: batch.inputs has 5 rows, the model expects 6 features",
+                       dho2::data_error);
+
+  dho2::classification_batch<double> empty{Eigen::MatrixXd(6, 0), Eigen::VectorXi(0)};
+  const double decay_only = model.loss_and_gradient(x, empty, g);
+  const double expected = 0.005 * (x.head(18).squaredNorm() + x.segment(21, 18).squaredNorm());
+  CHECK_MESSAGE(std::abs(decay_only - expected) < 1e-14,
+                "an empty batch leaves only the decay term ", expected, ", got ", decay_only);
+}
+
+TEST_CASE("mlp: the reconstruction loss needs as many outputs as inputs") {
+  CHECK_THROWS_WITH_AS(dho2::mlp<double>({5, 3, 4}, dho2::activation::relu, 0.0,
+                                         dho2::mlp_loss::squared_error_reconstruction),
+                       "layers.back() = 4. Violated constraint: == layers.front() (= 5) for "
+                       "mlp_loss::squared_error_reconstruction (the output reconstructs the input)",
+                       dho2::invalid_options);
+  CHECK_THROWS_WITH_AS(
+      dho2::mlp<double>({5, 5}, dho2::activation::relu, 0.0, static_cast<dho2::mlp_loss>(9)),
+      "loss = 9. Violated constraint: softmax_cross_entropy or "
+      "squared_error_reconstruction",
+      dho2::invalid_options);
+  CHECK(dho2::to_string(dho2::mlp_loss::softmax_cross_entropy) == "softmax_cross_entropy");
+  const dho2::mlp<float> classifier({5, 3, 4});
+  CHECK(classifier.output_loss() == dho2::mlp_loss::softmax_cross_entropy);
+  CHECK(classifier.is_classifier());
 }

@@ -7,6 +7,7 @@
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/concepts/batch_source.hpp>
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/concepts/polling_transport.hpp>
@@ -33,16 +34,6 @@
 #include <vector>
 
 namespace dho2 {
-
-/// A source of batches for `optimizer::optimize`: `num_batches()` per epoch,
-/// `begin_epoch(epoch)` to (re)order the data, `fill_batch(i, batch)` to fill batch i of the
-/// current epoch. `dho2::shuffling_batcher` models it.
-template <class D, class Batch>
-concept batch_source = requires(D& d, index i, Batch& batch) {
-  { d.num_batches() } -> std::convertible_to<index>;
-  d.begin_epoch(i);
-  d.fill_batch(i, batch);
-};
 
 /// The FOSI optimizer for parameters of scalar `S`, composed from `Policies` (see
 /// `dho2::policies`).

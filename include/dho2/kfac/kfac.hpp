@@ -2,7 +2,8 @@
 /// `dho2::kfac<S, Transport>`: Kronecker-factored approximate curvature (K-FAC) for `dho2::mlp`,
 /// data parallel over any `dho2::transport` with the factor inversions spread over the ranks as
 /// in KAISA — the second-order baseline DHO2's FOSI is compared with. Options:
-/// `dho2/kfac/kfac_options.hpp`; counters: `dho2/kfac/kfac_summary.hpp`.
+/// `dho2/kfac/kfac_options.hpp`; counters: `dho2/kfac/kfac_summary.hpp`. Drive it step by step
+/// (`kfac::step`) or by epochs with the callbacks of `optimizer::optimize` (`kfac::optimize`).
 ///
 /// References: Martens & Grosse, "Optimizing neural networks with Kronecker-factored approximate
 /// curvature", ICML 2015 (K-FAC, factored Tikhonov damping); Ba, Grosse & Martens, "Distributed
@@ -12,11 +13,13 @@
 #pragma once
 
 #include <dho2/callbacks/events.hpp>
+#include <dho2/concepts/batch_source.hpp>
 #include <dho2/concepts/transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>
 #include <dho2/detail/agreement.hpp>
+#include <dho2/detail/validate.hpp>
 #include <dho2/kfac/kfac_options.hpp>
 #include <dho2/kfac/kfac_summary.hpp>
 #include <dho2/models/mlp.hpp>
@@ -48,8 +51,10 @@ namespace dho2 {
 ///
 /// over the B samples of the global batch. Scaling convention: gₗⱼ is the gradient of sample j's
 /// own loss ℓⱼ, i.e. B times the back-propagated gradient of the mean loss f = (1/B) Σⱼ ℓⱼ, so
-/// Gₗ does not depend on B. The gradients come from the observed labels (the "empirical" Fisher
-/// used by KAISA and kfac-pytorch), not from labels sampled from the model. Both factors are kept
+/// Gₗ does not depend on B. The gradients come from the observed targets (the "empirical" Fisher
+/// used by KAISA and kfac-pytorch), not from targets sampled from the model: the labels for the
+/// cross-entropy, the inputs themselves for the reconstruction loss of an autoencoder
+/// (`mlp_loss::squared_error_reconstruction`, where g_{L−1,j} = z_L,j − xⱼ). Both factors are kept
 /// in double as moving averages A ← εA + (1 − ε)Â (ε = `factor_decay`; the first update sets
 /// A = Â), updated every `factor_every` steps.
 ///
@@ -160,6 +165,98 @@ class kfac {
     return step_status::taken;
   }
 
+  // (clang-format 14 would put the requires-clause and the name on one line)
+  // clang-format off
+  /// Runs `epochs` epochs over `batches`, one `step` per batch, calling the callbacks' hooks as
+  /// `optimizer::optimize` does (see `dho2/callbacks/events.hpp`), and returns the run's summary.
+  /// Batch i of an epoch is this rank's slice `batches.fill_batch(i, rank, ranks, slice)` when
+  /// the source offers it (`shuffling_batcher` does), else `batches.fill_batch(i, slice)`: then
+  /// every rank must pass its own slice source. Every rank of the transport calls it alike.
+  ///
+  /// Hooks: `on_begin`; `on_step` after every step (`step_info::estimated` is false: K-FAC has
+  /// no curvature estimates; `loss` is the global batch's mean loss); `on_epoch_end` after every
+  /// completed epoch (`train_loss` the mean over its taken steps); `on_end` with the returned
+  /// summary. A stop asked by a callback on any rank stops every rank after the same step: the
+  /// ranks agree by a one-double all-reduce after each step (only when some callback's `on_step`
+  /// can ask, i.e. does not return void) and after each epoch end.
+  ///
+  /// The returned `dho2::summary`: termination (`completed`, or `stopped_by_callback`) and
+  /// message; iterations, steps and skipped steps (`skipped_nonfinite_gradient`) since
+  /// construction; `epochs` completed in this call and `final_loss` (the last one's
+  /// `train_loss`); `total_seconds`, the wall time of this call; `gradient_seconds`,
+  /// `update_seconds` and `communication_seconds` since construction (the factor and inverse
+  /// times are only in `summary()`); `curvature_bytes` the factors and inverses,
+  /// `optimizer_state_bytes` the rest of the state. No HVPs, no estimates.
+  /// @throws what `step` throws, and dho2::invalid_options if epochs < 0.
+  template <class Batches, class... Callbacks>
+    requires batch_source<Batches, classification_batch<S>>
+  dho2::summary optimize(const mlp<S>& model, vector_ref<S> x, Batches& batches, index epochs,
+                   Callbacks&&... callbacks) {
+    // clang-format on
+    detail::require(epochs >= 0, "epochs", epochs, ">= 0");
+    const index per_epoch = batches.num_batches();
+    const auto run_start = clock::now();
+    (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
+    dho2::summary run;
+    classification_batch<S> slice;
+    bool stop = false;
+    for (index e = 0; e < epochs && !stop; ++e) {
+      batches.begin_epoch(e);
+      double loss_sum = 0.0;
+      index loss_count = 0;
+      index done = 0;
+      for (index i = 0; i < per_epoch && !stop; ++i) {
+        if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, slice); }) {
+          batches.fill_batch(i, static_cast<index>(comm_.rank()), static_cast<index>(comm_.size()),
+                             slice);
+        } else {
+          batches.fill_batch(i, slice);
+        }
+        const index iteration = summary_.iterations;
+        const step_status status = step(model, x, slice);
+        ++done;
+        if (status == step_status::taken) {
+          loss_sum += last_loss_;
+          ++loss_count;
+        }
+        const step_info<S> info{e,          i,      per_epoch, iteration,
+                                last_loss_, status, false,     seconds(run_start, clock::now()),
+                                x};
+        bool asked = (detail::call_on_step(callbacks, info) | ... | false);
+        if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
+          asked = agree_on_stop(asked);
+        }
+        stop = asked;
+      }
+      if (done < per_epoch) break;  // an epoch cut short is not a completed epoch
+      epoch_info<S> info{e,
+                         epochs,
+                         summary_.iterations,
+                         loss_count > 0 ? loss_sum / static_cast<double>(loss_count)
+                                        : std::numeric_limits<double>::quiet_NaN(),
+                         seconds(run_start, clock::now()),
+                         x,
+                         {}};
+      run.epochs = e + 1;
+      run.final_loss = info.train_loss;
+      if (agree_on_stop((detail::call_on_epoch_end(callbacks, info) | ... | false))) stop = true;
+    }
+    run.termination = stop ? termination_type::stopped_by_callback : termination_type::completed;
+    run.message =
+        stop ? "a callback asked to stop" : "all " + std::to_string(epochs) + " epochs done";
+    run.iterations = summary_.iterations;
+    run.steps = summary_.steps;
+    run.skipped_nonfinite_gradient = summary_.skipped_nonfinite;
+    run.gradient_seconds = summary_.gradient_seconds;
+    run.update_seconds = summary_.update_seconds;
+    run.communication_seconds = summary_.communication_seconds;
+    run.curvature_bytes = summary_.curvature_bytes;
+    run.optimizer_state_bytes = summary_.optimizer_state_bytes - summary_.curvature_bytes;
+    run.total_seconds = seconds(run_start, clock::now());
+    (detail::call_on_end(callbacks, run), ...);
+    return run;
+  }
+
   /// Mean loss over the global batch of the last step call, at the parameters before it.
   [[nodiscard]] double last_loss() const noexcept { return last_loss_; }
   /// Counters, times and memory of this rank.
@@ -222,9 +319,10 @@ class kfac {
                             std::to_string(model.num_parameters()) + ")");
     }
     if (!widths_.empty()) {
-      if (model.layers() != widths_) {
+      if (model.layers() != widths_ || model.output_loss() != loss_) {
         throw invalid_options("model.num_parameters() = " + std::to_string(model.num_parameters()) +
-                              ". Violated constraint: the same layer widths at every step");
+                              ". Violated constraint: the same layer widths and output loss at "
+                              "every step");
       }
       return;
     }
@@ -233,6 +331,7 @@ class kfac {
       std::vector<detail::named_field> fields{
           {"model.num_parameters()", d(model.num_parameters())},
           {"model.num_layers()", d(model.num_layers())},
+          {"model.output_loss()", d(static_cast<int>(model.output_loss()))},
           {"kfac_options.learning_rate", opts_.learning_rate},
           {"kfac_options.momentum", opts_.momentum},
           {"kfac_options.damping", opts_.damping},
@@ -248,6 +347,7 @@ class kfac {
       timed(summary_.communication_seconds, [&] { detail::check_fields_agree(comm_, fields); });
     }
     widths_ = model.layers();
+    loss_ = model.output_loss();
     const index depth = model.num_layers();
     layers_.resize(count(depth));
     index offset = 0;
@@ -269,10 +369,21 @@ class kfac {
     precond_.resize(model.num_parameters());
     if (opts_.momentum > 0.0) velocity_ = vector<double>::Zero(model.num_parameters());
     const std::size_t n = count(model.num_parameters());
+    summary_.curvature_bytes = sizeof(double) * 2 * count(factor_size_);
     summary_.optimizer_state_bytes =
         sizeof(double) * (2 * count(factor_size_) + count(velocity_.size()) + n /*precond_*/ +
                           (2 + n + count(factor_size_)) /*buffer_*/ + count(gather_.size())) +
         sizeof(S) * n /*grad_*/;
+  }
+
+  // True on every rank if any rank asked to stop.
+  bool agree_on_stop(bool asked) {
+    if (comm_.size() <= 1) return asked;
+    double flag = asked ? 1.0 : 0.0;
+    timed(summary_.communication_seconds,
+          [&] { comm_.all_reduce_sum(std::span<double>(&flag, 1)); });
+    summary_.communicated_bytes += sizeof(double);
+    return flag != 0.0;
   }
 
   // Greedy largest-cost-first assignment of layers to ranks; offsets of the all-gather.
@@ -436,6 +547,7 @@ class kfac {
   kfac_summary summary_;
   double last_loss_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<index> widths_;
+  mlp_loss loss_ = mlp_loss::softmax_cross_entropy;
   std::vector<layer_state> layers_;
   index factor_size_ = 0;
   std::vector<index> gather_offsets_;

@@ -44,6 +44,9 @@ struct kfac_summary {
   /// Bytes of optimizer state on this rank: factors A, G and their inverses (double, every
   /// layer on every rank), the velocity (when μ > 0) and the working buffers.
   std::size_t optimizer_state_bytes = 0;
+  /// Of `optimizer_state_bytes`, the bytes of the factors Aₗ, Gₗ and their damped inverses:
+  /// 2·Σₗ ((sₗ + 1)² + sₗ₊₁²) doubles.
+  std::size_t curvature_bytes = 0;
   /// KL-clipping scale ν of the last taken step (1 without clipping).
   double last_kl_scale = 1.0;
 };

@@ -1,8 +1,9 @@
 /// @file
-/// `dho2::mlp<S>`: a fully connected classifier (any depth, ReLU or tanh hidden layers, softmax
-/// cross-entropy output, L2 weight decay) with backpropagation and an exact Hessian-vector
-/// product by Pearlmutter's R-operator, and the per-layer K-FAC signals (`mlp_layer_signals`);
-/// and `dho2::parse_mlp_layers` for "784-256-10" specs.
+/// `dho2::mlp<S>`: a fully connected network (any depth, ReLU or tanh hidden layers, L2 weight
+/// decay) with a softmax cross-entropy output (a classifier) or a linear output with squared
+/// reconstruction error (an autoencoder, `dho2::mlp_loss`), backpropagation and an exact
+/// Hessian-vector product by Pearlmutter's R-operator, and the per-layer K-FAC signals
+/// (`mlp_layer_signals`); and `dho2::parse_mlp_layers` for "784-256-10" specs.
 #pragma once
 
 #include <dho2/core/errors.hpp>
@@ -33,6 +34,24 @@ enum class activation {
   /// σ(z) = tanh z; σ' = 1 − σ²; σ'' = −2σ(1 − σ²). Glorot initialisation.
   tanh
 };
+
+/// Output loss of `dho2::mlp` (see the class documentation for the formulas).
+enum class mlp_loss {
+  /// Softmax cross-entropy against the labels: a classifier with s_L classes.
+  softmax_cross_entropy,
+  /// Squared error ½‖z_L,j − xⱼ‖² of a linear output against the sample's own input xⱼ (an
+  /// autoencoder; s_L = s₀, labels ignored).
+  squared_error_reconstruction
+};
+
+/// Name of an output loss ("softmax_cross_entropy", "squared_error_reconstruction").
+[[nodiscard]] inline std::string_view to_string(mlp_loss loss) noexcept {
+  switch (loss) {
+    case mlp_loss::softmax_cross_entropy: return "softmax_cross_entropy";
+    case mlp_loss::squared_error_reconstruction: return "squared_error_reconstruction";
+  }
+  return "unknown";
+}
 
 /// Parses a layer-width spec such as "784-256-256-10" (input width, hidden widths, number of
 /// classes, separated by '-') into {784, 256, 256, 10}.
@@ -86,27 +105,34 @@ struct mlp_layer_signals {
   /// for l = 0, else the previous layer's activations).
   std::vector<matrix<S>> inputs;
   /// output_gradients[l] (sₗ₊₁ × B): column j is gₗⱼ = ∂ℓⱼ/∂zₗⱼ, the gradient of sample j's
-  /// cross-entropy ℓⱼ (not divided by B, no weight decay) with respect to the pre-activation
-  /// zₗⱼ = Wₗaₗⱼ + bₗ; that is B times the column of the mean loss's back-propagated Δ.
+  /// own loss ℓⱼ (cross-entropy, or ½‖z_L,j − xⱼ‖² for the reconstruction loss; not divided by
+  /// B, no weight decay) with respect to the pre-activation zₗⱼ = Wₗaₗⱼ + bₗ; that is B times
+  /// the column of the mean loss's back-propagated Δ.
   std::vector<matrix<S>> output_gradients;
 };
 
-/// A multilayer perceptron classifier with softmax cross-entropy loss and L2 weight decay.
+/// A multilayer perceptron with L2 weight decay and one of two output losses (`dho2::mlp_loss`):
+/// softmax cross-entropy (a classifier, the default) or squared reconstruction error (an
+/// autoencoder).
 ///
-/// Layer widths s₀ (inputs), s₁, …, s_L (classes); L weight layers. For a batch X ∈ R^{s₀×B}
+/// Layer widths s₀ (inputs), s₁, …, s_L (outputs); L weight layers. For a batch X ∈ R^{s₀×B}
 /// (samples as columns) with labels y:
 ///
-///     A₀ = X,   Zₗ = Wₗ Aₗ₋₁ + bₗ 1ᵀ,   Aₗ = σ(Zₗ) (l < L),   P = softmax(Z_L) column-wise,
-///     f = (1/B) Σⱼ −log P[yⱼ, j] + (λ/2) Σₗ ‖Wₗ‖²_F     (biases are not decayed).
+///     A₀ = X,   Zₗ = Wₗ Aₗ₋₁ + bₗ 1ᵀ,   Aₗ = σ(Zₗ) (l < L)   (the output Z_L is not activated),
+///     decay:                  D = (λ/2) Σₗ ‖Wₗ‖²_F     (biases are not decayed),
+///     softmax_cross_entropy:  P = softmax(Z_L) column-wise,  f = (1/B) Σⱼ −log P[yⱼ, j] + D,
+///     squared_error_reconstruction (s_L = s₀, labels ignored):
+///                             f = (1/(2B)) Σⱼ ‖Z_L[:, j] − X[:, j]‖² + D.
 ///
-/// Gradient (backpropagation): Δ_L = (P − Y)/B, Δₗ₋₁ = σ'(Zₗ₋₁) ⊙ (Wₗᵀ Δₗ),
-/// ∇Wₗ = Δₗ Aₗ₋₁ᵀ + λWₗ, ∇bₗ = Δₗ 1.
+/// Gradient (backpropagation): Δ_L = (P − Y)/B (cross-entropy; Y one-hot) or Δ_L = (Z_L − X)/B
+/// (reconstruction), then Δₗ₋₁ = σ'(Zₗ₋₁) ⊙ (Wₗᵀ Δₗ), ∇Wₗ = Δₗ Aₗ₋₁ᵀ + λWₗ, ∇bₗ = Δₗ 1.
 ///
 /// Exact Hessian-vector product along v = (Vₗ, cₗ)ₗ by Pearlmutter's R-operator
 /// (R{·} = d/dt ·(x + t v) at t = 0; Pearlmutter, Neural Computation 6(1), 1994):
 ///
 ///     forward:  R{A₀} = 0,  R{Zₗ} = Vₗ Aₗ₋₁ + cₗ 1ᵀ + Wₗ R{Aₗ₋₁},  R{Aₗ} = σ'(Zₗ) ⊙ R{Zₗ},
-///               R{Δ_L} = (P ⊙ (R{Z_L} − 1 (1ᵀ(P ⊙ R{Z_L})))) / B,
+///     output:   R{Δ_L} = (P ⊙ (R{Z_L} − 1 (1ᵀ(P ⊙ R{Z_L})))) / B   (cross-entropy),
+///               R{Δ_L} = R{Z_L} / B                                (reconstruction: X is fixed),
 ///     backward: R{Δₗ₋₁} = σ'(Zₗ₋₁) ⊙ (Vₗᵀ Δₗ + Wₗᵀ R{Δₗ}) + σ''(Zₗ₋₁) ⊙ R{Zₗ₋₁} ⊙ (Wₗᵀ Δₗ),
 ///     product:  (Hv)_{Wₗ} = R{Δₗ} Aₗ₋₁ᵀ + Δₗ R{Aₗ₋₁}ᵀ + λVₗ,   (Hv)_{bₗ} = R{Δₗ} 1.
 ///
@@ -116,12 +142,16 @@ struct mlp_layer_signals {
 /// tanh: 1 − Aₗ², and σ''(Z) ⊙ R{Z} = −2Aₗ ⊙ R{Aₗ}), so pre-activations are not stored. For ReLU
 /// the Hessian is the generalised one (σ'' = 0 off the kinks).
 ///
+/// `predict` and `accuracy` exist for the classifier only: with the reconstruction loss they
+/// throw `dho2::invalid_options` (there are no classes; evaluate with `loss`).
+///
 /// Parameter layout (n = Σₗ sₗ(sₗ₋₁ + 1)): for l = 1, …, L in order, Wₗ (sₗ × sₗ₋₁,
 /// column-major: entry (i, k) at offset i + sₗ·k) then bₗ (sₗ). `parameter_blocks()` returns one
 /// length per Wₗ and per bₗ in that order. Parameters are mapped into matrices without copying.
 ///
 /// All member functions are const and thread-safe: workspaces are local to each call (about
-/// 2·B·Σₗ sₗ scalars for a gradient, twice that for a product). The softmax is computed stably.
+/// 2·B·Σₗ sₗ scalars for a gradient, twice that for a product). The softmax is computed stably;
+/// the squared error is summed in double.
 template <model_scalar S>
 class mlp {
  public:
@@ -130,19 +160,29 @@ class mlp {
   /// Batches of labelled samples, one per column.
   using batch_type = classification_batch<S>;
 
-  /// A network with the given widths {s₀, …, s_L} (see `parse_mlp_layers`), hidden activation
-  /// and weight-decay coefficient `l2` (λ).
-  /// @throws dho2::invalid_options unless there are at least two widths, all ≥ 1, and l2 is
-  ///   finite and ≥ 0.
+  /// A network with the given widths {s₀, …, s_L} (see `parse_mlp_layers`), hidden activation,
+  /// weight-decay coefficient `l2` (λ) and output loss: `mlp(layers)` is a ReLU classifier,
+  /// `mlp(layers, activation::relu, 0.0, mlp_loss::squared_error_reconstruction)` an autoencoder.
+  /// @throws dho2::invalid_options unless there are at least two widths, all ≥ 1, l2 is finite
+  ///   and ≥ 0, `loss` is an `mlp_loss`, and s_L = s₀ for the reconstruction loss.
   explicit mlp(std::vector<index> layers, dho2::activation hidden = dho2::activation::relu,
-               double l2 = 0.0)
-      : layers_(std::move(layers)), hidden_(hidden), l2_(l2) {
+               double l2 = 0.0, mlp_loss loss = mlp_loss::softmax_cross_entropy)
+      : layers_(std::move(layers)), hidden_(hidden), l2_(l2), loss_(loss) {
     std::ostringstream message;
     if (layers_.size() < 2) {
       message << "layers.size() = " << layers_.size()
               << ". Violated constraint: at least two layers (input and output)";
     } else if (!(std::isfinite(l2) && l2 >= 0.0)) {
       message << "l2 = " << l2 << ". Violated constraint: finite and >= 0";
+    } else if (loss != mlp_loss::softmax_cross_entropy &&
+               loss != mlp_loss::squared_error_reconstruction) {
+      message << "loss = " << static_cast<int>(loss)
+              << ". Violated constraint: softmax_cross_entropy or squared_error_reconstruction";
+    } else if (loss == mlp_loss::squared_error_reconstruction &&
+               layers_.back() != layers_.front()) {
+      message << "layers.back() = " << layers_.back()
+              << ". Violated constraint: == layers.front() (= " << layers_.front()
+              << ") for mlp_loss::squared_error_reconstruction (the output reconstructs the input)";
     } else {
       for (std::size_t l = 0; l < layers_.size(); ++l) {
         if (layers_[l] < 1) {
@@ -169,10 +209,16 @@ class mlp {
   }
   /// Number of inputs s₀.
   [[nodiscard]] index features() const noexcept { return layers_.front(); }
-  /// Number of classes s_L.
+  /// Number of outputs s_L (the classes of a classifier; s₀ for the reconstruction loss).
   [[nodiscard]] index classes() const noexcept { return layers_.back(); }
   /// The hidden-layer activation.
   [[nodiscard]] dho2::activation hidden_activation() const noexcept { return hidden_; }
+  /// The output loss.
+  [[nodiscard]] mlp_loss output_loss() const noexcept { return loss_; }
+  /// True for the softmax cross-entropy loss (a classifier: `predict` and `accuracy` exist).
+  [[nodiscard]] bool is_classifier() const noexcept {
+    return loss_ == mlp_loss::softmax_cross_entropy;
+  }
   /// The weight-decay coefficient λ.
   [[nodiscard]] double l2() const noexcept { return l2_; }
   /// Number of parameters n = Σₗ sₗ(sₗ₋₁ + 1).
@@ -221,8 +267,9 @@ class mlp {
   /// `loss_and_gradient`, and in the same pass the per-layer signals of Kronecker-factored
   /// curvature (K-FAC, see `dho2::mlp_layer_signals`): for weight layer l = 0, …, L − 1 (0-based)
   /// and sample j, the layer's input aₗⱼ (column j of the batch for l = 0, else of the hidden
-  /// activations) and gₗⱼ = ∂ℓⱼ/∂zₗⱼ = B·Δₗ[:, j], the gradient of sample j's own cross-entropy
-  /// ℓⱼ with respect to the layer's pre-activation (no weight decay). Then
+  /// activations) and gₗⱼ = ∂ℓⱼ/∂zₗⱼ = B·Δₗ[:, j], the gradient of sample j's own loss ℓⱼ
+  /// (cross-entropy, or ½‖z_L,j − xⱼ‖²) with respect to the layer's pre-activation (no weight
+  /// decay). Then
   /// ∇[Wₗ bₗ] = (1/B) Σⱼ gₗⱼ [aₗⱼ; 1]ᵀ + λ[Wₗ 0]. The loss and `g` are bit-identical to
   /// `loss_and_gradient`'s. An empty batch gives 0 × … matrices with the right row counts.
   /// @throws dho2::data_error if the batch does not match the model.
@@ -235,15 +282,21 @@ class mlp {
   /// @throws dho2::data_error if the batch does not match the model.
   [[nodiscard]] S loss(const_vector_ref<S> x, const batch_type& batch) const {
     eigen_assert(x.size() == num_parameters());
-    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    check_batch(batch);
     const index size = batch.size();
     double data_loss = 0.0;
     std::vector<matrix<S>> a(static_cast<std::size_t>(num_layers()));
     for (index start = 0; start < size; start += evaluation_chunk) {
       const index count = std::min(evaluation_chunk, size - start);
-      forward(x, batch.inputs.middleCols(start, count), a);
-      const Eigen::VectorXi labels = batch.labels.segment(start, count);
-      data_loss += detail::softmax_cross_entropy(a.back(), labels);
+      const auto inputs = batch.inputs.middleCols(start, count);
+      forward(x, inputs, a);
+      if (is_classifier()) {
+        const Eigen::VectorXi labels = batch.labels.segment(start, count);
+        data_loss += detail::softmax_cross_entropy(a.back(), labels);
+      } else {
+        a.back() -= inputs;
+        data_loss += 0.5 * a.back().template cast<double>().squaredNorm();
+      }
     }
     if (size > 0) data_loss /= static_cast<double>(size);
     double decay = 0.0;
@@ -260,7 +313,7 @@ class mlp {
                               vector_ref<S> hv) const {
     eigen_assert(x.size() == num_parameters() && v.size() == num_parameters() &&
                  hv.size() == num_parameters());
-    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    check_batch(batch);
     const index size = batch.size();
     const index depth = num_layers();
     if (size == 0) {
@@ -288,10 +341,17 @@ class mlp {
     matrix<S> rdelta = std::move(ra.back());
     a.pop_back();
     ra.pop_back();
-    static_cast<void>(detail::softmax_cross_entropy(delta, batch.labels));
     const S scale = S(1) / static_cast<S>(size);
-    detail::softmax_jvp(delta, rdelta, scale);
-    detail::softmax_output_delta(delta, batch.labels, scale);
+    if (is_classifier()) {
+      static_cast<void>(detail::softmax_cross_entropy(delta, batch.labels));
+      detail::softmax_jvp(delta, rdelta, scale);
+      detail::softmax_output_delta(delta, batch.labels, scale);
+    } else {
+      // Δ_L = (Z_L − X)/B, R{Δ_L} = R{Z_L}/B.
+      delta -= batch.inputs;
+      delta *= scale;
+      rdelta *= scale;
+    }
     matrix<S> back;
     matrix<S> rback;
     for (index l = depth - 1; l >= 0; --l) {
@@ -321,8 +381,10 @@ class mlp {
 
   /// Predicted class (argmax of the output logits) of every column of `inputs`
   /// (features × samples), evaluated in chunks of columns.
+  /// @throws dho2::invalid_options for the reconstruction loss (no classes).
   [[nodiscard]] Eigen::VectorXi predict(const_vector_ref<S> x,
                                         const Eigen::Ref<const matrix<S>>& inputs) const {
+    require_classifier("predict");
     eigen_assert(x.size() == num_parameters() && inputs.rows() == features());
     Eigen::VectorXi result(inputs.cols());
     std::vector<matrix<S>> a(static_cast<std::size_t>(num_layers()));
@@ -335,8 +397,10 @@ class mlp {
   }
 
   /// Fraction of the batch whose predicted class equals its label (0 for an empty batch).
-  /// @throws dho2::data_error if the batch does not match the model.
+  /// @throws dho2::invalid_options for the reconstruction loss (no classes: use `loss`);
+  ///   dho2::data_error if the batch does not match the model.
   [[nodiscard]] double accuracy(const_vector_ref<S> x, const batch_type& batch) const {
+    require_classifier("accuracy");
     detail::check_classification_batch(batch, features(), classes(), "mlp");
     if (batch.size() == 0) return 0.0;
     const Eigen::VectorXi predicted = predict(x, batch.inputs);
@@ -350,6 +414,24 @@ class mlp {
   [[nodiscard]] index rows(index l) const { return layers_[static_cast<std::size_t>(l) + 1]; }
   [[nodiscard]] index cols(index l) const { return layers_[static_cast<std::size_t>(l)]; }
   [[nodiscard]] index offset(index l) const { return offsets_[static_cast<std::size_t>(l)]; }
+
+  // Cross-entropy: inputs, label count and range; reconstruction: inputs only (labels ignored).
+  void check_batch(const batch_type& batch) const {
+    if (is_classifier()) {
+      detail::check_classification_batch(batch, features(), classes(), "mlp");
+    } else if (batch.inputs.rows() != features()) {
+      throw data_error("mlp: batch.inputs has " + std::to_string(batch.inputs.rows()) +
+                       " rows, the model expects " + std::to_string(features()) + " features");
+    }
+  }
+
+  void require_classifier(const char* function) const {
+    if (is_classifier()) return;
+    throw invalid_options("mlp::output_loss() = " + std::string(to_string(loss_)) +
+                          ". Violated constraint: mlp::" + function +
+                          " needs mlp_loss::softmax_cross_entropy (an autoencoder has no classes; "
+                          "evaluate it with mlp::loss)");
+  }
 
   [[nodiscard]] Eigen::Map<const matrix<S>> weights(const_vector_ref<S> x, index l) const {
     return Eigen::Map<const matrix<S>>(x.data() + offset(l), rows(l), cols(l));
@@ -368,7 +450,7 @@ class mlp {
   S backpropagate(const_vector_ref<S> x, const batch_type& batch, vector_ref<S> g,
                   mlp_layer_signals<S>* signals) const {
     eigen_assert(x.size() == num_parameters() && g.size() == num_parameters());
-    detail::check_classification_batch(batch, features(), classes(), "mlp");
+    check_batch(batch);
     const index size = batch.size();
     const index depth = num_layers();
     if (signals != nullptr) {
@@ -381,8 +463,14 @@ class mlp {
       forward(x, batch.inputs, a);
       matrix<S> delta = std::move(a.back());
       a.pop_back();
-      data_loss = detail::softmax_cross_entropy(delta, batch.labels) / static_cast<double>(size);
-      detail::softmax_output_delta(delta, batch.labels, S(1) / static_cast<S>(size));
+      if (is_classifier()) {
+        data_loss = detail::softmax_cross_entropy(delta, batch.labels) / static_cast<double>(size);
+        detail::softmax_output_delta(delta, batch.labels, S(1) / static_cast<S>(size));
+      } else {
+        delta -= batch.inputs;  // Z_L − X
+        data_loss = 0.5 * delta.template cast<double>().squaredNorm() / static_cast<double>(size);
+        delta *= S(1) / static_cast<S>(size);
+      }
       matrix<S> back;
       for (index l = depth - 1; l >= 0; --l) {
         const Eigen::Ref<const matrix<S>> in = input_of(l, batch.inputs, a);
@@ -438,7 +526,8 @@ class mlp {
     }
   }
 
-  // a[l] = layer outputs for the columns `inputs`: hidden activations, then logits (a.back()).
+  // a[l] = layer outputs for the columns `inputs`: hidden activations, then the linear output
+  // Z_L (a.back(): logits of the classifier).
   void forward(const_vector_ref<S> x, const Eigen::Ref<const matrix<S>>& inputs,
                std::vector<matrix<S>>& a) const {
     const index depth = num_layers();
@@ -465,6 +554,7 @@ class mlp {
   std::vector<index> offsets_;
   dho2::activation hidden_;
   double l2_;
+  mlp_loss loss_;
 };
 
 }  // namespace dho2
