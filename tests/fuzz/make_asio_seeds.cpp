@@ -127,6 +127,15 @@ void frame_seeds(const std::filesystem::path& dir) {
   write(dir, "stream_over_limit",
         stream_seed({call(1, 0, 5, 0, 0, 8)}, 16, false, 1,
                     frame(of(wire::kind::message, 6), bytes(32, 1))));
+  // Two messages read ahead of the call: 10 + 7 bytes stashed exceed max_frame_bytes = 16 in
+  // total (refused), 10 + 6 = 16 do not (the call then gets its frame).
+  for (const unsigned second : {7U, 6U}) {
+    bytes s = frame(of(wire::kind::message, 2), bytes(10, 2));
+    append(s, frame(of(wire::kind::message, 3), bytes(second, 3)));
+    append(s, frame(of(wire::kind::message, 1), bytes{1, 2, 3, 4}));
+    write(dir, second == 7 ? "stream_stash_total_over_limit" : "stream_stash_total_at_limit",
+          stream_seed({call(1, 0, 1, 0, 0, 4)}, 16, false, 1, s));
+  }
   // The handshake and rendezvous reads: an offer, a hello, a table.
   {
     au::offer o{fixed_nonce(3), 2, 1, 4};
