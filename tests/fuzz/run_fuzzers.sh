@@ -3,7 +3,9 @@
 #
 #   bash tests/fuzz/run_fuzzers.sh [--runs N] [--out DIR] [target...]
 #
-# Targets: every tests/fuzz/fuzz_<name>.cpp (default: all). Each is built with clang++
+# Targets: every tests/fuzz/fuzz_<name>.cpp (default: all): idx, checkpoint, asio_frame,
+# asio_handshake (the asio ones link OpenSSL's libcrypto; their seeds are written by
+# tests/fuzz/make_asio_seeds.cpp). Each is built with clang++
 # -fsanitize=fuzzer,address,undefined (-fno-sanitize-recover: any UB report is a crash) into
 # DIR/<name> (default build/fuzz), then run for N executions (default 100000) on a working
 # corpus DIR/corpus/<name> seeded from tests/fuzz/corpus/<name>/ (the seeds in the repository
@@ -21,7 +23,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "run_fuzzers.sh: unknown flag '$1' (see --help)" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac

@@ -31,6 +31,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -688,4 +689,96 @@ TEST_CASE("asio_options: validate() and from_environment() name the bad field or
   set("DHO2_BIND_ADDRESS", "nowhere");
   CHECK(contains(env_error("0", "2", "h:1"), "DHO2_BIND_ADDRESS = \"nowhere\""));
   for (const auto& e : saved) set(e.name, e.saved ? e.saved->c_str() : nullptr);
+}
+
+TEST_CASE("asio wire: hello check, table, split records and abort scan on hand-made bytes") {
+  namespace wire = dho2::detail::asio_wire;
+  const std::uint32_t fp = 0xA1B2C3D4U;
+  wire::hello h;
+  h.rank = 2;
+  h.size = 3;
+  h.port = 40000;
+  h.little_endian = std::endian::native == std::endian::little ? 1 : 0;
+  h.family = 0;
+  h.options = fp;
+  CHECK(wire::hello_defect(h, 2, 3, fp) == "");
+  CHECK(wire::hello_defect(h, 1, 3, fp) ==
+        "hello of rank 2 of 3 after authenticating as rank 1 of 3");
+  CHECK(wire::hello_defect(h, 2, 4, fp) ==
+        "hello of rank 2 of 3 after authenticating as rank 2 of 4");
+  auto e = h;
+  e.little_endian = static_cast<std::uint8_t>(1 - h.little_endian);
+  CHECK(wire::hello_defect(e, 2, 3, fp) == "byte order differs from rank 0's");
+  CHECK(contains(wire::hello_defect(h, 2, 3, fp + 1), "options differ from rank 0's"));
+  e = h;
+  e.family = 5;
+  CHECK(wire::hello_defect(e, 2, 3, fp) == "malformed hello (port 40000, address family 5)");
+  e = h;
+  e.port = 0;
+  e.family = 6;
+  CHECK(wire::hello_defect(e, 2, 3, fp) == "malformed hello (port 0, address family 6)");
+
+  // Table of P = 2: token 0x0807060504030201, rank 0's entry zero, rank 1 at port 0x1234,
+  // family 4, 10.0.0.9; the reserved byte (set to 0x77 here) is ignored and written back as 0.
+  std::vector<unsigned char> tb(48, 0);
+  for (unsigned char i = 0; i < 8; ++i) tb[i] = static_cast<unsigned char>(i + 1);
+  tb[28] = 0x34;
+  tb[29] = 0x12;
+  tb[30] = 4;
+  tb[31] = 0x77;
+  tb[32] = 10;
+  tb[35] = 9;
+  const auto t = wire::decode_table(tb);
+  REQUIRE(t.has_value());
+  CHECK(t->token == 0x0807060504030201ULL);
+  REQUIRE(t->entries.size() == 2);
+  CHECK(t->entries[1].port == 0x1234);
+  CHECK(t->entries[1].family == 4);
+  CHECK(t->entries[1].address[0] == 10);
+  CHECK(t->entries[1].address[3] == 9);
+  CHECK(wire::usable(t->entries[1]));
+  CHECK_FALSE(wire::usable(t->entries[0]));  // port 0, family 0
+  tb[31] = 0;
+  CHECK(wire::encode_table(*t) == tb);
+  CHECK_FALSE(wire::decode_table(std::span(tb).first(47)).has_value());
+  CHECK_FALSE(wire::decode_table(std::span(tb).first(7)).has_value());
+  CHECK(wire::decode_table(std::span(tb).first(8))->entries.empty());
+
+  // Split records of parent ranks 0, 1, 2 with (color, key, port) = (5, 9, 1), (6, 0, 2),
+  // (5, -1, 3): group 5 is rank 2 (key -1) then rank 0 (key 9).
+  std::vector<unsigned char> rec;
+  for (const auto& r :
+       {wire::split_record{5, 9, 1}, wire::split_record{6, 0, 2}, wire::split_record{5, -1, 3}}) {
+    const auto b = wire::encode_split_record(r);
+    rec.insert(rec.end(), b.begin(), b.end());
+  }
+  CHECK(rec[24] == 5);
+  CHECK(rec[28] == 0xFF);  // key -1, little-endian two's complement
+  CHECK(rec[31] == 0xFF);
+  CHECK(rec[32] == 3);
+  const auto g = wire::split_group(rec, 5);
+  REQUIRE(g.size() == 2);
+  CHECK((g[0].rank == 2 && g[0].key == -1 && g[0].port == 3));
+  CHECK((g[1].rank == 0 && g[1].key == 9 && g[1].port == 1));
+  CHECK(wire::split_group(rec, 7).empty());
+
+  // Abort scan: a message of 3 bytes, then an abort "bye"; a cut-off or foreign frame ends it.
+  const auto frame = [](wire::kind k, std::string_view payload) {
+    wire::header fh;
+    fh.type = k;
+    fh.length = payload.size();
+    const auto hb = wire::encode(fh);
+    std::vector<unsigned char> f(hb.begin(), hb.end());
+    f.insert(f.end(), payload.begin(), payload.end());
+    return f;
+  };
+  auto bytes = frame(wire::kind::message, "abc");
+  const auto abort_frame = frame(wire::kind::abort, "bye");
+  bytes.insert(bytes.end(), abort_frame.begin(), abort_frame.end());
+  const auto found = wire::find_abort(bytes);
+  REQUIRE(found.has_value());
+  CHECK(std::string(found->begin(), found->end()) == "bye");
+  CHECK_FALSE(wire::find_abort(std::span(bytes).first(bytes.size() - 1)).has_value());
+  bytes[0] ^= 1U;  // bad magic on the first frame
+  CHECK_FALSE(wire::find_abort(bytes).has_value());
 }

@@ -17,7 +17,7 @@
 ///     (A's rank, P)), then A → C, *offer*: nonce_A | A's rank | C's rank | world size;
 ///  3. C checks A's offer, then C → A, *proof* (32 bytes):
 ///     HMAC-SHA256(secret, "DHO2-auth" | 'C' | nonce_A | nonce_C | protocol version u16 | P u32 |
-///     C's rank u32 | A's rank u32 | session token u64) — 100 bytes, integers little-endian; the
+///     C's rank u32 | A's rank u32 | session token u64) — 96 bytes, integers little-endian; the
 ///     session token is 0 at the rendezvous, the job's token (from the table) in the mesh and the
 ///     group's token in a split;
 ///  4. A recomputes it and compares in constant time (`CRYPTO_memcmp`), checks that no other
@@ -573,31 +573,17 @@ class asio_transport {
     const auto p = static_cast<std::size_t>(size_);
     namespace w = detail::asio_wire;
     std::vector<std::byte> records(p * w::split_record_size);
-    std::array<unsigned char, w::split_record_size> mine{};
-    w::put_u32(mine.data(), static_cast<std::uint32_t>(color));
-    w::put_u32(mine.data() + 4, static_cast<std::uint32_t>(key));
-    w::put_u16(mine.data() + 8, child->acceptor->local_endpoint().port());
+    const auto mine =
+        w::encode_split_record({static_cast<std::int32_t>(color), static_cast<std::int32_t>(key),
+                                child->acceptor->local_endpoint().port()});
     std::memcpy(records.data() + static_cast<std::size_t>(rank_) * w::split_record_size,
                 mine.data(), mine.size());
     std::vector<std::size_t> off(p + 1);
     for (std::size_t c = 0; c <= p; ++c) off[c] = c * w::split_record_size;
     ring_gather(e, "split", w::op::split, seq, 0, w::dtype::bytes, records.data(), off, false);
-    struct member {
-      int key;
-      int rank;
-      unsigned short port;
-    };
-    std::vector<member> members;
-    for (std::size_t q = 0; q < p; ++q) {
-      const auto* rec =
-          reinterpret_cast<const unsigned char*>(records.data()) + q * w::split_record_size;
-      if (static_cast<int>(w::get_u32(rec)) != color) continue;
-      members.push_back(
-          {static_cast<int>(w::get_u32(rec + 4)), static_cast<int>(q), w::get_u16(rec + 8)});
-    }
-    std::sort(members.begin(), members.end(), [](const member& a, const member& b) {
-      return a.key != b.key ? a.key < b.key : a.rank < b.rank;
-    });
+    const std::vector<w::split_member> members = w::split_group(
+        std::span(reinterpret_cast<const unsigned char*>(records.data()), records.size()),
+        static_cast<std::int32_t>(color));
     child->size = static_cast<int>(members.size());
     child->links.resize(members.size());
     child->addresses.resize(members.size());

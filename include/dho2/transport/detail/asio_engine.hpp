@@ -338,23 +338,13 @@ class asio_engine {
         const auto bad = [&](const std::string& what) {
           fail(prefix("rendezvous") + ": " + l.name + ": " + what);
         };
-        if (h.size != static_cast<std::uint32_t>(size) ||
-            h.rank != static_cast<std::uint32_t>(authenticated)) {
-          bad("hello of rank " + std::to_string(h.rank) + " of " + std::to_string(h.size) +
-              " after authenticating as rank " + std::to_string(authenticated) + " of " +
-              std::to_string(size));
+        if (const std::string why =
+                asio_wire::hello_defect(h, static_cast<std::uint32_t>(authenticated),
+                                        static_cast<std::uint32_t>(size), options_fingerprint());
+            !why.empty()) {
+          bad(why);
         }
         const auto r = static_cast<std::size_t>(authenticated);
-        if (h.little_endian != (std::endian::native == std::endian::little ? 1 : 0)) {
-          bad("byte order differs from rank 0's");
-        }
-        if (h.options != options_fingerprint()) {
-          bad("options differ from rank 0's (direct_all_reduce_bytes or max_frame_bytes)");
-        }
-        if (h.port == 0 || (h.family != 0 && h.family != 4 && h.family != 6)) {
-          bad("malformed hello (port " + std::to_string(h.port) + ", address family " +
-              std::to_string(h.family) + ")");
-        }
         raw[r] = h.address;
         family[r] = h.family;
         ports[r] = h.port;
@@ -379,15 +369,13 @@ class asio_engine {
       std::random_device rd;
       token = asio_mix((std::uint64_t{rd()} << 32) ^ rd() ^
                        static_cast<std::uint64_t>(asio_clock::now().time_since_epoch().count()));
-      std::vector<unsigned char> table(8 + asio_wire::table_entry_size *
-                                               static_cast<std::size_t>(size));
-      asio_wire::put_u64(table.data(), token);
+      asio_wire::table t;
+      t.token = token;
+      t.entries.resize(static_cast<std::size_t>(size));
       for (std::size_t r = 1; r < static_cast<std::size_t>(size); ++r) {
-        unsigned char* e = table.data() + 8 + asio_wire::table_entry_size * r;
-        asio_wire::put_u16(e, ports[r]);
-        e[2] = family[r];
-        std::memcpy(e + 4, raw[r].data(), 16);
+        t.entries[r] = {ports[r], family[r], raw[r]};
       }
+      const std::vector<unsigned char> table = asio_wire::encode_table(t);
       std::vector<asio_write> writes;
       asio_wire::header h;
       h.type = asio_wire::kind::table;
@@ -441,8 +429,7 @@ class asio_engine {
       hh.type = asio_wire::kind::hello;
       asio_write w = make_write(0, hh, std::as_bytes(std::span(hello_bytes)));
       w.counted = false;
-      std::vector<unsigned char> table(8 + asio_wire::table_entry_size *
-                                               static_cast<std::size_t>(size));
+      std::vector<unsigned char> table(asio_wire::table_size(static_cast<std::size_t>(size)));
       asio_wire::header want;
       want.type = asio_wire::kind::table;
       // Rank 0 answers once every rank has joined, or tells why not: wait up to
@@ -450,18 +437,17 @@ class asio_engine {
       asio_read rd = handshake_read(*links[0], want, std::as_writable_bytes(std::span(table)),
                                     settings.connect_timeout + settings.timeout);
       exchange("rendezvous", std::span(&rd, 1), std::span(&w, 1));
-      token = asio_wire::get_u64(table.data());
+      const asio_wire::table t = asio_wire::decode_table(table).value();  // the length was checked
+      token = t.token;
       std::vector<unsigned short> ports(static_cast<std::size_t>(size), 0);
       for (std::size_t r = 1; r < static_cast<std::size_t>(size); ++r) {
-        const unsigned char* e = table.data() + 8 + asio_wire::table_entry_size * r;
-        ports[r] = asio_wire::get_u16(e);
-        std::array<unsigned char, 16> raw{};
-        std::memcpy(raw.data(), e + 4, 16);
-        if (ports[r] == 0 || (e[2] != 4 && e[2] != 6)) {
+        const asio_wire::table_entry& e = t.entries[r];
+        if (!asio_wire::usable(e)) {
           throw asio_defect(links[0]->name + ": malformed table entry for rank " +
                             std::to_string(r));
         }
-        addresses[r] = to_address(e[2], raw);
+        ports[r] = e.port;
+        addresses[r] = to_address(e.family, e.address);
       }
       build_mesh(ports, 1);
     } catch (const transport_error&) {
@@ -882,18 +868,8 @@ class asio_engine {
         if (n == 0) break;
         have += n;
       }
-      std::size_t pos = 0;
-      while (pos + asio_wire::header_size <= have) {
-        asio_wire::header_bytes hb;
-        std::memcpy(hb.data(), buf.data() + pos, hb.size());
-        const asio_wire::header h = asio_wire::decode(hb);
-        const std::size_t rest = have - pos - asio_wire::header_size;
-        if (h.magic != asio_wire::magic || h.length > rest) break;
-        const auto* payload = buf.data() + pos + asio_wire::header_size;
-        if (h.type == asio_wire::kind::abort) {
-          return asio_printable(std::as_bytes(std::span(payload, h.length)));
-        }
-        pos += asio_wire::header_size + h.length;
+      if (const auto payload = asio_wire::find_abort(std::span(buf.data(), have))) {
+        return asio_printable(std::as_bytes(*payload));
       }
     } catch (...) {  // best effort only
     }

@@ -2,13 +2,17 @@
 // payloads, and their encoders / decoders. See the file comment of <dho2/transport/asio.hpp>.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace dho2::detail::asio_wire {
 
@@ -116,6 +120,24 @@ inline header decode(const header_bytes& b) noexcept {
   return h;
 }
 
+// The payload of the first abort frame in `bytes` (frames as they arrived, from a frame boundary),
+// scanning whole frames with the right magic; nothing if the scan ends first.
+inline std::optional<std::span<const unsigned char>> find_abort(
+    std::span<const unsigned char> bytes) noexcept {
+  std::size_t pos = 0;
+  while (pos + header_size <= bytes.size()) {
+    header_bytes hb;
+    std::memcpy(hb.data(), bytes.data() + pos, hb.size());
+    const header h = decode(hb);
+    const std::size_t rest = bytes.size() - pos - header_size;
+    if (h.magic != magic || h.length > rest) break;
+    const auto payload = bytes.subspan(pos + header_size, static_cast<std::size_t>(h.length));
+    if (h.type == kind::abort) return payload;
+    pos += header_size + payload.size();
+  }
+  return std::nullopt;
+}
+
 inline const char* op_name(op o) noexcept {
   switch (o) {
     case op::none: return "none";
@@ -202,8 +224,116 @@ inline hello decode_hello(const std::array<unsigned char, hello_size>& b) noexce
   return h;
 }
 
-// Table (rank 0 -> everyone): session token u64, then per rank: port u16 | family u8 | 0 u8 |
-// address 16 (rank 0's entry is zero: everyone already has a connection to it).
+// "" if the hello `h` of a connection authenticated as rank `rank` of a world of `size` ranks fits
+// rank 0 (`options`: its fingerprint), else what is wrong.
+inline std::string hello_defect(const hello& h, std::uint32_t rank, std::uint32_t size,
+                                std::uint32_t options) {
+  if (h.size != size || h.rank != rank) {
+    return "hello of rank " + std::to_string(h.rank) + " of " + std::to_string(h.size) +
+           " after authenticating as rank " + std::to_string(rank) + " of " + std::to_string(size);
+  }
+  if (h.little_endian != (std::endian::native == std::endian::little ? 1 : 0)) {
+    return "byte order differs from rank 0's";
+  }
+  if (h.options != options) {
+    return "options differ from rank 0's (direct_all_reduce_bytes or max_frame_bytes)";
+  }
+  if (h.port == 0 || (h.family != 0 && h.family != 4 && h.family != 6)) {
+    return "malformed hello (port " + std::to_string(h.port) + ", address family " +
+           std::to_string(h.family) + ")";
+  }
+  return {};
+}
+
+// Table (rank 0 -> everyone), 8 + 20 P bytes: session token u64, then per rank: port u16 |
+// family u8 | 0 u8 | address 16 (rank 0's entry is zero: everyone already has a connection to it).
+struct table_entry {
+  std::uint16_t port = 0;
+  std::uint8_t family = 0;
+  std::array<unsigned char, 16> address{};
+};
+
+struct table {
+  std::uint64_t token = 0;
+  std::vector<table_entry> entries;  // by rank
+};
+
+inline std::size_t table_size(std::size_t ranks) noexcept { return 8 + table_entry_size * ranks; }
+
+inline std::vector<unsigned char> encode_table(const table& t) {
+  std::vector<unsigned char> b(table_size(t.entries.size()));
+  put_u64(b.data(), t.token);
+  for (std::size_t r = 0; r < t.entries.size(); ++r) {
+    unsigned char* e = b.data() + 8 + table_entry_size * r;
+    put_u16(e, t.entries[r].port);
+    e[2] = t.entries[r].family;
+    std::memcpy(e + 4, t.entries[r].address.data(), 16);
+  }
+  return b;
+}
+
+// The table in `b`, or nothing if `b` does not have 8 + 20 P bytes for some P.
+inline std::optional<table> decode_table(std::span<const unsigned char> b) {
+  if (b.size() < 8 || (b.size() - 8) % table_entry_size != 0) return std::nullopt;
+  table t;
+  t.token = get_u64(b.data());
+  t.entries.resize((b.size() - 8) / table_entry_size);
+  for (std::size_t r = 0; r < t.entries.size(); ++r) {
+    const unsigned char* e = b.data() + 8 + table_entry_size * r;
+    t.entries[r].port = get_u16(e);
+    t.entries[r].family = e[2];
+    std::memcpy(t.entries[r].address.data(), e + 4, 16);
+  }
+  return t;
+}
+
+// Whether a table entry of a rank > 0 can be connected to: a port and address family 4 or 6.
+inline bool usable(const table_entry& e) noexcept {
+  return e.port != 0 && (e.family == 4 || e.family == 6);
+}
+
 // Split record (all-gathered over the parent), 12 bytes: color i32 | key i32 | port u16 | 0 u16.
+struct split_record {
+  std::int32_t color = 0;
+  std::int32_t key = 0;
+  std::uint16_t port = 0;
+};
+
+inline std::array<unsigned char, split_record_size> encode_split_record(
+    const split_record& s) noexcept {
+  std::array<unsigned char, split_record_size> b{};
+  put_u32(b.data(), static_cast<std::uint32_t>(s.color));
+  put_u32(b.data() + 4, static_cast<std::uint32_t>(s.key));
+  put_u16(b.data() + 8, s.port);
+  return b;
+}
+
+inline split_record decode_split_record(const unsigned char* p) noexcept {
+  return {static_cast<std::int32_t>(get_u32(p)), static_cast<std::int32_t>(get_u32(p + 4)),
+          get_u16(p + 8)};
+}
+
+// One member of a split group: its key, its rank in the parent and its listening port.
+struct split_member {
+  int key;
+  int rank;
+  unsigned short port;
+};
+
+// The members of the sub-group `color` of the parent whose records (one per parent rank, by rank)
+// are `records` (a whole number of records), ordered by (key, parent rank).
+inline std::vector<split_member> split_group(std::span<const unsigned char> records,
+                                             std::int32_t color) {
+  std::vector<split_member> members;
+  for (std::size_t q = 0; q < records.size() / split_record_size; ++q) {
+    const split_record s = decode_split_record(records.data() + q * split_record_size);
+    if (s.color != color) continue;
+    members.push_back({s.key, static_cast<int>(q), s.port});
+  }
+  std::sort(members.begin(), members.end(), [](const split_member& a, const split_member& b) {
+    return a.key != b.key ? a.key < b.key : a.rank < b.rank;
+  });
+  return members;
+}
 
 }  // namespace dho2::detail::asio_wire
