@@ -67,6 +67,19 @@ void visit_fields(momentum_state<S>& st, F&& f) {
   f("m", st.m);
 }
 
+// Whether a base optimizer's state can be checkpointed: it has `visit_fields(f)`, or the
+// overload above applies.
+struct any_field_visitor {
+  template <class T>
+  void operator()(std::string_view, T&) const noexcept {}
+};
+// clang-format off
+template <class State>
+concept checkpointable_state =
+    requires(State& st, any_field_visitor f) { st.visit_fields(f); } ||
+    requires(State& st, any_field_visitor f) { visit_fields(st, f); };
+// clang-format on
+
 // Calls f(name, field) on every field of a base optimizer's state: its own `visit_fields(f)`,
 // or the overload above.
 template <class State, class F>

@@ -1002,7 +1002,11 @@ class optimizer {
       const auto kind = static_cast<request_kind>(static_cast<int>(header[0]));
       if (kind == request_kind::finish) break;
       if (kind == request_kind::checkpoint) {
-        join_checkpoint(x, static_cast<index>(header[1]), static_cast<std::size_t>(header[2]));
+        // (Trainers can only ask when their base state is checkpointable: save_checkpoint
+        // does not compile otherwise.)
+        if constexpr (detail::checkpointable_state<typename base_type::template state<S>>) {
+          join_checkpoint(x, static_cast<index>(header[1]), static_cast<std::size_t>(header[2]));
+        }
         continue;
       }
       if (group.rank() == 0) world.recv(writable_bytes_of(x.data(), span_size(n_)), 0, tag_params);
