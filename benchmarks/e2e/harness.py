@@ -346,7 +346,8 @@ def tuning_score(task: Task, rows: list[dict]) -> tuple:
     return (1, -best if task.maximize else best)
 
 
-def target_of(task: Task, finals: dict[str, list[list[dict]]]) -> float:
+def target_of(task: Task, finals: dict[str, list[list[dict]]], budget: float) -> float:
+    """The task's target; `budget` is the final runs' training budget (s), after --budget-scale."""
     kind, _, value = task.target_rule.partition(":")
     if kind == "fixed":
         return float(value)
@@ -360,7 +361,7 @@ def target_of(task: Task, finals: dict[str, list[list[dict]]]) -> float:
         for name, logs in finals.items():
             if CONFIGS[name].family != "first-order":
                 continue
-            at = [metric_at(task, rows, frac * task.budget_s) for rows in logs]
+            at = [metric_at(task, rows, frac * budget) for rows in logs]
             at = [a for a in at if not math.isnan(a)]
             if at:
                 candidates.append(statistics.median(at))
@@ -492,10 +493,11 @@ def phase_report(args, tasks) -> None:
                 meta.setdefault(r["config"], []).append(r)
         if not finals:
             continue
-        target = target_of(task, finals)
+        budget = statistics.median(float(m["budget_s"]) for ms in meta.values() for m in ms)
+        target = target_of(task, finals, budget)
         md += [f"## {task.description}", "",
                f"Target: {task.metric} {'≥' if task.maximize else '≤'} {target:.4g} "
-               f"({task.target_rule}); budget {task.budget_s:g} s of training per run; "
+               f"({task.target_rule}); budget {budget:g} s of training per run; "
                f"medians over seeds with [min, max].", "",
                "| configuration | params | time to target (s) | steps to target | "
                f"{task.metric} at budget | s/step | bytes/step/rank | seeds |",
@@ -507,7 +509,7 @@ def phase_report(args, tasks) -> None:
             logs = finals[name]
             times = [time_to(task, rows_, target)[0] for rows_ in logs]
             steps = [time_to(task, rows_, target)[1] for rows_ in logs]
-            at_budget = [metric_at(task, rows_, task.budget_s) for rows_ in logs]
+            at_budget = [metric_at(task, rows_, budget) for rows_ in logs]
             per_step = [float(m["train_seconds"]) / float(m["steps"]) for m in meta[name]
                         if float(m["steps"] or 0) > 0]
             bps = [float(m["bytes_per_step"]) for m in meta[name] if m["bytes_per_step"]]
