@@ -518,6 +518,29 @@ def phase_report(args, tasks) -> None:
                       f"{spread(at_budget)} | {fmt(statistics.median(per_step) if per_step else math.nan)} | "
                       f"{fmt(statistics.median(bps) if bps else math.nan)} | {len(logs)} |")
         md.append("")
+        # Where the time of a step goes (final runs; medians over seeds of total / steps).
+        parts = ("gradient_s", "hvp_s", "estimate_other_s", "update_s", "communication_s",
+                 "factor_s", "inverse_s")
+        md += ["Per-step time split, ms (medians over seeds of the run's total / steps; the "
+               "gradient includes forward and backward; estimate_other is Lanczos outside the "
+               "HVPs; communication is time inside collectives):", "",
+               "| configuration | total | " + " | ".join(p[:-2] for p in parts) + " |",
+               "|---|---|" + "---|" * len(parts)]
+        for name in summary_rows:
+            def per_step_ms(key):
+                vals = []
+                for m in meta[name]:
+                    steps_ = float(m["steps"] or 0)
+                    try:
+                        v = float(m[key])
+                    except (TypeError, ValueError):
+                        continue
+                    if steps_ > 0 and not math.isnan(v):
+                        vals.append(1e3 * v / steps_)
+                return statistics.median(vals) if vals else math.nan
+            md.append(f"| {name} | {fmt(per_step_ms('train_seconds'))} | "
+                      + " | ".join(fmt(per_step_ms(p)) for p in parts) + " |")
+        md.append("")
         # Goals.
         def med(name):
             vals = [v for v in summary_rows.get(name, []) if not math.isnan(v)]
