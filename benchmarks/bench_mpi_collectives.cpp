@@ -53,6 +53,7 @@ int main() {
 
 #else
 
+#include "bench_context.hpp"
 #include <dho2/mpi.hpp>
 
 #include <benchmark/benchmark.h>
@@ -390,6 +391,10 @@ int main(int argc, char** argv) {
   const bench_options options = parse_options(argc, argv, root);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("git_revision", dho2_bench::git_revision());
+  benchmark::AddCustomContext("transport", "mpi (Boost.MPI, a duplicate of MPI_COMM_WORLD)");
+  benchmark::AddCustomContext("world_size", std::to_string(size));
+  benchmark::AddCustomContext("scalar", "float");
   if (root) {
     std::printf("bench_mpi_collectives: %d ranks, sizes", size);
     for (const std::size_t n : options.sizes) std::printf(" %zu", n);
