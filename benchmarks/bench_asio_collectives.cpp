@@ -98,3 +98,7 @@ void sizes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_asio_all_reduce_sum)->Apply(sizes);
 BENCHMARK(BM_asio_reduce_scatter_sum)->Apply(sizes);
 BENCHMARK(BM_asio_all_gather)->Apply(sizes);
+
+int main(int argc, char** argv) {
+  return dho2_bench::collective_main<dho2::asio_transport>(argc, argv);
+}

@@ -137,3 +137,7 @@ BENCHMARK(BM_inproc_reduce_scatter_sum)->Apply(sizes_and_ranks);
 BENCHMARK(BM_inproc_all_gather)->Apply(sizes_and_ranks);
 BENCHMARK(BM_floor_serial_sum)->Apply(sizes_and_ranks);
 BENCHMARK(BM_floor_serial_copy)->Apply(sizes_only);
+
+int main(int argc, char** argv) {
+  return dho2_bench::collective_main<dho2::inproc_transport>(argc, argv);
+}

@@ -4,13 +4,14 @@
 // collectives.
 //
 // How: one group of P ranks per (benchmark program, P) is created on first use and kept until
-// exit (replaced after a failure). At the start of each benchmark run, rank 0 posts {operation,
-// n, state.max_iterations} — Google Benchmark runs the timed loop exactly max_iterations times —
-// then every rank allocates and first-touches its buffers and runs one untimed collective (so no
-// rank's allocation falls in the timed loop), and each worker runs max_iterations collectives of
-// its own while rank 0 runs the timed loop; after the loop (outside the timing) rank 0 waits until
-// every worker has finished. The collectives themselves keep the ranks in step. A rank that fails
-// leaves its group when the transport can (`leave()`), so that its peers fail at once.
+// the benchmarks are done (replaced after a failure; collective_main ends them). At the start of
+// each benchmark run, rank 0 posts {operation, n, state.max_iterations} — Google Benchmark runs the
+// timed loop exactly max_iterations times — then every rank allocates and first-touches its buffers
+// and runs one untimed collective (so no rank's allocation falls in the timed loop), and each
+// worker runs max_iterations collectives of its own while rank 0 runs the timed loop; after the
+// loop (outside the timing) rank 0 waits until every worker has finished. The collectives
+// themselves keep the ranks in step. A rank that fails leaves its group when the transport can
+// (`leave()`), so that its peers fail at once.
 //
 // Reported by run_collective: real time per collective, bytes_per_second = n·4 bytes of the
 // vector per second (the algorithm bandwidth), and sent_per_rank = payload bytes rank 0's
@@ -184,10 +185,17 @@ class rank_group {
 /// Runs one benchmark of `op` on n = state.range(0) floats over P = state.range(1) ranks of a
 /// group of P ranks made by `make(r)` (see rank_group). Groups are cached per transport type and
 /// P, and replaced after a failure.
+/// The cached groups of `Transport`, by P.
+template <class Transport>
+std::map<int, std::unique_ptr<rank_group<Transport>>>& group_cache() {
+  static std::map<int, std::unique_ptr<rank_group<Transport>>> groups;
+  return groups;
+}
+
 template <class Transport>
 void run_collective(benchmark::State& state, operation op,
                     const std::function<typename rank_group<Transport>::factory(int p)>& make) {
-  static std::map<int, std::unique_ptr<rank_group<Transport>>> groups;
+  auto& groups = group_cache<Transport>();
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto p = static_cast<int>(state.range(1));
   std::string error;
@@ -220,6 +228,21 @@ void run_collective(benchmark::State& state, operation op,
     error = e.what();
   }
   if (!error.empty()) state.SkipWithError(error.c_str());
+}
+
+/// The main() of a collective benchmark program: runs the benchmarks, then ends the cached groups
+/// of `Transport` (joining their worker threads) while main() is still running. Worker threads
+/// left to static destruction would exit after the libraries' own exit handlers: OpenSSL, which
+/// the asio transport's handshake uses, frees a thread's state when the thread exits, and after
+/// its exit cleanup that state is lost (LeakSanitizer reports it).
+template <class Transport>
+int collective_main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  group_cache<Transport>().clear();
+  benchmark::Shutdown();
+  return 0;
 }
 
 }  // namespace dho2_bench

@@ -21,6 +21,7 @@
 # `failtest.<name>.compiles` (a plain build of the target must succeed, so the first one cannot pass
 # because the harness itself is broken).
 include_guard(GLOBAL)
+include(${CMAKE_CURRENT_LIST_DIR}/dho2Testing.cmake)
 
 set(DHO2_FAILTEST_RUNNER "${CMAKE_CURRENT_LIST_DIR}/dho2RunFailtest.cmake")
 
@@ -61,6 +62,7 @@ function(dho2_add_failtest source)
   endif()
 
   set(_test failtest.${arg_NAME})
+  dho2_test_timeout(_timeout 300)
   add_test(NAME ${_test}
            COMMAND "${CMAKE_COMMAND}" "-DDHO2_BUILD_DIR=${CMAKE_BINARY_DIR}"
                    "-DDHO2_TARGET=${_target}" "-DDHO2_CONFIG=$<CONFIG>" "-DDHO2_SOURCE=${source}"
@@ -70,13 +72,13 @@ function(dho2_add_failtest source)
                        FAIL_REGULAR_EXPRESSION "DHO2-FAILTEST-UNEXPECTED"
                        LABELS failtest
                        RESOURCE_LOCK dho2_build_tree
-                       TIMEOUT 300)
+                       TIMEOUT ${_timeout})
   if(arg_CONTROL)
     set_tests_properties(${_test} PROPERTIES WILL_FAIL TRUE)
     add_test(NAME ${_test}.compiles
              COMMAND "${CMAKE_COMMAND}" --build "${CMAKE_BINARY_DIR}" --target ${_target}
                      --config $<CONFIG>)
     set_tests_properties(${_test}.compiles PROPERTIES LABELS failtest
-                         RESOURCE_LOCK dho2_build_tree TIMEOUT 300)
+                         RESOURCE_LOCK dho2_build_tree TIMEOUT ${_timeout})
   endif()
 endfunction()

@@ -26,9 +26,9 @@
 #                           registers one CTest test <name>.np<N> per process count N, running
 #                           ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} N [--oversubscribe]
 #                           ${MPIEXEC_PREFLAGS} <target> ${MPIEXEC_POSTFLAGS} <args>, label `mpi`
-#                           (plus LABELS), TIMEOUT (default DHO2_MPI_TEST_TIMEOUT), PROCESSORS N,
-#                           and OMPI_ALLOW_RUN_AS_ROOT=1, OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 in the
-#                           environment (Open MPI refuses root without them; harmless otherwise).
+#                           (plus LABELS), TIMEOUT (default DHO2_MPI_TEST_TIMEOUT; both scaled
+#                           by DHO2_TEST_TIMEOUT_SCALE), PROCESSORS N, and the environment of
+#                           dho2_mpi_test_environment (cmake/dho2Testing.cmake).
 #                           Does nothing when DHO2_WITH_MPI is OFF.
 #   with DHO2_BUILD_TESTS:  dho2_mpi_tests (tests/mpi/test_mpi_transport.cpp) and the tests
 #                           mpi.transport.np<N> for N in DHO2_MPI_TEST_NPROCS (default 1 2 3 4);
@@ -38,6 +38,7 @@
 #                           the smoke test benchmark.bench_mpi_collectives.np2 (tiny sizes,
 #                           labels mpi and benchmark-smoke).
 include_guard(GLOBAL)
+include(${CMAKE_CURRENT_LIST_DIR}/dho2Testing.cmake)
 
 get_filename_component(_dho2_mpi_root "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
 set(DHO2_BOOST_MPI_MIN_VERSION 1.74)  # also for @DHO2_BOOST_MPI_MIN_VERSION@ in the package Config
@@ -78,6 +79,7 @@ function(dho2_add_mpi_test name target)
   if(NOT DEFINED _arg_TIMEOUT)
     set(_arg_TIMEOUT ${DHO2_MPI_TEST_TIMEOUT})
   endif()
+  dho2_test_timeout(_arg_TIMEOUT ${_arg_TIMEOUT})
   set(_labels mpi ${_arg_LABELS})
   foreach(_np IN LISTS _arg_UNPARSED_ARGUMENTS)
     if(NOT _np MATCHES "^[1-9][0-9]*$")
@@ -91,8 +93,8 @@ function(dho2_add_mpi_test name target)
     set_tests_properties(${name}.np${_np} PROPERTIES
                          LABELS "${_labels}"
                          TIMEOUT ${_arg_TIMEOUT}
-                         PROCESSORS ${_np}
-                         ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
+                         PROCESSORS ${_np})
+    dho2_mpi_test_environment(${name}.np${_np})
   endforeach()
 endfunction()
 
