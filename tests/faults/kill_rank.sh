@@ -20,14 +20,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 args=(--dataset synthetic --epochs 50 --optimizer dho2)
 
-# Waits (up to 120 s) until rank 0's output shows a progress line.
+# Waits until rank 0's output shows a progress line. No clock here: how long the start takes
+# depends on the build (a sanitizer build is many times slower) and on the load of the machine,
+# and the test's TIMEOUT catches a job that never gets there. The bound the test checks is the
+# one after the kill.
 wait_for_training() {
-  for _ in $(seq 1 1200); do
-    grep -q "epoch 1/" "$work/rank0.txt" 2>/dev/null && return 0
+  until grep -q "epoch 1/" "$work/rank0.txt" 2>/dev/null; do
     kill -0 "$1" 2>/dev/null || fail "the job ended before training started"
     sleep 0.1
   done
-  fail "training did not start within 120 s"
 }
 
 # Waits for pid $1 to exit within the bound; sets `code` and `elapsed`.

@@ -49,8 +49,9 @@ kill_at=$((20 + 10 * (RANDOM % 24)))
 latest_step() {  # the largest step of a checkpoint file in the directory (0 if none)
   ls "$ckpt" 2>/dev/null | grep -o 'step-[0-9]*' | grep -o '[0-9]*' | sort -n | tail -1
 }
-for _ in $(seq 1 3000); do
-  (($(latest_step || echo 0) + 0 >= kill_at)) && break
+# No clock: the wait lasts as long as the build and the machine make it (the test's TIMEOUT
+# catches a job that stalls).
+until (($(latest_step || echo 0) + 0 >= kill_at)); do
   kill -0 "$victim_job" 2>/dev/null || break
   sleep 0.01
 done
