@@ -21,7 +21,7 @@
 // of a long run).
 //
 // Bytes per step ("bytes_per_step"; bytes_per_second = SetBytesProcessed), counting every read
-// and every write of an n-vector of floats once per pass, as core/optimizer.hpp and
+// and every write of an n-vector of floats once per pass, as fosi/optimizer.hpp and
 // base/adam.hpp are written (b = 4 bytes, V is stored n x K):
 //   gradient copy in the model                 read 4n, write 4n               8n
 //   grad_.allFinite()                          read 4n                         4n
@@ -210,7 +210,7 @@ BENCHMARK(BM_fosi_adam_update)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-// The products with V of optimizer::update (core/optimizer.hpp), written as it writes them, so
+// The products with V of optimizer::update (fosi/optimizer.hpp), written as it writes them, so
 // their bandwidth can be read without the Adam part: c = V g; g -= V^T c; p = V delta;
 // delta -= V^T coef. The small K-vectors are in double there and cast to float, as here.
 void BM_fosi_projections(benchmark::State& state) {

@@ -1,7 +1,7 @@
 // DHO2_EXPECT: DHO2: optimizer<S>: the model's scalar_type must be S
 // optimizer<float>::step with a model whose scalar_type is double must be rejected with the
 // optimizer's own message, not only with Eigen's errors about mismatched vector types.
-#include <dho2/core/optimizer.hpp>
+#include <dho2/fosi/optimizer.hpp>
 #include <dho2/models/quadratic.hpp>
 
 int main() {

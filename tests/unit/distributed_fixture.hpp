@@ -4,7 +4,7 @@
 #pragma once
 
 #include <dho2/concepts/differentiable_model.hpp>
-#include <dho2/core/options.hpp>
+#include <dho2/fosi/options.hpp>
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/synthetic.hpp>
 #include <dho2/models/mlp.hpp>

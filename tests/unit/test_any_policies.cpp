@@ -4,7 +4,7 @@
 // included in the parent's stats; a partitioner gives the wrapped one's offsets and errors; and a
 // mode-S optimizer over the wrappers equals the same optimizer over the concrete policies.
 #include <dho2/core/errors.hpp>
-#include <dho2/core/optimizer.hpp>
+#include <dho2/fosi/optimizer.hpp>
 #include <dho2/models/quadratic.hpp>
 #include <dho2/partition/any.hpp>
 #include <dho2/partition/block_aligned.hpp>

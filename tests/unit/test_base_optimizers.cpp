@@ -8,8 +8,8 @@
 #include <dho2/base/nesterov.hpp>
 #include <dho2/base/sgd.hpp>
 #include <dho2/core/errors.hpp>
-#include <dho2/core/optimizer.hpp>
-#include <dho2/core/policies.hpp>
+#include <dho2/fosi/optimizer.hpp>
+#include <dho2/fosi/policies.hpp>
 
 #include <doctest/doctest.h>
 

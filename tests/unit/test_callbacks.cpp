@@ -8,7 +8,7 @@
 #include <dho2/base/sgd.hpp>
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/core/errors.hpp>
-#include <dho2/core/optimizer.hpp>
+#include <dho2/fosi/optimizer.hpp>
 
 #include <doctest/doctest.h>
 

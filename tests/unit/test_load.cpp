@@ -5,7 +5,7 @@
 #include "distributed_fixture.hpp"
 #include <dho2/admm/consensus.hpp>
 #include <dho2/base/heavy_ball.hpp>
-#include <dho2/core/optimizer.hpp>
+#include <dho2/fosi/optimizer.hpp>
 #include <dho2/transport/inproc.hpp>
 
 #include <Eigen/Core>

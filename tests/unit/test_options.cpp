@@ -1,11 +1,11 @@
-// Tests of dho2::options::validate (include/dho2/core/options.hpp) and of when the optimizer
+// Tests of dho2::options::validate (include/dho2/fosi/options.hpp) and of when the optimizer
 // applies it: every bad field gives an invalid_options message naming the field, the value and
 // the violated constraint; model-independent fields are rejected at construction, n-dependent
 // ones at the first step, with the parameters and the optimizer state untouched.
 #include <dho2/base/sgd.hpp>
 #include <dho2/core/errors.hpp>
-#include <dho2/core/optimizer.hpp>
-#include <dho2/core/options.hpp>
+#include <dho2/fosi/optimizer.hpp>
+#include <dho2/fosi/options.hpp>
 #include <dho2/models/quadratic.hpp>
 
 #include <doctest/doctest.h>

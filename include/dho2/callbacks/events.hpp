@@ -15,6 +15,7 @@
 /// | `on_end(const summary&)`          | once, after the run                    | no       |
 #pragma once
 
+#include <dho2/core/step_status.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>
 
@@ -26,18 +27,6 @@
 #include <vector>
 
 namespace dho2 {
-
-/// What a step did.
-enum class step_status {
-  /// The parameters were updated.
-  taken,
-  /// Skipped: the loss was not finite.
-  skipped_nonfinite_loss,
-  /// Skipped: the gradient was not finite.
-  skipped_nonfinite_gradient,
-  /// The run is stopped (`nonfinite_policy::stop` met a non-finite value); nothing changed.
-  stopped,
-};
 
 /// Facts about a run, given to `on_begin`.
 struct run_info {

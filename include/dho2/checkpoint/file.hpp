@@ -37,7 +37,7 @@
 #pragma once
 
 #include <dho2/checkpoint/checksum.hpp>
-#include <dho2/checkpoint/error.hpp>
+#include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 
 #include <fcntl.h>

@@ -18,8 +18,8 @@
 /// `dho2::lanczos` is the shipped policy.
 #pragma once
 
-#include <dho2/curvature/eigen_estimate.hpp>
-#include <dho2/curvature/hvp_operator.hpp>
+#include <dho2/core/eigen_estimate.hpp>
+#include <dho2/core/hvp_operator.hpp>
 
 #include <concepts>
 

@@ -1,6 +1,6 @@
 /// @file
 /// The exceptions DHO2 throws. Numerical trouble during a run is never thrown: it is reported in
-/// the `dho2::summary` (see DESIGN §3, error model). Exceptions are for bad input and broken
+/// the `dho2::summary`. Exceptions are for bad input and broken
 /// infrastructure, and are raised before any state changes.
 #pragma once
 
@@ -33,6 +33,16 @@ class data_error : public error {
 /// Failure of a transport routine (a lost peer, a timeout, a malformed frame). The message names
 /// the routine and the cause.
 class transport_error : public error {
+ public:
+  using error::error;
+};
+
+/// A checkpoint could not be written, or a checkpoint file is unusable (missing, wrong magic,
+/// unknown version, checksum mismatch, truncated, a section missing or of the wrong size, or
+/// written by a job with another parameter count, world size, rank, partition or options). The
+/// message has the form `"checkpoint file '<path>': <defect>"`. Thrown before any state of the
+/// optimizer or any existing file changes.
+class checkpoint_error : public error {
  public:
   using error::error;
 };

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <dho2/core/errors.hpp>
-#include <dho2/core/options.hpp>
+#include <dho2/fosi/options.hpp>
 
 #include <cstddef>
 #include <cstring>

@@ -2,7 +2,6 @@
 /// `dho2::optimizer`: FOSI (Sivan et al., ICLR 2024) composed from policies.
 #pragma once
 
-#include <dho2/admm/consensus.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
@@ -11,8 +10,8 @@
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/concepts/polling_transport.hpp>
-#include <dho2/core/options.hpp>
-#include <dho2/core/policies.hpp>
+#include <dho2/fosi/options.hpp>
+#include <dho2/fosi/policies.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
 #include <dho2/detail/agreement.hpp>

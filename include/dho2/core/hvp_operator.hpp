@@ -10,6 +10,7 @@
 /// whole vector and the reduction does nothing.
 #pragma once
 
+#include <dho2/core/shard_layout.hpp>
 #include <dho2/core/types.hpp>
 
 #include <Eigen/Core>
@@ -19,16 +20,6 @@
 #include <utility>
 
 namespace dho2 {
-
-/// Where this rank's shard lies in the global parameter vector.
-struct shard_layout {
-  /// Length n of the global vector.
-  index global_size = 0;
-  /// First global index of this rank's shard.
-  index offset = 0;
-  /// Number of entries in this rank's shard.
-  index size = 0;
-};
 
 /// A symmetric operator y = H·x on shards, with a global sum for partial dot products.
 class hvp_operator {
