@@ -272,7 +272,7 @@ Schedule make_schedule(const train_config& c) {
 
 template <class Admm>
 Admm make_admm(const train_config& c) {
-  if constexpr (Admm::consensus) {
+  if constexpr (!Admm::shards_state) {
     return {.rho = c.admm_rho.value_or(1.0),
             .tau = static_cast<dho2::index>(c.admm_every.value_or(8)),
             .residual_balancing = c.admm_balance};
@@ -286,13 +286,13 @@ Admm make_admm(const train_config& c) {
 template <class Policies>
 long long shard_of(const Policies& p, dho2::index n, int rank, int ranks, bool curvature_rank) {
   if (curvature_rank) return 0;
-  if constexpr (Policies::admm_type::consensus) {
+  if constexpr (!Policies::admm_type::shards_state) {
     return static_cast<long long>(n);
   } else {
-    const int trainers =
-        ranks - (std::is_same_v<typename Policies::schedule_type, dho2::split_schedule>
-                     ? p.schedule.curvature_ranks()
-                     : 0);
+    int trainers = ranks;
+    if constexpr (std::is_same_v<typename Policies::schedule_type, dho2::split_schedule>) {
+      trainers -= p.schedule.curvature_ranks();
+    }
     const std::vector<dho2::index> offsets = p.partitioner.partition(n, trainers);
     const auto r = static_cast<std::size_t>(rank);
     return static_cast<long long>(offsets[r + 1] - offsets[r]);

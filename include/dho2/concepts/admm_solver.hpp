@@ -1,34 +1,64 @@
 /// @file
-/// The `admm_solver` concept: what happens across ranks between steps (DESIGN §2.4, §2.5).
+/// The `admm_solver` concept: a consensus policy — what happens across ranks between steps.
 ///
-/// A type `A` models `admm_solver` when, on a `const A&` named `a`:
-///  1. `A::consensus` is a `static constexpr bool`: false for mode S (gradients are averaged at
-///     every step and ranks hold shards of one shared state), true for consensus ADMM (each rank
-///     keeps a full local state and takes local steps; parameters are averaged every
-///     `local_steps()` steps);
-///  2. `a.penalty()` returns the initial penalty ρ ≥ 0 (convertible to `double`; 0 in mode S);
-///  3. `a.local_steps()` returns τ ≥ 1, the local steps between consensus rounds (1 in mode S);
-///  4. `a.rebalance(primal, dual, rho)` returns the penalty for the next round given the last
-///     round's primal residual ‖x − z‖, dual residual ρ‖zₖ − zₖ₋₁‖ and the current ρ (return `rho`
-///     to keep it fixed). When it changes ρ, DHO2 rescales the scaled duals u by ρ_old/ρ_new.
+/// Role: the optimizer computes curvature, owns the FOSI update and the base optimizer; the
+/// consensus policy decides how the ranks' work becomes one model. Mode S
+/// (`dho2::synchronous_admm`) averages gradients at every step and shards one shared state;
+/// mode A (`dho2::consensus_admm`) lets each rank take local steps on its own objective and
+/// reconciles the ranks every τ steps. Other schemes — over-relaxed ADMM, elastic averaging,
+/// local SGD — are policies of this kind, written without touching the optimizer.
 ///
-/// Not required: `a.validate()` (throws `dho2::invalid_options`), called at construction.
-/// Shipped models: `synchronous_admm` (mode S) and `consensus_admm` (mode A).
+/// A type `A` models `admm_solver` when, for S = `float` and `double`:
+///  1. `typename A::template state<S>` is the policy's run state on one rank, default
+///     constructible, with `st.bytes()` (bytes it holds, for the memory report);
+///  2. `A::shards_state` is a `static constexpr bool`: true when the ranks share one optimizer
+///     state in shards (each rank updates the partitioner's shard; the FOSI update then sums
+///     its projections over the ranks), false when each rank keeps the whole state;
+///  3. `a.template init<S>(x)` on a `const A&`, with x a `dho2::const_vector_ref<S>` of the
+///     parameters at the first step, returns the initial state;
+///  4. `a.step(st, ctx)` on a `const A&` takes one training step and returns a
+///     `dho2::step_status`; `ctx` is a `dho2::step_context` (see `dho2/fosi/step_context.hpp`):
+///     the policy calls `ctx.loss_and_gradient()`, then rejects the step or calls
+///     `ctx.update(g)` (the FOSI step of the rank's state) inside `ctx.timed_update`, and runs
+///     its collectives on `ctx.transport()` inside `ctx.communicate`. Every rank must call the
+///     same collectives in the same order, and a numerical problem must never throw (agree on
+///     it, or stop at the next synchronisation).
+///
+/// Not required, used when present:
+///  - `a.validate()`: throws `dho2::invalid_options` for bad hyper-parameters (at construction);
+///  - `a.curvature_point(st, x)`: the parameters curvature is estimated at (default: x);
+///  - `a.proximal_shift(st)`: σ the local objective adds to every Hessian eigenvalue (a proximal
+///    term (ρ/2)‖x − z‖² adds ρ; default 0); the policy calls `ctx.set_proximal_shift` when it
+///    changes;
+///  - `a.identity()`: a `std::string` of the fields a resumed run must share with the run that
+///    saved the checkpoint (hashed into the checkpoint's identity);
+///  - `st.visit_fields(f)`: the state's fields by name, for checkpoints (as base states do).
+///
+/// Does not require: any particular communication pattern, or that the state be sharded.
+/// Shipped models: `synchronous_admm` (mode S) and `consensus_admm` (mode A). A conforming
+/// minimal type: `dho2::testing::admm_solver_archetype`.
 #pragma once
 
+#include <dho2/core/step_status.hpp>
+#include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>
 
 #include <concepts>
+#include <cstddef>
+#include <utility>
 
 namespace dho2 {
 
-/// What happens across ranks between steps (see the file comment).
+/// What happens across ranks between steps (see the file comment for the `step` requirement,
+/// which the optimizer checks against its own context).
 template <class A>
-concept admm_solver = std::copy_constructible<A> && requires(const A& a, double r) {
-  { A::consensus } -> std::convertible_to<bool>;
-  { a.penalty() } -> std::convertible_to<double>;
-  { a.local_steps() } -> std::convertible_to<index>;
-  { a.rebalance(r, r, r) } -> std::convertible_to<double>;
+concept admm_solver = std::copy_constructible<A> &&
+    requires(const A& a, const_vector_ref<float> xf, const_vector_ref<double> xd) {
+  { A::shards_state } -> std::convertible_to<bool>;
+  { a.template init<float>(xf) } -> std::same_as<typename A::template state<float>>;
+  { a.template init<double>(xd) } -> std::same_as<typename A::template state<double>>;
+  { std::as_const(std::declval<typename A::template state<double>&>()).bytes() }
+      -> std::convertible_to<std::size_t>;
 };
 
 }  // namespace dho2

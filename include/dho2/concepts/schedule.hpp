@@ -1,51 +1,56 @@
 /// @file
-/// The `schedule` concept: who estimates curvature, and when (DESIGN §2.6).
+/// The `schedule` concept: who estimates curvature, and when.
 ///
-/// A type `C` models `schedule` when, on a `const C&` named `c`:
-///  1. `c.estimate_before(step, warmup, refresh_every)` with `dho2::index` arguments returns
-///     whether an estimate starts before the 0-based step `step`, given the options' warm-up W
-///     and refresh period T (convertible to `bool`);
-///  2. `C::placement` is a `static constexpr dho2::curvature_placement`: where the estimate
-///     runs — `inline_estimate` (every rank pauses and joins it), `background_thread` (a second
-///     thread of this process, on a snapshot), or `dedicated_ranks` (a group of curvature ranks,
-///     on a snapshot the trainers send);
-///  3. `c.staleness()` returns s ≥ 0: the curvature estimated on the snapshot of step t is put in
-///     use before step t + s, exactly (the trainer waits for it if needed; but see the optional
-///     late policy below), so runs are deterministic for a fixed seed and s; s = 0 makes any
-///     placement equivalent to inline;
-///  4. `c.curvature_ranks()` returns the number c of dedicated curvature ranks (used only with
-///     `dedicated_ranks`; the last c ranks of the transport's group).
+/// Role: the optimizer knows how to run an estimate (Lanczos on Hessian-vector products over
+/// the working group) and how to put one in use; a schedule decides *when* an estimate starts,
+/// *where* it runs (inline on every rank, on a second thread, on dedicated ranks), and when its
+/// result is put in use. The optimizer calls the schedule at step boundaries through a
+/// `dho2::curvature_context` (see `dho2/fosi/curvature_context.hpp`) and knows nothing else of
+/// it. A schedule that re-estimates when the curvature has drifted, or one that estimates on a
+/// remote service, is a policy of this kind, written without touching the optimizer.
 ///
-/// Optional: `c.late_policy()` returning a `dho2::late_estimate_policy` — what the trainers do
-/// when an estimate made elsewhere (a background thread, the curvature ranks) is not ready at
-/// step t + s: `wait` for it (the default when absent: deterministic), or `keep_previous`: go on
-/// with the curvature in use and put the estimate in use before the first later step at which
-/// it has arrived (training never stalls for curvature; the staleness it had is reported, and
-/// runs are deterministic only while no estimate is late).
+/// Two levels, as for base optimizers: the policy object holds copyable hyper-parameters; its
+/// run state (an estimate in flight, a thread, a sub-group) lives in `C::state`. A type `C`
+/// models `schedule` when:
+///  1. `typename C::state` is default constructible and movable;
+///  2. `c.before_step(st, ctx)` on a `const C&` (ctx a `curvature_context`) runs before every
+///     training step while curvature is in use: it may start an estimate
+///     (`ctx.estimate_now()` inline, `ctx.detached_estimate()` for another thread), put a
+///     finished one in use (`ctx.put_in_use(est, snapshot_step)`), or do nothing;
+///  3. `c.finish(st, ctx)` puts an estimate still in flight in use and releases whatever the
+///     schedule started (idempotent);
+///  4. `c.in_flight(st)` returns the `dho2::estimate_in_flight` still to be put in use, if any
+///     (checkpoints refuse to save meanwhile).
 ///
-/// Semantic requirements: pure functions of their arguments (every rank agrees). s must be
-/// smaller than T, so at most one estimate is in flight (checked at the first step).
-/// Shipped models: `synchronous_schedule`, `background_schedule`, `split_schedule`.
+/// Not required, used when present:
+///  - `c.validate()`: throws `dho2::invalid_options` for bad fields (at construction);
+///  - `c.setup(st, host)`: at the first step's collective set-up, after the ranks agreed on the
+///    options: check the schedule fits the job (throw `invalid_options` alike on every rank),
+///    split the job into groups (`host.split_group(color)`);
+///  - `c.trains(st)`: false on ranks that only serve estimates; the optimizer's `optimize` then
+///    calls `c.serve(st, ctx, batches)` on them instead of training;
+///  - `c.announce_checkpoint(st, host, dir)`: on the trainers, before a checkpoint is saved
+///    (to bring serving ranks into it);
+///  - `c.layout_groups(st, host)`: the sizes of every group of the job, whose partitions the
+///    checkpoint identity hashes (default: the working group);
+///  - `c.identity()`: a `std::string` of the fields a resumed run must share with the saver.
+///
+/// Semantic requirements: every rank of the working group makes the same decisions at the same
+/// step (decide from values all ranks agree on); at most one estimate is in flight; runs are
+/// deterministic for a fixed seed as long as no estimate is put in use at a time that depends
+/// on the clock. Shipped models: `synchronous_schedule`, `background_schedule`,
+/// `split_schedule`. A conforming minimal type: `dho2::testing::schedule_archetype`.
 #pragma once
 
 #include <dho2/core/types.hpp>
 
 #include <concepts>
+#include <optional>
+#include <type_traits>
 
 namespace dho2 {
 
-/// Where curvature estimates run.
-enum class curvature_placement {
-  /// Every rank pauses and takes part (the reference's behaviour).
-  inline_estimate,
-  /// A second thread of this process estimates on a snapshot while training goes on.
-  background_thread,
-  /// Dedicated curvature ranks estimate on a snapshot while the other ranks train.
-  dedicated_ranks,
-};
-
-/// What trainers do when an estimate made on a snapshot is not ready when it is due (see the
-/// file comment and `late_policy_of`).
+/// What trainers do when an estimate made on a snapshot is not ready when it is due.
 enum class late_estimate_policy {
   /// Wait until it arrives: runs are deterministic for a fixed seed and staleness.
   wait,
@@ -53,24 +58,22 @@ enum class late_estimate_policy {
   keep_previous,
 };
 
-/// Decides who estimates curvature, and when (see the file comment).
-template <class C>
-concept schedule = std::copy_constructible<C> && requires(const C& c, index step) {
-  { c.estimate_before(step, step, step) } -> std::convertible_to<bool>;
-  { C::placement } -> std::convertible_to<curvature_placement>;
-  { c.staleness() } -> std::convertible_to<index>;
-  { c.curvature_ranks() } -> std::convertible_to<int>;
+/// An estimate started on the snapshot before step `snapshot_step`, to be put in use before
+/// step `ready_step`.
+struct estimate_in_flight {
+  /// The step whose parameters the estimate was started on.
+  index snapshot_step = 0;
+  /// The step before which it is put in use (at the latest, under `late_estimate_policy::wait`).
+  index ready_step = 0;
 };
 
-/// `c.late_policy()` when the schedule has one, else `late_estimate_policy::wait`.
-template <schedule C>
-[[nodiscard]] constexpr late_estimate_policy late_policy_of(const C& c) noexcept {
-  if constexpr (requires { c.late_policy(); }) {
-    return c.late_policy();
-  } else {
-    return late_estimate_policy::wait;
-  }
-}
+/// Decides who estimates curvature, and when (see the file comment for `before_step` and
+/// `finish`, which the optimizer checks against its own context).
+template <class C>
+concept schedule = std::copy_constructible<C> && std::default_initializable<typename C::state> &&
+    std::movable<typename C::state> && requires(const C& c, const typename C::state& st) {
+  { c.in_flight(st) } -> std::same_as<std::optional<estimate_in_flight>>;
+};
 
 /// True when `step` is W − 1 + jT for some j ≥ 0: the reference's estimate indices, which the
 /// shipped schedules share.

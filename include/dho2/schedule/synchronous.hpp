@@ -5,22 +5,32 @@
 
 #include <dho2/concepts/schedule.hpp>
 
+#include <optional>
+#include <string>
+
 namespace dho2 {
 
 /// Estimates before the 0-based steps W − 1, W − 1 + T, W − 1 + 2T, … (the reference's indices),
-/// on the current parameters, and the step itself already uses the new curvature.
+/// on the current parameters, every rank of the group taking part; the step itself already uses
+/// the new curvature.
 struct synchronous_schedule {
-  /// Every rank takes part in the estimate.
-  static constexpr curvature_placement placement = curvature_placement::inline_estimate;
-  /// True when `step` is W − 1 + jT for some j ≥ 0.
-  [[nodiscard]] constexpr bool estimate_before(index step, index warmup,
-                                               index refresh_every) const noexcept {
-    return reference_estimate_step(step, warmup, refresh_every);
+  /// Nothing is kept between steps.
+  struct state {};
+
+  /// Estimates inline at the reference's steps.
+  template <class Context>
+  void before_step(state& /*st*/, Context& ctx) const {
+    if (ctx.reference_step_due()) ctx.estimate_now();
   }
-  /// The estimate is used at once.
-  [[nodiscard]] constexpr index staleness() const noexcept { return 0; }
-  /// No dedicated ranks.
-  [[nodiscard]] constexpr int curvature_ranks() const noexcept { return 0; }
+  /// Nothing is in flight.
+  template <class Host>
+  void finish(state& /*st*/, Host& /*host*/) const {}
+  /// Nothing is in flight.
+  [[nodiscard]] std::optional<estimate_in_flight> in_flight(const state& /*st*/) const {
+    return std::nullopt;
+  }
+  /// What a resumed run must share with the saver.
+  [[nodiscard]] std::string identity() const { return "synchronous_schedule"; }
 };
 
 static_assert(schedule<synchronous_schedule>);

@@ -1,0 +1,92 @@
+// The epoch driver shared by `dho2::optimizer::optimize` and `dho2::kfac::optimize`: epochs over a
+// batch source from a resume position, this rank's slice of each batch, the callbacks' step and
+// epoch hooks, and a stop agreed across ranks.
+#pragma once
+
+#include <dho2/callbacks/events.hpp>
+#include <dho2/core/data_position.hpp>
+#include <dho2/core/step_status.hpp>
+#include <dho2/core/types.hpp>
+
+#include <chrono>
+#include <limits>
+
+namespace dho2::detail {
+
+// Fills rank `rank`'s slice of batch i when the source can slice, else the whole batch.
+template <class Batches, class Batch>
+void fill_slice(Batches& batches, index i, int rank, int ranks, Batch& batch) {
+  if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, batch); }) {
+    batches.fill_batch(i, static_cast<index>(rank), static_cast<index>(ranks), batch);
+  } else {
+    batches.fill_batch(i, batch);
+  }
+}
+
+struct epoch_loop_result {
+  index epochs = 0;  // epochs completed (counted from 0, so the last completed epoch + 1)
+  double final_loss = std::numeric_limits<double>::quiet_NaN();  // its mean training loss
+  bool stopped = false;  // a callback asked to stop, or a step reported step_status::stopped
+};
+
+// Runs epochs start.epoch … epochs − 1 of `batches` (from batch start.batch of the first). The
+// driver `d` provides: `step(batch)` → step_status; `last_loss()`, `last_step_estimated()`,
+// `iterations()`; `agree_on_stop(bool)` (collective when distributed); `slice_rank()`,
+// `slice_ranks()`; `halted()` (a numerical stop); `at_batch(epoch, i)` (bookkeeping before the
+// step). An epoch cut short is not counted.
+template <class S, class Driver, class Batches, class Batch, class... Callbacks>
+epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch& batch,
+                             index epochs, data_position start,
+                             std::chrono::steady_clock::time_point run_start,
+                             Callbacks&... callbacks) {
+  const auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  };
+  const index per_epoch = batches.num_batches();
+  epoch_loop_result out;
+  if (start.batch >= per_epoch) start = {start.epoch + 1, 0};
+  bool stop = false;
+  for (index e = start.epoch; e < epochs && !stop; ++e) {
+    batches.begin_epoch(e);
+    double loss_sum = 0.0;
+    index loss_count = 0;
+    const index first = e == start.epoch ? start.batch : 0;
+    index done = first;
+    for (index i = first; i < per_epoch && !stop; ++i) {
+      d.at_batch(e, i);
+      fill_slice(batches, i, d.slice_rank(), d.slice_ranks(), batch);
+      const index iteration = d.iterations();
+      const step_status st = d.step(batch);
+      ++done;
+      if (st == step_status::taken) {
+        loss_sum += d.last_loss();
+        ++loss_count;
+      }
+      const step_info<S> info{e,           i,  per_epoch, iteration, d.last_loss(),
+                              st, d.last_step_estimated(), since_start(), x};
+      bool asked = (detail::call_on_step(callbacks, info) | ... | false);
+      // A stop asked on one rank must stop every rank, or the others would wait in the next
+      // collective; agreed only when some callback can ask at a step.
+      if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
+        asked = d.agree_on_stop(asked);
+      }
+      stop = asked || st == step_status::stopped;
+    }
+    if (d.halted() || done < per_epoch) break;  // an epoch cut short is not a completed epoch
+    epoch_info<S> info{e,
+                       epochs,
+                       d.iterations(),
+                       loss_count > 0 ? loss_sum / static_cast<double>(loss_count)
+                                      : std::numeric_limits<double>::quiet_NaN(),
+                       since_start(),
+                       x,
+                       {}};
+    out.epochs = e + 1;
+    out.final_loss = info.train_loss;
+    if (d.agree_on_stop((detail::call_on_epoch_end(callbacks, info) | ... | false))) stop = true;
+  }
+  out.stopped = stop;
+  return out;
+}
+
+}  // namespace dho2::detail

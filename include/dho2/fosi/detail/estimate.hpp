@@ -1,0 +1,107 @@
+// One curvature estimate at x on this rank's slice of a batch: the HVP operator on shards (the
+// model's product or finite differences), its collectives over a group, and the estimator.
+#pragma once
+
+#include <dho2/concepts/hvp_model.hpp>
+#include <dho2/core/eigen_estimate.hpp>
+#include <dho2/core/hvp_operator.hpp>
+#include <dho2/core/shard_layout.hpp>
+#include <dho2/curvature/finite_difference_hvp.hpp>
+#include <dho2/detail/agreement.hpp>
+#include <dho2/detail/finite.hpp>
+#include <dho2/fosi/curvature_context.hpp>
+
+#include <chrono>
+#include <span>
+#include <vector>
+
+namespace dho2::detail {
+
+// H·v on this rank's slice (the model's product when it has one).
+template <class M, class S>
+void slice_hvp(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
+               const vector<S>& v, vector<S>& hv) {
+  if constexpr (hvp_model<M>) {
+    model.hessian_vector_product(x, batch, v, hv);
+  } else {
+    finite_difference_hvp(model, x, batch, v, hv);
+  }
+}
+
+// Runs `estimator` at x with the basis sharded over `offsets` of `group` (collective over it when
+// `collective`); touches nothing else, so it may run on another thread with collective = false.
+// Each rank's product is scaled by w_p / W so the reduce-scatter sums to the Hessian of the
+// global mean loss over the batch.
+template <class S, class M, class Estimator, class Transport>
+eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
+                            const Estimator& estimator, const estimate_request& request,
+                            Transport& group, const std::vector<index>& offsets,
+                            shard_layout shard, bool collective,
+                            estimate_communication* comm_out) {
+  using clock = std::chrono::steady_clock;
+  const index n = x.size();
+  const auto un = static_cast<std::size_t>(n);
+  const auto us = static_cast<std::size_t>(shard.size);
+  estimate_communication comm_seconds;
+  bool in_hvp = false;
+  auto timed = [&](auto&& f) {
+    const auto t0 = clock::now();
+    f();
+    (in_hvp ? comm_seconds.hvp : comm_seconds.other) +=
+        std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  const double weight = batch_weight(model, batch);
+  double total_weight = weight;
+  if (collective) timed([&] { group.all_reduce_sum(std::span<double>(&total_weight, 1)); });
+  const auto scale = static_cast<S>(total_weight > 0.0 ? weight / total_weight : 0.0);
+  vector<S> v(n), hv(n), part(shard.size);
+  const std::span<const index> off(offsets);
+  hvp_operator op(
+      shard,
+      [&](Eigen::Ref<const Eigen::VectorXd> in, Eigen::Ref<Eigen::VectorXd> out) {
+        in_hvp = true;
+        const struct leave_hvp {
+          bool& flag;
+          ~leave_hvp() { flag = false; }
+        } leave{in_hvp};
+        if (collective) {
+          part = in.template cast<S>();
+          timed([&] {
+            group.all_gather(std::span<const S>(part.data(), us), std::span<S>(v.data(), un), off);
+          });
+        } else {
+          v = in.template cast<S>();
+        }
+        if (weight > 0.0) {
+          slice_hvp<M, S>(model, x, batch, v, hv);
+        } else {
+          hv.setZero();
+        }
+        double bad = all_finite(hv) ? 0.0 : 1.0;
+        if (collective) timed([&] { group.all_reduce_sum(std::span<double>(&bad, 1)); });
+        if (bad != 0.0) {
+          out.setZero();
+          return false;
+        }
+        if (collective) {
+          hv *= scale;
+          timed([&] {
+            group.reduce_scatter_sum(std::span<const S>(hv.data(), un),
+                                     std::span<S>(part.data(), us), off);
+          });
+          out = part.template cast<double>();
+        } else {
+          out = hv.template cast<double>();
+        }
+        return true;
+      },
+      [&](std::span<double> values) {
+        if (collective) timed([&] { group.all_reduce_sum(values); });
+      });
+  eigen_estimate est = estimator.estimate(op, request);
+  if (!est.eigenvalues.allFinite() || !est.eigenvectors.allFinite()) est.failed = true;
+  if (comm_out != nullptr) *comm_out = comm_seconds;
+  return est;
+}
+
+}  // namespace dho2::detail
