@@ -44,7 +44,7 @@ struct over_relaxed_admm {
       f("u", u);
       f("local_steps", local_steps);
     }
-    [[nodiscard]] std::size_t bytes() const { return sizeof(S) * (z.size() + u.size()); }
+    [[nodiscard]] std::size_t bytes() const { return sizeof(S) * static_cast<std::size_t>(z.size() + u.size()); }
   };
 
   void validate() const {
@@ -150,8 +150,8 @@ constexpr int rounds = 250;
 /// Runs `rounds` ADMM rounds of `Admm` on 3 ranks (rank p on its rows); returns rank 0's x and
 /// the primal residual of every round.
 template <class Admm>
-std::pair<Eigen::VectorXd, std::vector<double>> solve(const Admm& admm,
-                                                      const std::vector<least_squares::batch_type>& data) {
+std::pair<Eigen::VectorXd, std::vector<double>> solve(
+    const Admm& admm, const std::vector<least_squares::batch_type>& data) {
   using policies = dho2::policies<dho2::sgd, dho2::lanczos, dho2::even_partitioner,
                                   dho2::synchronous_schedule, dho2::inproc_transport, Admm>;
   const dho2::options opts{.k = 2, .warmup = 5, .refresh_every = 40, .alpha = 0.5};
@@ -192,7 +192,8 @@ int main() {
   const Eigen::VectorXd optimum = normal.ldlt().solve(rhs);
 
   const auto [x_shipped, r_shipped] = solve(dho2::consensus_admm{.rho = 1.0, .tau = 8}, data);
-  const auto [x_one, r_one] = solve(over_relaxed_admm{.rho = 1.0, .tau = 8, .relaxation = 1.0}, data);
+  const auto [x_one, r_one] =
+      solve(over_relaxed_admm{.rho = 1.0, .tau = 8, .relaxation = 1.0}, data);
   const auto [x_fast, r_fast] =
       solve(over_relaxed_admm{.rho = 1.0, .tau = 8, .relaxation = 1.6}, data);
 

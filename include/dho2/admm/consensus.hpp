@@ -90,9 +90,7 @@ struct consensus_admm {
   }
 
   /// What a resumed run must share with the run that saved its checkpoint.
-  [[nodiscard]] std::string identity() const {
-    return "consensus_admm tau=" + std::to_string(tau);
-  }
+  [[nodiscard]] std::string identity() const { return "consensus_admm tau=" + std::to_string(tau); }
 
   /// z = x, u = 0, ρ = `rho`.
   template <model_scalar S>
@@ -143,8 +141,8 @@ struct consensus_admm {
         status = reject(st, ctx, step_status::skipped_nonfinite_gradient);
       } else {
         if (st.rho != 0.0) {
-          grad.array() += static_cast<S>(st.rho) *
-                          (x.array() - st.consensus_point.array() + st.dual.array());
+          grad.array() +=
+              static_cast<S>(st.rho) * (x.array() - st.consensus_point.array() + st.dual.array());
         }
         ctx.update(grad);
         ctx.count_step();
@@ -172,11 +170,13 @@ struct consensus_admm {
     vector<S> sum(n + 1);
     sum.head(n) = x + st.dual;
     sum(n) = st.pending_stop != 0 ? S{1} : S{0};
-    if (ctx.distributed()) ctx.communicate([&] { t.all_reduce_sum(std::span<S>(sum.data(), span_n1)); });
+    if (ctx.distributed())
+      ctx.communicate([&] { t.all_reduce_sum(std::span<S>(sum.data(), span_n1)); });
     const auto ranks = static_cast<double>(ctx.ranks());
     vector<S> z_new = sum.head(n) / static_cast<S>(ranks);
     double primal2 = (x - z_new).template cast<double>().squaredNorm();
-    if (ctx.distributed()) ctx.communicate([&] { t.all_reduce_sum(std::span<double>(&primal2, 1)); });
+    if (ctx.distributed())
+      ctx.communicate([&] { t.all_reduce_sum(std::span<double>(&primal2, 1)); });
     summary& stats = ctx.stats();
     admm_round r;
     r.round = static_cast<index>(stats.admm_rounds.size());

@@ -75,8 +75,8 @@ struct synchronous_admm {
       ctx.update(shard);
       // The new x[I_p]; every rank needs the whole vector.
       ctx.communicate([&] {
-        t.all_gather(std::span<const S>(ctx.new_shard().data(), m),
-                     std::span<S>(ctx.x().data(), n), ctx.offsets());
+        t.all_gather(std::span<const S>(ctx.new_shard().data(), m), std::span<S>(ctx.x().data(), n),
+                     ctx.offsets());
       });
     });
     ctx.count_step();

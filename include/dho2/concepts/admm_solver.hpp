@@ -61,4 +61,48 @@ concept admm_solver = std::copy_constructible<A> &&
       -> std::convertible_to<std::size_t>;
 };
 
+namespace detail {
+template <class A, class S>
+constexpr bool check_admm_solver_for() {
+  if constexpr (!requires { typename A::template state<S>; }) {
+    static_assert(requires { typename A::template state<S>; },
+                  "DHO2: admm_solver requires the member template `A::state<S>`");
+    return false;
+  } else if constexpr (!requires(const A& a, const_vector_ref<S> x) {
+                         { a.template init<S>(x) } -> std::same_as<typename A::template state<S>>;
+                       }) {
+    static_assert(requires(const A& a, const_vector_ref<S> x) {
+                    { a.template init<S>(x) } -> std::same_as<typename A::template state<S>>;
+                  },
+                  "DHO2: admm_solver requires `a.init<S>(x)` (const; x: "
+                  "Eigen::Ref<const dho2::vector<S>>) returning `A::state<S>`");
+    return false;
+  } else {
+    constexpr bool ok = requires(const typename A::template state<S>& st) {
+      { st.bytes() } -> std::convertible_to<std::size_t>;
+    };
+    static_assert(ok, "DHO2: admm_solver requires `state.bytes()` (const, returning the bytes "
+                      "the state holds)");
+    return ok;
+  }
+}
+template <class A>
+constexpr bool check_admm_solver() {
+  if constexpr (!requires { A::shards_state; }) {
+    static_assert(requires { A::shards_state; },
+                  "DHO2: admm_solver requires `static constexpr bool A::shards_state`");
+    return false;
+  } else {
+    return check_admm_solver_for<A, float>() && check_admm_solver_for<A, double>() &&
+           std::copy_constructible<A>;
+  }
+}
+}  // namespace detail
+
 }  // namespace dho2
+
+/// Fails compilation with a message starting "DHO2:" naming the first requirement of
+/// `dho2::admm_solver<A>` that `A` does not meet (`step` is checked by the optimizer against its
+/// context).
+#define DHO2_REQUIRE_ADMM_SOLVER(A) \
+  static_assert(::dho2::detail::check_admm_solver<A>(), "DHO2: see the message above")

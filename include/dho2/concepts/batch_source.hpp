@@ -20,4 +20,16 @@ concept batch_source = requires(D& d, index i, Batch& batch) {
   d.fill_batch(i, batch);
 };
 
+namespace detail {
+// Fills rank `rank`'s slice of batch i when the source can slice, else the whole batch.
+template <class Batches, class Batch>
+void fill_slice(Batches& batches, index i, int rank, int ranks, Batch& batch) {
+  if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, batch); }) {
+    batches.fill_batch(i, static_cast<index>(rank), static_cast<index>(ranks), batch);
+  } else {
+    batches.fill_batch(i, batch);
+  }
+}
+}  // namespace detail
+
 }  // namespace dho2

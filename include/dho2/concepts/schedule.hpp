@@ -75,6 +75,30 @@ concept schedule = std::copy_constructible<C> && std::default_initializable<type
   { c.in_flight(st) } -> std::same_as<std::optional<estimate_in_flight>>;
 };
 
+namespace detail {
+template <class C>
+constexpr bool check_schedule() {
+  if constexpr (!requires { typename C::state; }) {
+    static_assert(requires { typename C::state; },
+                  "DHO2: schedule requires the member type `C::state` (its run state)");
+    return false;
+  } else if constexpr (!(std::default_initializable<typename C::state> &&
+                         std::movable<typename C::state>)) {
+    static_assert(std::default_initializable<typename C::state> &&
+                      std::movable<typename C::state>,
+                  "DHO2: schedule requires `C::state` to be default constructible and movable");
+    return false;
+  } else {
+    constexpr bool ok = requires(const C& c, const typename C::state& st) {
+      { c.in_flight(st) } -> std::same_as<std::optional<estimate_in_flight>>;
+    };
+    static_assert(ok, "DHO2: schedule requires `c.in_flight(state)` (const) returning "
+                      "std::optional<dho2::estimate_in_flight>");
+    return ok && std::copy_constructible<C>;
+  }
+}
+}  // namespace detail
+
 /// True when `step` is W − 1 + jT for some j ≥ 0: the reference's estimate indices, which the
 /// shipped schedules share.
 [[nodiscard]] constexpr bool reference_estimate_step(index step, index warmup,
@@ -84,3 +108,9 @@ concept schedule = std::copy_constructible<C> && std::default_initializable<type
 }
 
 }  // namespace dho2
+
+/// Fails compilation with a message starting "DHO2:" naming the first requirement of
+/// `dho2::schedule<C>` that `C` does not meet (`before_step` and `finish` are checked by the
+/// optimizer against its context).
+#define DHO2_REQUIRE_SCHEDULE(C) \
+  static_assert(::dho2::detail::check_schedule<C>(), "DHO2: see the message above")

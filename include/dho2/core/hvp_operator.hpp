@@ -14,6 +14,7 @@
 #include <dho2/core/types.hpp>
 
 #include <Eigen/Core>
+
 #include <chrono>
 #include <functional>
 #include <span>

@@ -69,9 +69,7 @@ class curvature_host {
   [[nodiscard]] transport_type& group() noexcept { return opt_.comm(); }
   /// Splits the job: the ranks passing the same `color` form a working group (ordered by world
   /// rank). Only from `setup`; collective over the job.
-  void split_group(int color) {
-    opt_.group_.emplace(world().split(color, world().rank()));
-  }
+  void split_group(int color) { opt_.group_.emplace(world().split(color, world().rank())); }
   /// Where `optimize` is in its data (epoch and batch of the step about to be taken).
   [[nodiscard]] data_position batch_position() const noexcept {
     return {opt_.run_.batch_epoch, opt_.run_.batch_index};
@@ -136,9 +134,7 @@ class curvature_context : public curvature_host<Optimizer> {
 
   /// Runs an estimate now at `point()` on the curvature batch, every rank of the working group
   /// taking part, and puts it in use for this step.
-  void estimate_now() {
-    this->opt_.estimate_inline(model_, point_, batch_, this->step());
-  }
+  void estimate_now() { this->opt_.estimate_inline(model_, point_, batch_, this->step()); }
   /// Records that an estimate starts before this step (`optimizer::last_step_estimated`) and
   /// which Hessian-vector product it uses; `estimate_now` and `detached_estimate` do it
   /// themselves, a schedule that estimates elsewhere calls it.

@@ -3,8 +3,16 @@
 /// orchestrates: the schedule decides when and where curvature is estimated, the consensus
 /// policy what happens across ranks at each step; the optimizer owns the run state, the FOSI
 /// update (`dho2::newton_subspace`), running estimates, and checkpoints.
+///
+/// Why this file is longer than the others (about 800 lines, a third of them documentation):
+/// it is the one place that owns the run state and lends it to the policies, so the public
+/// contracts of `step`, `optimize`, `save_checkpoint` and `load_checkpoint` and the private
+/// members the two contexts forward to belong together; the pieces that can stand alone live
+/// beside it (`newton_subspace.hpp`, `snapshot.hpp`, `detail/estimate.hpp`,
+/// `detail/checkpoint.hpp`, the schedules and consensus policies).
 #pragma once
 
+#include <dho2/callbacks/detail/epoch_loop.hpp>
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
@@ -16,8 +24,8 @@
 #include <dho2/core/step_status.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/detail/agreement.hpp>
-#include <dho2/detail/epoch_loop.hpp>
 #include <dho2/fosi/curvature_context.hpp>
+#include <dho2/fosi/detail/checkpoint.hpp>
 #include <dho2/fosi/detail/estimate.hpp>
 #include <dho2/fosi/options.hpp>
 #include <dho2/fosi/policies.hpp>
@@ -87,8 +95,8 @@ class optimizer {
   /// Transport policy.
   using transport_type = typename Policies::transport_type;
   /// Everything a checkpoint saves of this rank, besides the parameters.
-  using run_state_type = run_state<S, typename base_type::template state<S>,
-                                   typename admm_type::template state<S>>;
+  using run_state_type =
+      run_state<S, typename base_type::template state<S>, typename admm_type::template state<S>>;
   /// True in mode A: every rank keeps a whole state (the consensus policy does not shard it).
   static constexpr bool consensus = !admm_type::shards_state;
 
@@ -200,7 +208,7 @@ class optimizer {
           "before step " + std::to_string(f->snapshot_step) + " is in flight until step " +
           std::to_string(f->ready_step) + "; save at a step where no estimate is in flight");
     }
-    if constexpr (requires(curvature_host<optimizer>& h) {
+    if constexpr (requires(curvature_host<optimizer> & h) {
                     policies_.schedule.announce_checkpoint(sched_, h, dir);
                   }) {
       curvature_host<optimizer> host(*this);
@@ -227,28 +235,8 @@ class optimizer {
     prepare_checkpoint(x);
     snapshot_type snap;
     snap.run = fresh_state(x);
-    std::string error;
-    try {
-      const checkpoint_identity job = checkpoint_id(run_.stats.iterations);
-      const checkpoint_reader manifest = read_checkpoint_manifest(dir);
-      manifest.expect(job, false);
-      const index step = manifest.identity().step;
-      const checkpoint_reader file(checkpoint_rank_file(dir, job.rank, step));
-      file.expect(job, true);
-      if (file.identity().step != step) {
-        file.fail("step " + std::to_string(file.identity().step) + " differs from the step " +
-                  std::to_string(step) + " the manifest commits");
-      }
-      snap.read(file, n_, state_.size);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    if (!all_ranks_succeeded(error.empty())) {
-      throw checkpoint_error(error.empty() ? "checkpoint directory '" + dir.string() +
-                                                 "': not loaded: another rank could not load "
-                                                 "its file"
-                                           : error);
-    }
+    detail::read_checkpoint(dir, checkpoint_id(run_.stats.iterations), snap, n_, state_.size,
+                            [&](bool ok) { return all_ranks_succeeded(ok); });
     if constexpr (requires { policies_.schedule.drop_in_flight(sched_); }) {
       policies_.schedule.drop_in_flight(sched_);
     }
@@ -309,16 +297,19 @@ class optimizer {
     if (run_.stopped) return step_status::stopped;
     if (opts_.use_curvature) {
       curvature_context<optimizer, M> ctx(*this, model, curvature_point(x), curvature_batch);
-      static_assert(requires { policies_.schedule.before_step(sched_, ctx); },
-                    "DHO2: optimizer: the schedule has no before_step(state, context)");
+      static_assert(
+          requires { policies_.schedule.before_step(sched_, ctx); },
+          "DHO2: optimizer: the schedule has no before_step(state, context)");
       policies_.schedule.before_step(sched_, ctx);
       if (run_.stopped) return step_status::stopped;
     }
     ++run_.stats.iterations;
     step_context<optimizer, M> ctx(*this, model, x, batch);
-    static_assert(requires {
-      { policies_.admm.step(run_.consensus, ctx) } -> std::same_as<step_status>;
-    }, "DHO2: optimizer: the admm solver has no step(state, context) returning step_status");
+    static_assert(
+        requires {
+          { policies_.admm.step(run_.consensus, ctx) } -> std::same_as<step_status>;
+        },
+        "DHO2: optimizer: the admm solver has no step(state, context) returning step_status");
     return policies_.admm.step(run_.consensus, ctx);
   }
 
@@ -351,7 +342,7 @@ class optimizer {
     model_batch_t<M> batch{};
     summary& stats = run_.stats;
     if (curvature_rank_) {
-      if constexpr (requires(curvature_context<optimizer, M>& c) {
+      if constexpr (requires(curvature_context<optimizer, M> & c) {
                       policies_.schedule.serve(sched_, c, batches);
                     }) {
         curvature_context<optimizer, M> ctx(*this, model, x, batch);
@@ -359,7 +350,8 @@ class optimizer {
       }
       stats.total_seconds = seconds_before + seconds(run_start, clock::now());
       stats.termination = termination_type::completed;
-      stats.message = "served " + std::to_string(stats.curvature_estimates) + " curvature estimates";
+      stats.message =
+          "served " + std::to_string(stats.curvature_estimates) + " curvature estimates";
       (detail::call_on_end(callbacks, stats), ...);
       return stats;
     }
@@ -463,7 +455,9 @@ class optimizer {
     n_ = n;
     sched_ = {};
     group_.reset();
-    if constexpr (requires(curvature_host<optimizer>& h) { policies_.schedule.setup(sched_, h); }) {
+    if constexpr (requires(curvature_host<optimizer> & h) {
+                    policies_.schedule.setup(sched_, h);
+                  }) {
       curvature_host<optimizer> host(*this);
       policies_.schedule.setup(sched_, host);
     }
@@ -547,7 +541,8 @@ class optimizer {
       s.termination = termination_type::numerical_failure;
       s.message += "; parameters are those before it";
     } else {
-      s.message += " on rank " + std::to_string(comm().rank()) + "; parameters are the last consensus";
+      s.message +=
+          " on rank " + std::to_string(comm().rank()) + "; parameters are the last consensus";
     }
     return step_status::stopped;
   }
@@ -671,7 +666,7 @@ class optimizer {
                            index r) {
     detail::require(r >= 0 && r < run_.newton.size(), "rayleigh_quotient: eigenvector", r,
                     "< retained pairs = " + std::to_string(run_.newton.size()));
-    vector<S> v(n_), hv(n_);
+    vector<S> v(n_);
     if (sharded_) {
       const vector<S> part = run_.newton.basis.col(r);
       communicate([&] {
@@ -682,34 +677,13 @@ class optimizer {
     } else {
       v = run_.newton.basis.col(r);
     }
-    const double weight = detail::batch_weight(model, batch);
-    std::array<double, 2> sum{0.0, weight};
-    if (weight > 0.0) {
-      detail::slice_hvp<M, S>(model, x, batch, v, hv);
-      sum[0] = weight * static_cast<double>(v.dot(hv));
-    }
-    if (distributed() && (consensus || sharded_)) {
-      communicate([&] { comm().all_reduce_sum(std::span<double>(sum)); });
-    }
-    return sum[1] > 0.0 ? sum[0] / sum[1] : 0.0;
+    const bool collective = distributed() && (consensus || sharded_);
+    return detail::weighted_quotient<S>(model, x, batch, v, comm(), collective,
+                                        [&](auto&& f) { communicate(f); });
   }
 
-  // Counts an estimate in the summary: estimates, HVPs, failures, and its time. An estimate this
-  // rank took part in (`here`: the communication inside it) adds to this rank's time split —
-  // HVP, other estimate work and communication, disjoint; one that ran beside training (a
-  // background thread, the curvature ranks) adds to offloaded_estimate_seconds only.
   void book_estimate(const eigen_estimate& est, const estimate_communication* here) {
-    summary& s = run_.stats;
-    ++s.curvature_estimates;
-    s.hvps += est.hvps;
-    if (est.failed) ++s.failed_estimates;
-    if (here != nullptr) {
-      s.hvp_seconds += std::max(0.0, est.hvp_seconds - here->hvp);
-      s.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds - here->other);
-      s.communication_seconds += here->hvp + here->other;
-    } else {
-      s.offloaded_estimate_seconds += est.seconds;
-    }
+    detail::book_estimate(run_.stats, est, here);
   }
 
   // Books an estimate (of the snapshot taken before step `snapshot_step`, put in use before
@@ -718,17 +692,7 @@ class optimizer {
                        const estimate_communication* here) {
     book_estimate(est, here);
     summary& s = run_.stats;
-    estimate_report report;
-    report.step = snapshot_step;
-    report.staleness = t - snapshot_step;
-    report.eigenvalues = est.eigenvalues;
-    report.residuals = est.residuals;
-    report.iterations = est.iterations;
-    report.hvps = est.hvps;
-    report.breakdown = est.breakdown;
-    report.hvp_seconds = est.hvp_seconds;
-    report.seconds = est.seconds;
-    report.failed = est.failed;
+    estimate_report report = detail::report_of(est, snapshot_step, t);
     s.max_staleness = std::max(s.max_staleness, report.staleness);
     if (report.failed) {
       if (opts_.on_nonfinite == nonfinite_policy::stop) {
@@ -796,7 +760,7 @@ class optimizer {
   checkpoint_identity checkpoint_id(index step) {
     fnv1a64 layout;
     std::vector<int> groups{ranks_};
-    if constexpr (requires(curvature_host<optimizer>& h) {
+    if constexpr (requires(curvature_host<optimizer> & h) {
                     policies_.schedule.layout_groups(sched_, h);
                   }) {
       curvature_host<optimizer> host(*this);
@@ -832,50 +796,14 @@ class optimizer {
 
   // True on every rank of the job when `ok` is true on all of them.
   bool all_ranks_succeeded(bool ok) {
-    if (job().size() == 1) return ok;
-    double failed = ok ? 0.0 : 1.0;
-    communicate([&] { job().all_reduce_sum(std::span<double>(&failed, 1)); });
-    return failed == 0.0;
+    return detail::all_ranks_succeeded(job(), ok, [&](auto&& f) { communicate(f); });
   }
 
-  // Writes this rank's file of the checkpoint of step `step` holding `snap`, then commits the
-  // checkpoint with the other ranks of the job (the protocol of dho2/checkpoint/directory.hpp).
-  // Collective over the job; throws checkpoint_error on every rank if any rank fails.
+  // Writes this rank's file of the checkpoint of step `step` holding `snap` and commits it with
+  // the other ranks of the job. Collective; throws checkpoint_error on every rank if any fails.
   void commit_checkpoint(const std::filesystem::path& dir, const snapshot_type& snap, index step) {
-    const checkpoint_identity id = checkpoint_id(step);
-    std::string error;
-    try {
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (!std::filesystem::is_directory(dir)) {
-        throw checkpoint_error("checkpoint directory '" + dir.string() +
-                               "': cannot be created: " + ec.message());
-      }
-      checkpoint_writer w(id);
-      snap.write(w);
-      w.write(checkpoint_rank_file(dir, id.rank, id.step));
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    const std::string not_saved = "checkpoint directory '" + dir.string() +
-                                  "': the checkpoint of step " + std::to_string(id.step) +
-                                  " was not committed (the previous one stays in use)";
-    if (!all_ranks_succeeded(error.empty())) {
-      throw checkpoint_error(error.empty() ? not_saved + ": another rank failed to save"
-                                           : error + "; " + not_saved);
-    }
-    if (id.rank == 0) {
-      try {
-        write_checkpoint_manifest(dir, id);
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-    }
-    if (!all_ranks_succeeded(error.empty())) {
-      throw checkpoint_error(error.empty() ? not_saved + ": rank 0 failed to write the manifest"
-                                           : error + "; " + not_saved);
-    }
-    remove_stale_checkpoint_files(dir, id.rank, id.step);
+    detail::commit_checkpoint(dir, snap, checkpoint_id(step),
+                              [&](bool ok) { return all_ranks_succeeded(ok); });
   }
 
   // A serving rank's part of a checkpoint the trainers announced (errors are theirs to report;

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <dho2/admm/synchronous.hpp>
-#include <dho2/concepts/admm_solver.hpp>
 #include <dho2/base/adam.hpp>
+#include <dho2/concepts/admm_solver.hpp>
 #include <dho2/concepts/curvature_estimator.hpp>
 #include <dho2/concepts/partitioner.hpp>
 #include <dho2/concepts/schedule.hpp>
@@ -39,10 +39,10 @@ struct policies {
                 "DHO2: policies: the estimator does not satisfy dho2::curvature_estimator");
   static_assert(partitioner<Partitioner>,
                 "DHO2: policies: the partitioner does not satisfy dho2::partitioner");
-  static_assert(schedule<Schedule>, "DHO2: policies: the schedule does not satisfy dho2::schedule");
+  DHO2_REQUIRE_SCHEDULE(Schedule);
   static_assert(transport<Transport>,
                 "DHO2: policies: the transport does not satisfy dho2::transport");
-  static_assert(admm_solver<Admm>, "DHO2: policies: the admm solver does not satisfy dho2::admm_solver");
+  DHO2_REQUIRE_ADMM_SOLVER(Admm);
 
   /// Base optimizer type.
   using base_type = Base;

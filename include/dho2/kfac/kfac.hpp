@@ -12,6 +12,7 @@
 /// networks", SC 2021 (distributing the per-layer inversions over the workers).
 #pragma once
 
+#include <dho2/callbacks/detail/epoch_loop.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/concepts/batch_source.hpp>
 #include <dho2/concepts/transport.hpp>
@@ -199,48 +200,12 @@ class kfac {
     (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
     dho2::summary run;
     classification_batch<S> slice;
-    bool stop = false;
-    for (index e = 0; e < epochs && !stop; ++e) {
-      batches.begin_epoch(e);
-      double loss_sum = 0.0;
-      index loss_count = 0;
-      index done = 0;
-      for (index i = 0; i < per_epoch && !stop; ++i) {
-        if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, slice); }) {
-          batches.fill_batch(i, static_cast<index>(comm_.rank()), static_cast<index>(comm_.size()),
-                             slice);
-        } else {
-          batches.fill_batch(i, slice);
-        }
-        const index iteration = summary_.iterations;
-        const step_status status = step(model, x, slice);
-        ++done;
-        if (status == step_status::taken) {
-          loss_sum += last_loss_;
-          ++loss_count;
-        }
-        const step_info<S> info{e,          i,      per_epoch, iteration,
-                                last_loss_, status, false,     seconds(run_start, clock::now()),
-                                x};
-        bool asked = (detail::call_on_step(callbacks, info) | ... | false);
-        if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
-          asked = agree_on_stop(asked);
-        }
-        stop = asked;
-      }
-      if (done < per_epoch) break;  // an epoch cut short is not a completed epoch
-      epoch_info<S> info{e,
-                         epochs,
-                         summary_.iterations,
-                         loss_count > 0 ? loss_sum / static_cast<double>(loss_count)
-                                        : std::numeric_limits<double>::quiet_NaN(),
-                         seconds(run_start, clock::now()),
-                         x,
-                         {}};
-      run.epochs = e + 1;
-      run.final_loss = info.train_loss;
-      if (agree_on_stop((detail::call_on_epoch_end(callbacks, info) | ... | false))) stop = true;
-    }
+    epoch_driver driver{*this, model, x};
+    const detail::epoch_loop_result out =
+        detail::run_epochs<S>(driver, x, batches, slice, epochs, {}, run_start, callbacks...);
+    const bool stop = out.stopped;
+    run.epochs = out.epochs;
+    if (out.epochs > 0) run.final_loss = out.final_loss;
     run.termination = stop ? termination_type::stopped_by_callback : termination_type::completed;
     run.message =
         stop ? "a callback asked to stop" : "all " + std::to_string(epochs) + " epochs done";
@@ -375,6 +340,22 @@ class kfac {
                           (2 + n + count(factor_size_)) /*buffer_*/ + count(gather_.size())) +
         sizeof(S) * n /*grad_*/;
   }
+
+  // What the shared epoch loop drives: this optimizer's steps on one model.
+  struct epoch_driver {
+    kfac& opt;
+    const mlp<S>& model;
+    vector_ref<S> x;
+    step_status step(const classification_batch<S>& batch) { return opt.step(model, x, batch); }
+    void at_batch(index /*epoch*/, index /*i*/) {}
+    [[nodiscard]] double last_loss() const { return opt.last_loss_; }
+    [[nodiscard]] bool last_step_estimated() const { return false; }
+    [[nodiscard]] index iterations() const { return opt.summary_.iterations; }
+    [[nodiscard]] int slice_rank() const { return opt.comm_.rank(); }
+    [[nodiscard]] int slice_ranks() const { return opt.comm_.size(); }
+    [[nodiscard]] bool halted() const { return false; }
+    bool agree_on_stop(bool asked) { return opt.agree_on_stop(asked); }
+  };
 
   // True on every rank if any rank asked to stop.
   bool agree_on_stop(bool asked) {

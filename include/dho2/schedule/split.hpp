@@ -3,11 +3,11 @@
 /// ranks train.
 #pragma once
 
+#include <dho2/concepts/batch_source.hpp>
 #include <dho2/concepts/polling_transport.hpp>
 #include <dho2/concepts/schedule.hpp>
 #include <dho2/core/eigen_estimate.hpp>
 #include <dho2/core/types.hpp>
-#include <dho2/detail/epoch_loop.hpp>
 #include <dho2/detail/validate.hpp>
 #include <dho2/schedule/detail/staleness.hpp>
 #include <dho2/schedule/split_protocol.hpp>
@@ -173,9 +173,8 @@ struct split_schedule {
       // Idle until the next request: a polling wait is free of the transport's timeout, however
       // long the trainers train between estimates.
       wait_for_message(world, 0, static_cast<int>(split_protocol::tag::request));
-      const auto request =
-          split_protocol::receive<split_protocol::split_request>(world, 0,
-                                                                 split_protocol::tag::request);
+      const auto request = split_protocol::receive<split_protocol::split_request>(
+          world, 0, split_protocol::tag::request);
       if (request.kind == split_protocol::request_kind::finish) break;
       if (request.kind == split_protocol::request_kind::checkpoint) {
         std::string path(static_cast<std::size_t>(request.epoch_or_length), '\0');
@@ -254,8 +253,8 @@ struct split_schedule {
     if constexpr (polling_transport<transport_type>) {
       std::uint8_t arrived = 0;
       if (ctx.group().rank() == 0) {
-        arrived = ctx.world().poll(st.trainers, static_cast<int>(split_protocol::tag::result)) ? 1
-                                                                                              : 0;
+        arrived =
+            ctx.world().poll(st.trainers, static_cast<int>(split_protocol::tag::result)) ? 1 : 0;
       }
       if (ctx.group().size() > 1) {
         ctx.communicate([&] {
@@ -277,9 +276,8 @@ struct split_schedule {
     auto& world = host.world();
     const int first = st.trainers;
     wait_for_message(world, first, static_cast<int>(split_protocol::tag::result));
-    const auto header =
-        split_protocol::receive<split_protocol::split_result_header>(world, first,
-                                                                     split_protocol::tag::result);
+    const auto header = split_protocol::receive<split_protocol::split_result_header>(
+        world, first, split_protocol::tag::result);
     eigen_estimate est;
     const index k = header.pairs;
     est.num_largest = header.num_largest;

@@ -6,11 +6,14 @@
 #include <dho2/core/eigen_estimate.hpp>
 #include <dho2/core/hvp_operator.hpp>
 #include <dho2/core/shard_layout.hpp>
+#include <dho2/core/summary.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
 #include <dho2/detail/agreement.hpp>
 #include <dho2/detail/finite.hpp>
 #include <dho2/fosi/curvature_context.hpp>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <span>
 #include <vector>
@@ -35,9 +38,8 @@ void slice_hvp(const M& model, const_vector_ref<S> x, const model_batch_t<M>& ba
 template <class S, class M, class Estimator, class Transport>
 eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
                             const Estimator& estimator, const estimate_request& request,
-                            Transport& group, const std::vector<index>& offsets,
-                            shard_layout shard, bool collective,
-                            estimate_communication* comm_out) {
+                            Transport& group, const std::vector<index>& offsets, shard_layout shard,
+                            bool collective, estimate_communication* comm_out) {
   using clock = std::chrono::steady_clock;
   const index n = x.size();
   const auto un = static_cast<std::size_t>(n);
@@ -102,6 +104,57 @@ eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_b
   if (!est.eigenvalues.allFinite() || !est.eigenvectors.allFinite()) est.failed = true;
   if (comm_out != nullptr) *comm_out = comm_seconds;
   return est;
+}
+
+// Counts an estimate in the summary: estimates, HVPs, failures, and its time. An estimate this
+// rank took part in (`here`: the communication inside it) adds to this rank's time split —
+// HVP, other estimate work and communication, disjoint; one that ran beside training (a
+// background thread, the curvature ranks) adds to offloaded_estimate_seconds only.
+inline void book_estimate(summary& s, const eigen_estimate& est,
+                          const estimate_communication* here) {
+  ++s.curvature_estimates;
+  s.hvps += est.hvps;
+  if (est.failed) ++s.failed_estimates;
+  if (here != nullptr) {
+    s.hvp_seconds += std::max(0.0, est.hvp_seconds - here->hvp);
+    s.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds - here->other);
+    s.communication_seconds += here->hvp + here->other;
+  } else {
+    s.offloaded_estimate_seconds += est.seconds;
+  }
+}
+
+// What the summary reports of an estimate on the snapshot of `snapshot_step`, in use at step t.
+inline estimate_report report_of(const eigen_estimate& est, index snapshot_step, index t) {
+  estimate_report report;
+  report.step = snapshot_step;
+  report.staleness = t - snapshot_step;
+  report.eigenvalues = est.eigenvalues;
+  report.residuals = est.residuals;
+  report.iterations = est.iterations;
+  report.hvps = est.hvps;
+  report.breakdown = est.breakdown;
+  report.hvp_seconds = est.hvp_seconds;
+  report.seconds = est.seconds;
+  report.failed = est.failed;
+  return report;
+}
+
+// vᵀ H v for the Hessian of the global mean loss: each rank's slice weighted by w_p / W, summed
+// over `group` when `collective` (`communicate` times the call).
+template <class S, class M, class Transport, class Communicate>
+double weighted_quotient(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
+                         const vector<S>& v, Transport& group, bool collective,
+                         Communicate&& communicate) {
+  const double weight = batch_weight(model, batch);
+  std::array<double, 2> sum{0.0, weight};
+  if (weight > 0.0) {
+    vector<S> hv(v.size());
+    slice_hvp<M, S>(model, x, batch, v, hv);
+    sum[0] = weight * static_cast<double>(v.dot(hv));
+  }
+  if (collective) communicate([&] { group.all_reduce_sum(std::span<double>(sum)); });
+  return sum[1] > 0.0 ? sum[0] / sum[1] : 0.0;
 }
 
 }  // namespace dho2::detail

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dho2/callbacks/events.hpp>
+#include <dho2/concepts/batch_source.hpp>
 #include <dho2/core/data_position.hpp>
 #include <dho2/core/step_status.hpp>
 #include <dho2/core/types.hpp>
@@ -12,16 +13,6 @@
 #include <limits>
 
 namespace dho2::detail {
-
-// Fills rank `rank`'s slice of batch i when the source can slice, else the whole batch.
-template <class Batches, class Batch>
-void fill_slice(Batches& batches, index i, int rank, int ranks, Batch& batch) {
-  if constexpr (requires { batches.fill_batch(i, index{0}, index{1}, batch); }) {
-    batches.fill_batch(i, static_cast<index>(rank), static_cast<index>(ranks), batch);
-  } else {
-    batches.fill_batch(i, batch);
-  }
-}
 
 struct epoch_loop_result {
   index epochs = 0;  // epochs completed (counted from 0, so the last completed epoch + 1)
@@ -62,8 +53,8 @@ epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch
         loss_sum += d.last_loss();
         ++loss_count;
       }
-      const step_info<S> info{e,           i,  per_epoch, iteration, d.last_loss(),
-                              st, d.last_step_estimated(), since_start(), x};
+      const step_info<S> info{
+          e, i, per_epoch, iteration, d.last_loss(), st, d.last_step_estimated(), since_start(), x};
       bool asked = (detail::call_on_step(callbacks, info) | ... | false);
       // A stop asked on one rank must stop every rank, or the others would wait in the next
       // collective; agreed only when some callback can ask at a step.
