@@ -32,6 +32,7 @@
 #include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -92,19 +93,6 @@ double exact_hvp_flops(index batch, const std::vector<index>& widths = layers) {
   return 2.0 * static_cast<double>(batch) * (3.0 * gemm_sum(widths, 0) + 5.0 * gemm_sum(widths, 1));
 }
 
-// Pixel-like inputs in (0, 1) and uniform labels, from the library's own RNG (fixed seed).
-dho2::classification_batch<float> random_batch(index features, index classes, index size) {
-  dho2::detail::xoshiro256 rng(seed + 1);
-  dho2::classification_batch<float> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (index j = 0; j < size; ++j) {
-    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
-
 dho2::vector<float> random_direction(index n) {
   dho2::detail::xoshiro256 rng(seed + 2);
   dho2::vector<float> v(n);
@@ -115,8 +103,9 @@ dho2::vector<float> random_direction(index n) {
 struct problem {
   dho2::mlp<float> model{layers, dho2::activation::relu};
   dho2::vector<float> x = model.initialize(seed);
-  dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.is_classifier() ? model.classes() : 10, batch_size);
+  dho2::classification_batch<float> batch = dho2::testing::random_batch<float>(
+      model.features(), model.is_classifier() ? model.classes() : 10, batch_size, seed + 1,
+      dho2::testing::input_distribution::uniform);
   dho2::vector<float> v = random_direction(model.num_parameters());
   dho2::vector<float> out = dho2::vector<float>::Zero(model.num_parameters());
 };
@@ -168,7 +157,8 @@ struct autoencoder_problem : problem {
     model = dho2::mlp<float>(autoencoder_layers, dho2::activation::relu, 0.0,
                              dho2::mlp_loss::squared_error_reconstruction);
     x = model.initialize(seed);
-    batch = random_batch(model.features(), 10, batch_size);
+    batch = dho2::testing::random_batch<float>(model.features(), 10, batch_size, seed + 1,
+                                               dho2::testing::input_distribution::uniform);
     v = random_direction(model.num_parameters());
     out = dho2::vector<float>::Zero(model.num_parameters());
   }

@@ -36,6 +36,7 @@
 #include <dho2/dho2.hpp>
 #include <dho2/kfac/kfac.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
@@ -67,18 +68,6 @@ const bool context_added = [] {
   return true;
 }();
 
-dho2::classification_batch<float> random_batch(index features, index classes, index size) {
-  dho2::detail::xoshiro256 rng(seed + 1);
-  dho2::classification_batch<float> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (index j = 0; j < size; ++j) {
-    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
-
 double as_double(index v) { return static_cast<double>(v); }
 
 // Model, batch, signals and one K-FAC step (factors and inverses from this batch alone: the first
@@ -87,7 +76,8 @@ struct layer_fixture {
   dho2::mlp<float> model{layers, dho2::activation::relu};
   dho2::vector<float> x = model.initialize(seed);
   dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.classes(), batch_size);
+      dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                         dho2::testing::input_distribution::uniform);
   dho2::mlp_layer_signals<float> signals;
   dho2::vector<float> grad = dho2::vector<float>(model.num_parameters());
   dho2::kfac<float> opt;
@@ -285,7 +275,8 @@ void BM_kfac_step(benchmark::State& state) {
   const dho2::mlp<float> model(layers, dho2::activation::relu);
   dho2::vector<float> x = model.initialize(seed);
   const dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.classes(), batch_size);
+      dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                         dho2::testing::input_distribution::uniform);
   dho2::kfac<float> opt(step_options(variant));
   if (opt.step(model, x, batch) != dho2::step_status::taken) {  // sizes, factors, inverses
     state.SkipWithError("the first K-FAC step was not taken");
@@ -323,7 +314,8 @@ void BM_adam_step(benchmark::State& state) {
   const dho2::mlp<float> model(layers, dho2::activation::relu);
   dho2::vector<float> x = model.initialize(seed);
   const dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.classes(), batch_size);
+      dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                         dho2::testing::input_distribution::uniform);
   dho2::options opts;
   opts.use_curvature = false;
   dho2::optimizer<float> opt(opts);

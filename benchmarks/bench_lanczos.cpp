@@ -23,6 +23,7 @@
 #include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -54,18 +55,6 @@ const bool context_added = [] {
   benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
   return true;
 }();
-
-dho2::classification_batch<float> random_batch(index features, index classes, index size) {
-  dho2::detail::xoshiro256 rng(seed + 1);
-  dho2::classification_batch<float> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (index j = 0; j < size; ++j) {
-    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
 
 double as_double(index v) { return static_cast<double>(v); }
 
@@ -115,7 +104,8 @@ void BM_lanczos_mlp(benchmark::State& state) {
   const index n = model.num_parameters();
   const dho2::vector<float> x = model.initialize(seed);
   const dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.classes(), batch_size);
+      dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                         dho2::testing::input_distribution::uniform);
   dho2::vector<float> v(n);
   dho2::vector<float> hv(n);
   dho2::hvp_operator op(

@@ -13,6 +13,7 @@
 #include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -52,24 +53,13 @@ double gemm_flops(index batch) {
   return 2.0 * static_cast<double>(batch) * (2.0 * all + after_first);
 }
 
-dho2::classification_batch<float> random_batch(index features, index classes, index size) {
-  dho2::detail::xoshiro256 rng(seed + 1);
-  dho2::classification_batch<float> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (index j = 0; j < size; ++j) {
-    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
-
 void BM_mlp_step(benchmark::State& state) {
   const index batch_size = state.range(0);
   const dho2::mlp<float> model(layers, dho2::activation::relu);
   dho2::vector<float> x = model.initialize(seed);
   const dho2::classification_batch<float> batch =
-      random_batch(model.features(), model.classes(), batch_size);
+      dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                         dho2::testing::input_distribution::uniform);
   dho2::options opts;
   opts.use_curvature = false;
   dho2::optimizer<float> opt(opts);

@@ -35,6 +35,7 @@
 #include "peer/blas_info.hpp"
 #include <dho2/dho2.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -103,18 +104,6 @@ double gemm_flops(index batch) {
     if (l >= 2) after_first += p;
   }
   return 2.0 * static_cast<double>(batch) * (2.0 * all + after_first);
-}
-
-dho2::classification_batch<float> random_batch(index features, index classes, index size) {
-  dho2::detail::xoshiro256 rng(seed + 1);
-  dho2::classification_batch<float> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (index j = 0; j < size; ++j) {
-    for (index f = 0; f < features; ++f) batch.inputs(f, j) = static_cast<float>(rng.uniform());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
 }
 
 // DHO2's side: the model, its parameters and the optimizer of bench_mlp_step.
@@ -210,7 +199,9 @@ struct fixture {
 
   explicit fixture(index batch_size) {
     const dho2::mlp<float> model(layers, dho2::activation::relu);
-    batch = random_batch(model.features(), model.classes(), batch_size);
+    batch =
+        dho2::testing::random_batch<float>(model.features(), model.classes(), batch_size, seed + 1,
+                                           dho2::testing::input_distribution::uniform);
     x0 = model.initialize(seed);
     // The check, on fresh copies: three steps of each from x0.
     dho2_side a(x0);

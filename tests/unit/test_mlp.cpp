@@ -7,6 +7,7 @@
 #include <dho2/models/mlp.hpp>
 #include <dho2/models/softmax_regression.hpp>
 #include <dho2/testing/hvp_checker.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <doctest/doctest.h>
 #include <unsupported/Eigen/AutoDiff>
@@ -125,20 +126,6 @@ reference_derivatives autodiff_reference(
   return result;
 }
 
-template <class S>
-dho2::classification_batch<S> random_batch(dho2::index features, dho2::index classes,
-                                           dho2::index size, std::uint64_t seed) {
-  dho2::detail::xoshiro256 rng(seed);
-  dho2::classification_batch<S> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (dho2::index j = 0; j < size; ++j) {
-    for (dho2::index k = 0; k < features; ++k) batch.inputs(k, j) = static_cast<S>(rng.normal());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
-
 Eigen::VectorXd random_vector(dho2::index n, std::uint64_t seed, double scale = 1.0) {
   dho2::detail::xoshiro256 rng(seed);
   Eigen::VectorXd v(n);
@@ -167,7 +154,7 @@ const std::vector<loss_case>& loss_cases() {
 }  // namespace
 
 TEST_CASE("mlp: loss and gradient equal forward-mode autodiff of a naive forward pass") {
-  const auto batch = random_batch<double>(5, 3, 7, 11);
+  const auto batch = dho2::testing::random_batch<double>(5, 3, 7, 11);
   for (const auto& [kind, layers] : loss_cases()) {
     for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
       const dho2::mlp<double> model(layers, act, 0.05, kind);
@@ -189,7 +176,7 @@ TEST_CASE("mlp: loss and gradient equal forward-mode autodiff of a naive forward
 }
 
 TEST_CASE("mlp: R-operator HVP equals the nested-autodiff Hessian, column by column") {
-  const auto batch = random_batch<double>(5, 3, 7, 12);
+  const auto batch = dho2::testing::random_batch<double>(5, 3, 7, 12);
   for (const auto& [kind, layers] : loss_cases()) {
     for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
       const dho2::mlp<double> model(layers, act, 0.05, kind);
@@ -228,7 +215,7 @@ TEST_CASE("mlp: a linear autoencoder's Hessian is the closed form (Ā Āᵀ/B) �
   const double l2 = 0.3;
   const dho2::mlp<double> model({s, s}, dho2::activation::relu, l2,
                                 dho2::mlp_loss::squared_error_reconstruction);
-  const auto batch = random_batch<double>(s, 2, b, 31);
+  const auto batch = dho2::testing::random_batch<double>(s, 2, b, 31);
   const dho2::index n = model.num_parameters();
   REQUIRE(n == s * (s + 1));
   Eigen::MatrixXd abar(s + 1, b);
@@ -270,7 +257,7 @@ TEST_CASE("mlp: a linear autoencoder's Hessian is the closed form (Ā Āᵀ/B) �
 }
 
 TEST_CASE("mlp: gradient and HVP agree with finite differences (check_gradient, check_hvp)") {
-  const auto batch = random_batch<double>(5, 3, 7, 13);
+  const auto batch = dho2::testing::random_batch<double>(5, 3, 7, 13);
   for (const auto& [kind, layers] : loss_cases()) {
     for (const auto act : {dho2::activation::tanh, dho2::activation::relu}) {
       const dho2::mlp<double> model(layers, act, 0.01, kind);
@@ -288,7 +275,7 @@ TEST_CASE("mlp: gradient and HVP agree with finite differences (check_gradient, 
 }
 
 TEST_CASE("mlp: float HVP and gradient are within 1e-3 of the double ones") {
-  const auto batch_d = random_batch<double>(12, 4, 32, 14);
+  const auto batch_d = dho2::testing::random_batch<double>(12, 4, 32, 14);
   dho2::classification_batch<float> batch_f{batch_d.inputs.cast<float>(), batch_d.labels};
   for (const auto kind :
        {dho2::mlp_loss::softmax_cross_entropy, dho2::mlp_loss::squared_error_reconstruction}) {
@@ -331,7 +318,7 @@ TEST_CASE("mlp: float HVP and gradient are within 1e-3 of the double ones") {
 }
 
 TEST_CASE("mlp: without hidden layers it is softmax_regression (same layout and values)") {
-  const auto batch = random_batch<double>(6, 4, 9, 15);
+  const auto batch = dho2::testing::random_batch<double>(6, 4, 9, 15);
   const dho2::mlp<double> net({6, 4}, dho2::activation::relu, 0.2);
   const dho2::softmax_regression<double> regression(6, 4, 0.2);
   REQUIRE(net.num_parameters() == regression.num_parameters());
@@ -375,7 +362,7 @@ TEST_CASE("mlp: parameter layout, blocks and initialisation") {
 
 TEST_CASE("mlp: predict, accuracy and chunked loss on a large batch") {
   const dho2::mlp<double> model({3, 4, 2}, dho2::activation::tanh, 0.0);
-  const auto batch = random_batch<double>(3, 2, 2500, 18);
+  const auto batch = dho2::testing::random_batch<double>(3, 2, 2500, 18);
   const Eigen::VectorXd x = model.initialize(19);
   const Eigen::VectorXi predicted = model.predict(x, batch.inputs);
   REQUIRE(predicted.size() == 2500);
@@ -403,7 +390,7 @@ TEST_CASE("mlp: predict, accuracy and chunked loss on a large batch") {
 
 TEST_CASE("mlp: numerically stable softmax and empty or mismatched batches") {
   const dho2::mlp<double> model({4, 3, 3}, dho2::activation::relu, 0.1);
-  auto batch = random_batch<double>(4, 3, 5, 20);
+  auto batch = dho2::testing::random_batch<double>(4, 3, 5, 20);
   Eigen::VectorXd x = model.initialize(21);
   batch.inputs *= 1e4;  // logits of order 1e4: exp overflows without the max shift
   Eigen::VectorXd g(model.num_parameters());
@@ -419,11 +406,11 @@ TEST_CASE("mlp: numerically stable softmax and empty or mismatched batches") {
   CHECK_MESSAGE(std::abs(decay_only - expected) < 1e-14,
                 "an empty batch leaves only the decay term ", expected, ", got ", decay_only);
 
-  auto wrong_rows = random_batch<double>(5, 3, 5, 22);
+  auto wrong_rows = dho2::testing::random_batch<double>(5, 3, 5, 22);
   CHECK_THROWS_WITH_AS(model.loss_and_gradient(x, wrong_rows, g),
                        "mlp: batch.inputs has 5 rows, the model expects 4 features",
                        dho2::data_error);
-  auto wrong_label = random_batch<double>(4, 3, 5, 23);
+  auto wrong_label = dho2::testing::random_batch<double>(4, 3, 5, 23);
   wrong_label.labels(2) = 3;
   CHECK_THROWS_WITH_AS(model.hessian_vector_product(x, wrong_label, x, g),
                        "mlp: batch.labels(2) = 3 is outside [0, 3)", dho2::data_error);
@@ -431,7 +418,7 @@ TEST_CASE("mlp: numerically stable softmax and empty or mismatched batches") {
 
 TEST_CASE("mlp: const member functions are thread-safe (identical results from two threads)") {
   const dho2::mlp<float> model({20, 16, 5}, dho2::activation::tanh, 1e-3);
-  const auto batch = random_batch<float>(20, 5, 64, 24);
+  const auto batch = dho2::testing::random_batch<float>(20, 5, 64, 24);
   const Eigen::VectorXf x = model.initialize(25);
   const Eigen::VectorXf v = model.initialize(26);
   const dho2::index n = model.num_parameters();
@@ -512,7 +499,7 @@ TEST_CASE("mlp: the reconstruction loss ignores labels, chunks its loss and has 
   CHECK(model.output_loss() == dho2::mlp_loss::squared_error_reconstruction);
   CHECK_FALSE(model.is_classifier());
   CHECK(model.classes() == 6);
-  const auto batch = random_batch<double>(6, 2, 2500, 51);
+  const auto batch = dho2::testing::random_batch<double>(6, 2, 2500, 51);
   const Eigen::VectorXd x = model.initialize(52);
   const dho2::index n = model.num_parameters();
   Eigen::VectorXd g(n);
@@ -543,7 +530,7 @@ TEST_CASE("mlp: the reconstruction loss ignores labels, chunks its loss and has 
   CHECK_THROWS_WITH_AS(static_cast<void>(model.accuracy(x, batch)), no_classes.c_str(),
                        dho2::invalid_options);
   CHECK_THROWS_AS(static_cast<void>(model.predict(x, batch.inputs)), dho2::invalid_options);
-  const auto wrong_rows = random_batch<double>(5, 2, 4, 54);
+  const auto wrong_rows = dho2::testing::random_batch<double>(5, 2, 4, 54);
   CHECK_THROWS_WITH_AS(static_cast<void>(model.loss(x, wrong_rows)),
                        "mlp: batch.inputs has 5 rows, the model expects 6 features",
                        dho2::data_error);

@@ -3,6 +3,7 @@
 // from nested (second-order) autodiff and against finite differences, float against double.
 #include <dho2/models/softmax_regression.hpp>
 #include <dho2/testing/hvp_checker.hpp>
+#include <dho2/testing/random_batch.hpp>
 
 #include <Eigen/Eigenvalues>
 #include <doctest/doctest.h>
@@ -81,20 +82,6 @@ reference_derivatives autodiff_reference(dho2::index classes, double l2, const E
   return result;
 }
 
-template <class S>
-dho2::classification_batch<S> random_batch(dho2::index features, dho2::index classes,
-                                           dho2::index size, std::uint64_t seed) {
-  dho2::detail::xoshiro256 rng(seed);
-  dho2::classification_batch<S> batch;
-  batch.inputs.resize(features, size);
-  batch.labels.resize(size);
-  for (dho2::index j = 0; j < size; ++j) {
-    for (dho2::index k = 0; k < features; ++k) batch.inputs(k, j) = static_cast<S>(rng.normal());
-    batch.labels(j) = static_cast<int>(rng.below(static_cast<std::uint64_t>(classes)));
-  }
-  return batch;
-}
-
 Eigen::VectorXd random_vector(dho2::index n, std::uint64_t seed) {
   dho2::detail::xoshiro256 rng(seed);
   Eigen::VectorXd v(n);
@@ -110,7 +97,7 @@ double relative_error(const Eigen::MatrixXd& actual, const Eigen::MatrixXd& expe
 
 TEST_CASE("softmax_regression: loss, gradient and Hessian equal nested forward-mode autodiff") {
   const dho2::softmax_regression<double> model(5, 3, 0.07);
-  const auto batch = random_batch<double>(5, 3, 7, 31);
+  const auto batch = dho2::testing::random_batch<double>(5, 3, 7, 31);
   const dho2::index n = model.num_parameters();
   const Eigen::VectorXd x = 0.5 * random_vector(n, 32);
   const auto reference = autodiff_reference(3, 0.07, x, batch.inputs, batch.labels);
@@ -147,7 +134,7 @@ TEST_CASE("softmax_regression: loss, gradient and Hessian equal nested forward-m
 
 TEST_CASE("softmax_regression: gradient and HVP agree with finite differences") {
   const dho2::softmax_regression<double> model(6, 4, 0.01);
-  const auto batch = random_batch<double>(6, 4, 11, 34);
+  const auto batch = dho2::testing::random_batch<double>(6, 4, 11, 34);
   const Eigen::VectorXd x = random_vector(model.num_parameters(), 35);
   const auto gradient_report = dho2::testing::check_gradient(model, x, batch, 6, 36);
   CHECK_MESSAGE(gradient_report.ok(1e-6), "gradient vs finite differences: relative error ",
@@ -161,7 +148,7 @@ TEST_CASE("softmax_regression: gradient and HVP agree with finite differences") 
 TEST_CASE("softmax_regression: float agrees with double within 1e-3") {
   const dho2::softmax_regression<double> model_d(8, 5, 1e-3);
   const dho2::softmax_regression<float> model_f(8, 5, 1e-3);
-  const auto batch_d = random_batch<double>(8, 5, 40, 38);
+  const auto batch_d = dho2::testing::random_batch<double>(8, 5, 40, 38);
   const dho2::classification_batch<float> batch_f{batch_d.inputs.cast<float>(), batch_d.labels};
   const dho2::index n = model_d.num_parameters();
   const Eigen::VectorXd x = random_vector(n, 39);
@@ -187,7 +174,7 @@ TEST_CASE("softmax_regression: layout, start point, accuracy and input validatio
   CHECK(model.parameter_blocks() == std::vector<dho2::index>{12, 3});
   const Eigen::VectorXd zero = model.initial_point();
   CHECK_MESSAGE(zero.norm() == 0.0, "the start point is all zeros");
-  const auto batch = random_batch<double>(4, 3, 10, 42);
+  const auto batch = dho2::testing::random_batch<double>(4, 3, 10, 42);
   CHECK_MESSAGE(model.loss(zero, batch) == doctest::Approx(std::log(3.0)).epsilon(1e-15),
                 "at zero every class has probability 1/3: loss log 3");
 
