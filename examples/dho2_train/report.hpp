@@ -1,5 +1,5 @@
-// dho2_train: what a run produced, the final summary block on stdout and the --summary-json
-// object.
+// dho2_train: what a run produced, the final summary block on stdout (around the library's own
+// report of the optimizer's summary) and the --summary-json object.
 #pragma once
 
 #include "callbacks.hpp"
@@ -115,11 +115,21 @@ inline double other_seconds(const run_result& r) {
 
 }  // namespace detail
 
-/// The final summary block (human-readable).
+/// The optimizer's own report: dho2::summary::full_report() for dho2::optimizer; for K-FAC the
+/// run's brief report (termination, steps, loss, wall time) and dho2::kfac_summary::full_report().
+/// The termination's message is the reason dho2_train stopped (target, --max-steps, ...).
+inline std::string optimizer_report(const run_result& r) {
+  dho2::summary s = r.summary;
+  s.message = detail::why_stopped(r);
+  if (!r.kfac) return s.full_report();
+  return "termination      " + s.brief_report() + "\n" + r.kfac->full_report();
+}
+
+/// The final summary block (human-readable): what ran on what, the optimizer's report (the
+/// library's), the evaluations, the process's costs and, over several ranks, every rank's.
 inline void print_summary(const train_config& c, const run_result& r, std::size_t peak_rss,
                           std::FILE* out) {
   const dho2::summary& s = r.summary;
-  const auto ll = [](auto v) { return static_cast<long long>(v); };
   std::fprintf(out, "\n== dho2_train summary ==\n");
   std::fprintf(out, "optimizer        %s (lr %g", c.optimizer.c_str(), r.learning_rate);
   if (base_name(c.optimizer) != "sgd") std::fprintf(out, ", momentum %g", r.base_momentum);
@@ -144,17 +154,15 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
       r.model_name.starts_with("mlp:") || autoencoder ? " " + c.activation : "";
   std::fprintf(out, "model            %s%s, %lld parameters, l2 %g\n", r.model_name.c_str(),
                activation.c_str(), r.parameters, c.l2);
-  std::fprintf(out, "data             %s: %lld train / %lld test, %lld features, %lld %s\n",
+  std::fprintf(out,
+               "data             %s: %lld train / %lld test, %lld features, %lld %s; batch %lld, "
+               "%lld steps per epoch\n",
                c.dataset.c_str(), r.train_size, r.test_size, r.features, r.classes,
-               autoencoder ? "outputs (labels unused)" : "classes");
-  std::fprintf(out, "termination      %s (%s)\n",
-               std::string(dho2::to_string(s.termination)).c_str(), detail::why_stopped(r).c_str());
-  std::fprintf(out, "steps            %lld in %lld epoch(s) of %lld, batch %lld; %lld skipped\n",
-               ll(s.steps), ll(s.epochs), r.steps_per_epoch, c.batch, ll(s.skipped_steps()));
+               autoencoder ? "outputs (labels unused)" : "classes", c.batch, r.steps_per_epoch);
+  std::fputs(optimizer_report(r).c_str(), out);
   std::fprintf(out, "result           ");
   if (!autoencoder) std::fprintf(out, "test accuracy %.4f, ", r.final_test_accuracy);
-  std::fprintf(out, "test loss %.6g, train loss (last epoch) %.6g", r.final_test_loss,
-               s.final_loss);
+  std::fprintf(out, "test loss %.6g", r.final_test_loss);
   if (std::isfinite(r.final_eval_train_loss)) {
     std::fprintf(out, ", on %lld training samples %.6g",
                  std::min<long long>(c.eval_train_size, r.train_size), r.final_eval_train_loss);
@@ -176,53 +184,11 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
       std::fprintf(out, "time to target   not reached (%s)\n", goal);
     }
   }
-  if (r.kfac) {
-    const dho2::kfac_summary& k = *r.kfac;
-    std::fprintf(out,
-                 "curvature        K-FAC: %lld factor updates, %lld inverse refreshes (%lld "
-                 "factors inverted on rank 0, %lld failed), last KL scale %.3g\n",
-                 ll(k.factor_updates), ll(k.inverse_updates), ll(k.factors_inverted),
-                 ll(k.failed_inversions), k.last_kl_scale);
-  } else {
-    std::fprintf(out, "curvature        %lld estimate(s) (%lld failed), %lld HVPs from %s\n",
-                 ll(s.curvature_estimates), ll(s.failed_estimates), ll(s.hvps),
-                 std::string(dho2::to_string(s.hvp)).c_str());
-  }
-  if (!s.estimates.empty()) {
-    const dho2::estimate_report& e = s.estimates.back();
-    std::fprintf(out, "                 last before step %lld: %lld pairs kept, lambda_max %.4g",
-                 ll(e.step), ll(e.retained), e.eigenvalues.size() > 0 ? e.eigenvalues(0) : 0.0);
-    if (e.eigenvalues.size() > 0) {
-      std::fprintf(out, ", lambda_%lld %.4g", ll(e.eigenvalues.size()),
-                   e.eigenvalues(e.eigenvalues.size() - 1));
-    }
-    std::fprintf(out, ", scale %.3g, %.2f s\n", e.scale, e.seconds);
-  }
-  if (r.kfac) {
-    std::fprintf(out,
-                 "time             wall %.2f s = gradient %.2f + factors %.2f + inverses %.2f + "
-                 "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
-                 "                 CPU %.2f s; data load %.2f s; %d thread(s)\n",
-                 s.total_seconds, s.gradient_seconds, detail::factor_seconds(r),
-                 detail::inverse_seconds(r), s.update_seconds, s.communication_seconds,
-                 r.eval_seconds, detail::other_seconds(r), r.cpu_seconds, r.load_seconds,
-                 r.eigen_threads);
-  } else {
-    std::fprintf(out,
-                 "time             wall %.2f s = gradient %.2f + HVP %.2f + Lanczos other %.2f + "
-                 "update %.2f + communication %.2f + evaluation %.2f + other %.2f\n"
-                 "                 CPU %.2f s; data load %.2f s; %d thread(s); estimates beside "
-                 "training %.2f s\n",
-                 s.total_seconds, s.gradient_seconds, s.hvp_seconds, s.estimate_other_seconds,
-                 s.update_seconds, s.communication_seconds, r.eval_seconds,
-                 detail::other_seconds(r), r.cpu_seconds, r.load_seconds, r.eigen_threads,
-                 s.offloaded_estimate_seconds);
-  }
-  std::fprintf(out,
-               "memory           peak RSS %s (this process); rank 0: curvature %s, "
-               "optimizer state %s\n",
-               detail::mib(peak_rss).c_str(), detail::mib(s.curvature_bytes).c_str(),
-               detail::mib(s.optimizer_state_bytes).c_str());
+  std::fprintf(out, "evaluation       %lld evaluation(s): %.2f s wall (%s), %.2f s CPU\n",
+               r.evaluations_count, r.eval_seconds,
+               r.kfac ? "between the steps" : "in the time split's other", r.eval_cpu_seconds);
+  std::fprintf(out, "process          CPU %.2f s; data load %.2f s; %d thread(s); peak RSS %s\n",
+               r.cpu_seconds, r.load_seconds, r.eigen_threads, detail::mib(peak_rss).c_str());
   if (r.ranks.size() > 1) {
     std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s\n",
                  r.ranks.size(), r.transport.c_str(), c.partitioner.c_str(), c.schedule.c_str(),

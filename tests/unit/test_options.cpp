@@ -1,19 +1,30 @@
 // Tests of dho2::options::validate (include/dho2/fosi/options.hpp) and of when the optimizer
 // applies it: every bad field gives an invalid_options message naming the field, the value and
-// the violated constraint; model-independent fields are rejected at construction, n-dependent
-// ones at the first step, with the parameters and the optimizer state untouched.
+// the violated constraint (and carries the three as data); model-independent fields are rejected
+// at construction, n-dependent ones at the first step, with the parameters and the optimizer
+// state untouched. And the field list those checks, the cross-rank agreement values and the
+// flag tables derive from.
 #include <dho2/base/sgd.hpp>
 #include <dho2/core/errors.hpp>
+#include <dho2/detail/agreement.hpp>
 #include <dho2/fosi/optimizer.hpp>
 #include <dho2/fosi/options.hpp>
 #include <dho2/models/quadratic.hpp>
+#include <dho2/models/softmax_regression.hpp>
+#include <dho2/transport/inproc.hpp>
 
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -28,6 +39,17 @@ std::string message_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// The invalid_options `f` throws; fails the test if it throws none.
+dho2::invalid_options error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const dho2::invalid_options& e) {
+    return e;
+  }
+  FAIL("no invalid_options thrown");
+  return dho2::invalid_options("");
 }
 
 // The message of `o.validate(n)`.
@@ -296,4 +318,152 @@ TEST_CASE("options: other model-dependent violations throw at the first step, x 
     CHECK(bit_identical(x, before));
     CHECK(opt.get_summary().iterations == 0);
   }
+}
+
+TEST_CASE("options: invalid_options carries the field, the value and the constraint") {
+  struct bad_case {
+    std::function<void(dho2::options&)> change;
+    dho2::index n;
+    std::string field, value, constraint;
+  };
+  const std::vector<bad_case> cases{
+      {[](auto& o) { o.k = -1; }, 100, "options.k", "-1", ">= 0"},
+      {[](auto& o) {
+         o.k = 3;
+         o.l = 1;
+       },
+       4, "options.k", "3", "k + l < n (l = 1, n = 4)"},
+      {[](auto& o) { o.l = -2; }, 100, "options.l", "-2", ">= 0"},
+      {[](auto& o) { o.lanczos_steps = 3; }, 100, "options.lanczos_steps", "3",
+       "0 (default) or >= k + l (k + l = 5)"},
+      {[](auto& o) { o.warmup = 0; }, 100, "options.warmup", "0", ">= 1"},
+      {[](auto& o) { o.alpha = -0.5; }, 100, "options.alpha", "-0.5", "finite and >= 0"},
+      {[](auto& o) { o.momentum = 1.0; }, 100, "options.momentum", "1", "0 <= value < 1"},
+      {[](auto& o) { o.clip = 0.5; }, 100, "options.clip", "0.5", "finite and >= 1"},
+      {[](auto& o) { o.eigenvalue_floor = nan_value; }, 100, "options.eigenvalue_floor", "nan",
+       "0 <= value < 1"},
+      {[](auto&) {}, 0, "number of parameters n", "0", ">= 1"},
+  };
+  for (const auto& c : cases) {
+    const dho2::options o = with(c.change);
+    const dho2::invalid_options e = error_of([&] { o.validate(c.n); });
+    CAPTURE(e.what());
+    CHECK(e.field() == c.field);
+    CHECK(e.value() == c.value);
+    CHECK(e.constraint() == c.constraint);
+    CHECK(std::string(e.what()) ==
+          c.field + " = " + c.value + ". Violated constraint: " + c.constraint);
+  }
+  SUBCASE("a copy keeps them") {
+    const dho2::invalid_options e = error_of([] { with([](auto& o) { o.k = -1; }).validate(9); });
+    const dho2::invalid_options copy = e;  // NOLINT(performance-unnecessary-copy-initialization)
+    CHECK(copy.field() == "options.k");
+    CHECK(copy.constraint() == ">= 0");
+  }
+  SUBCASE("a bare message has none") {
+    const dho2::invalid_options e("something is wrong");
+    CHECK(std::string(e.what()) == "something is wrong");
+    CHECK(e.field().empty());
+    CHECK(e.value().empty());
+    CHECK(e.constraint().empty());
+  }
+  SUBCASE("the models' checks name their fields too") {
+    const dho2::invalid_options e =
+        error_of([] { dho2::softmax_regression<double> model(4, 3, -0.5); });
+    CHECK(e.field() == "l2");
+    CHECK(e.value() == "-0.5");
+    CHECK(std::string(e.what()) == "l2 = -0.5. Violated constraint: finite and >= 0");
+  }
+}
+
+TEST_CASE("options: the field list names every field once, in declaration order") {
+  std::vector<std::string_view> names;
+  int with_constraint = 0;
+  dho2::options::for_each_field([&](const auto& f) {
+    names.push_back(f.name);
+    if (f.violated != nullptr) ++with_constraint;
+  });
+  const std::vector<std::string_view> expected{"options.use_curvature",
+                                               "options.k",
+                                               "options.l",
+                                               "options.lanczos_steps",
+                                               "options.warmup",
+                                               "options.refresh_every",
+                                               "options.alpha",
+                                               "options.momentum",
+                                               "options.momentum_form",
+                                               "options.clip",
+                                               "options.eigenvalue_floor",
+                                               "options.on_nonfinite",
+                                               "options.seed"};
+  CHECK(names == expected);
+  CHECK(with_constraint == 9);
+  // options::field_name finds a member's name in the list (at compile time).
+  static_assert(dho2::options::field_name(&dho2::options::k) == "options.k");
+  static_assert(dho2::options::field_name(&dho2::options::clip) == "options.clip");
+  static_assert(dho2::options::field_name(&dho2::options::seed) == "options.seed");
+  CHECK(dho2::options::field_name(&dho2::options::refresh_every) == "options.refresh_every");
+  // Each constraint accepts the defaults.
+  const dho2::options defaults;
+  dho2::options::for_each_field([&](const auto& f) {
+    if (f.violated != nullptr) CHECK_FALSE(f.violated(defaults, 100).has_value());
+  });
+}
+
+TEST_CASE("options: the agreement values come from the field list (names, order, values)") {
+  dho2::options o;
+  o.k = 7;
+  o.l = 2;
+  o.lanczos_steps = 30;
+  o.clip = 2.5;
+  o.momentum_form = dho2::momentum_kind::heavy_ball;
+  o.on_nonfinite = dho2::nonfinite_policy::stop;
+  o.seed = 0x0000000500000003ULL;
+  const std::vector<dho2::detail::named_field> fields = dho2::detail::option_fields(o, 1000);
+  const std::vector<std::pair<std::string, double>> expected{
+      {"model.num_parameters()", 1000.0},
+      {"options.use_curvature", 1.0},
+      {"options.k", 7.0},
+      {"options.l", 2.0},
+      {"options.lanczos_steps", 30.0},
+      {"options.warmup", 100.0},
+      {"options.refresh_every", 100.0},
+      {"options.alpha", 0.1},
+      {"options.momentum", 0.9},
+      {"options.momentum_form", 1.0},
+      {"options.clip", 2.5},
+      {"options.eigenvalue_floor", 1e-4},
+      {"options.on_nonfinite", 1.0},
+      {"options.seed (high 32 bits)", 5.0},
+      {"options.seed (low 32 bits)", 3.0},
+  };
+  REQUIRE(fields.size() == expected.size());
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    CAPTURE(i);
+    CHECK(fields[i].name == expected[i].first);
+    CHECK(fields[i].value == expected[i].second);
+  }
+  o.clip.reset();
+  CHECK(dho2::detail::option_fields(o, 1000)[10].value == -1.0);  // unset clip
+}
+
+TEST_CASE("options: the ranks' disagreement names the field as data") {
+  std::mutex mutex;
+  std::vector<std::string> fields(2), values(2), constraints(2);
+  dho2::run_inproc(2, {.timeout = std::chrono::seconds(20)}, [&](dho2::inproc_transport& t) {
+    dho2::options o;
+    if (t.rank() == 1) o.alpha = 0.25;
+    const dho2::invalid_options e =
+        error_of([&] { dho2::detail::check_fields_agree(t, dho2::detail::option_fields(o, 10)); });
+    const std::lock_guard lock(mutex);
+    const auto r = static_cast<std::size_t>(t.rank());
+    fields[r] = std::string(e.field());
+    values[r] = std::string(e.value());
+    constraints[r] = std::string(e.constraint());
+  });
+  CHECK(fields[0] == "options.alpha");
+  CHECK(fields[1] == "options.alpha");
+  CHECK(values[0] == "0.10000000000000001 on rank 0, 0.10000000000000001 on rank 0");
+  CHECK(values[1] == "0.25 on rank 1, 0.10000000000000001 on rank 0");
+  CHECK(constraints[1] == "identical on all 2 ranks (1 differ from rank 0)");
 }

@@ -1,12 +1,16 @@
 /// @file
 /// `dho2::summary`: what happened in a run (Ceres style): counts, times, curvature estimates and
-/// a termination type that says whether the iterate is usable.
+/// a termination type that says whether the iterate is usable; `brief_report()` and
+/// `full_report()` print it.
 #pragma once
 
+#include <dho2/core/detail/report_text.hpp>
 #include <dho2/core/types.hpp>
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <limits>
 #include <string>
@@ -165,6 +169,109 @@ struct summary {
   /// Steps skipped for any reason.
   [[nodiscard]] index skipped_steps() const noexcept {
     return skipped_nonfinite_loss + skipped_nonfinite_gradient;
+  }
+
+  /// Seconds of the run outside the split of this rank's time (`gradient_seconds`,
+  /// `hvp_seconds`, `estimate_other_seconds`, `update_seconds`, `communication_seconds`): the
+  /// callbacks' time and the loop's own; 0 if the split exceeds `total_seconds`.
+  [[nodiscard]] double other_seconds() const noexcept {
+    return std::max(0.0, total_seconds - gradient_seconds - hvp_seconds - estimate_other_seconds -
+                             update_seconds - communication_seconds);
+  }
+
+  /// One line (no newline) like Ceres' `Solver::Summary::BriefReport()`: the termination and its
+  /// message, steps, epochs, the last epoch's mean loss, curvature estimates and ADMM rounds when
+  /// there were any, and the wall time, e.g. "completed (all 3 epochs done): 1407 steps (0
+  /// skipped) in 3 epoch(s), final loss 0.3012, 3 curvature estimate(s) (0 failed), 42.17 s".
+  [[nodiscard]] std::string brief_report() const {
+    std::string out(to_string(termination));
+    if (!message.empty()) out += " (" + message + ")";
+    out += ": " + std::to_string(steps) + " steps (" + std::to_string(skipped_steps()) +
+           " skipped) in " + std::to_string(epochs) + " epoch(s)";
+    if (!std::isnan(final_loss)) out += ", final loss " + detail::general_text(final_loss);
+    if (curvature_estimates > 0) {
+      out += ", " + std::to_string(curvature_estimates) + " curvature estimate(s) (" +
+             std::to_string(failed_estimates) + " failed)";
+    }
+    if (!admm_rounds.empty()) out += ", " + std::to_string(admm_rounds.size()) + " ADMM round(s)";
+    out += ", " + detail::fixed_text(total_seconds, 2) + " s";
+    return out;
+  }
+
+  /// A block of lines (each ending in '\n', labels in a 17-column margin) like Ceres'
+  /// `Solver::Summary::FullReport()`:
+  ///  - `termination`: the termination type and message;
+  ///  - `steps`: steps taken, epochs, step calls, skipped steps (and why), the last epoch's mean
+  ///    loss;
+  ///  - `curvature`: estimates (failed), HVPs and their source; the last estimate's step, pairs
+  ///    kept, λ_max and the smallest retained Ritz value, base-step scale and seconds; its
+  ///    staleness, late and skipped estimates when there were any;
+  ///  - `ADMM` (mode A): rounds and the last one's residuals and penalty;
+  ///  - `time`: the wall time and its split (gradient, HVP, Lanczos other, update,
+  ///    communication, other = `other_seconds()`), and the seconds of estimates beside training
+  ///    when there were any;
+  ///  - `memory`: this rank's curvature and optimizer state bytes.
+  [[nodiscard]] std::string full_report() const {
+    using detail::append_report_line;
+    using detail::fixed_text;
+    using detail::general_text;
+    const auto str = [](auto v) { return std::to_string(v); };
+    std::string out;
+    std::string line(to_string(termination));
+    if (!message.empty()) line += " (" + message + ")";
+    append_report_line(out, "termination", line);
+
+    line = str(steps) + " in " + str(epochs) + " epoch(s), " + str(iterations) + " step call(s); " +
+           str(skipped_steps()) + " skipped";
+    if (skipped_steps() > 0) {
+      line += " (" + str(skipped_nonfinite_loss) + " non-finite loss, " +
+              str(skipped_nonfinite_gradient) + " non-finite gradient)";
+    }
+    if (!std::isnan(final_loss)) line += "; last epoch's mean loss " + general_text(final_loss);
+    append_report_line(out, "steps", line);
+
+    append_report_line(out, "curvature",
+                       str(curvature_estimates) + " estimate(s) (" + str(failed_estimates) +
+                           " failed), " + str(hvps) + " HVPs from " + std::string(to_string(hvp)));
+    if (!estimates.empty()) {
+      const estimate_report& e = estimates.back();
+      const index pairs = e.eigenvalues.size();
+      line = "last before step " + str(e.step) + ": " + str(e.retained) +
+             " pairs kept, lambda_max " + general_text(pairs > 0 ? e.eigenvalues(0) : 0.0, 4);
+      if (pairs > 0)
+        line += ", lambda_" + str(pairs) + " " + general_text(e.eigenvalues(pairs - 1), 4);
+      line += ", scale " + general_text(e.scale, 3) + ", " + fixed_text(e.seconds, 2) + " s";
+      append_report_line(out, "", line);
+    }
+    if (max_staleness > 0 || late_estimates > 0 || skipped_estimates > 0) {
+      append_report_line(out, "",
+                         "staleness up to " + str(max_staleness) + " step(s); " +
+                             str(late_estimates) + " late, " + str(skipped_estimates) +
+                             " skipped estimate(s)");
+    }
+    if (!admm_rounds.empty()) {
+      const admm_round& a = admm_rounds.back();
+      append_report_line(out, "ADMM",
+                         str(admm_rounds.size()) + " round(s); the last after step " + str(a.step) +
+                             ": primal residual " + general_text(a.primal_residual, 4) +
+                             ", dual residual " + general_text(a.dual_residual, 4) + ", rho " +
+                             general_text(a.rho));
+    }
+    append_report_line(
+        out, "time",
+        "wall " + fixed_text(total_seconds, 2) + " s = gradient " +
+            fixed_text(gradient_seconds, 2) + " + HVP " + fixed_text(hvp_seconds, 2) +
+            " + Lanczos other " + fixed_text(estimate_other_seconds, 2) + " + update " +
+            fixed_text(update_seconds, 2) + " + communication " +
+            fixed_text(communication_seconds, 2) + " + other " + fixed_text(other_seconds(), 2));
+    if (offloaded_estimate_seconds > 0.0) {
+      append_report_line(
+          out, "", "estimates beside training " + fixed_text(offloaded_estimate_seconds, 2) + " s");
+    }
+    append_report_line(out, "memory",
+                       "curvature " + detail::mib_text(curvature_bytes) + ", optimizer state " +
+                           detail::mib_text(optimizer_state_bytes) + " (this rank)");
+    return out;
   }
 };
 

@@ -1,10 +1,10 @@
-// Cross-rank agreement on options: every rank encodes its fields as doubles, rank 0's are
-// broadcast, each rank marks the fields that differ, and an all-reduce of the marks lets every
-// rank throw the same `invalid_options` naming the first differing field.
+// Cross-rank agreement on named values (options, model shapes): every rank encodes its values as
+// doubles, rank 0's are broadcast, each rank marks the values that differ, and an all-reduce of
+// the marks lets every rank throw the same `invalid_options` naming the first differing one. What
+// to agree on is the caller's (for `dho2::options`: `detail::option_fields` in fosi/options.hpp).
 #pragma once
 
 #include <dho2/core/errors.hpp>
-#include <dho2/fosi/options.hpp>
 
 #include <cstddef>
 #include <cstring>
@@ -16,31 +16,11 @@
 
 namespace dho2::detail {
 
+// A value the ranks must agree on, with the name an invalid_options message gives it.
 struct named_field {
   std::string name;
   double value;
 };
-
-inline std::vector<named_field> option_fields(const options& o, index n) {
-  const auto d = [](auto v) { return static_cast<double>(v); };
-  return {
-      {"model.num_parameters()", d(n)},
-      {"options.use_curvature", o.use_curvature ? 1.0 : 0.0},
-      {"options.k", d(o.k)},
-      {"options.l", d(o.l)},
-      {"options.lanczos_steps", d(o.lanczos_steps)},
-      {"options.warmup", d(o.warmup)},
-      {"options.refresh_every", d(o.refresh_every)},
-      {"options.alpha", o.alpha},
-      {"options.momentum", o.momentum},
-      {"options.momentum_form", d(static_cast<int>(o.momentum_form))},
-      {"options.clip", o.clip.value_or(-1.0)},
-      {"options.eigenvalue_floor", o.eigenvalue_floor},
-      {"options.on_nonfinite", d(static_cast<int>(o.on_nonfinite))},
-      {"options.seed (high 32 bits)", d(o.seed >> 32U)},
-      {"options.seed (low 32 bits)", d(o.seed & 0xffffffffULL)},
-  };
-}
 
 template <class Transport>
 void check_fields_agree(Transport& t, const std::vector<named_field>& fields) {
@@ -56,12 +36,13 @@ void check_fields_agree(Transport& t, const std::vector<named_field>& fields) {
   t.all_reduce_sum(std::span<double>(differs));
   for (std::size_t i = 0; i < count; ++i) {
     if (differs[i] == 0.0) continue;
-    std::ostringstream os;
-    os.precision(17);
-    os << fields[i].name << " = " << fields[i].value << " on rank " << t.rank() << ", "
-       << root[i] << " on rank 0. Violated constraint: identical on all " << t.size()
-       << " ranks (" << differs[i] << " differ from rank 0)";
-    throw invalid_options(os.str());
+    std::ostringstream value;
+    value.precision(17);
+    value << fields[i].value << " on rank " << t.rank() << ", " << root[i] << " on rank 0";
+    std::ostringstream rule;
+    rule.precision(17);
+    rule << "identical on all " << t.size() << " ranks (" << differs[i] << " differ from rank 0)";
+    throw invalid_options(fields[i].name, value.str(), rule.str());
   }
 }
 

@@ -1,4 +1,5 @@
-// Helpers that format `invalid_options` messages as "<field> = <value>. Violated constraint: ...".
+// Helpers that throw `invalid_options` as "<field> = <value>. Violated constraint: ...", keeping
+// the field, the value and the constraint as the exception's data.
 #pragma once
 
 #include <dho2/core/errors.hpp>
@@ -26,11 +27,11 @@ std::string format_value(const T& value) {
   }
 }
 
+// Throws `invalid_options` for `field` = `value` violating `rule`, with the three parts kept
+// (`invalid_options::field()`, `value()`, `constraint()`).
 template <class T>
 [[noreturn]] void throw_invalid(std::string_view field, const T& value, std::string_view rule) {
-  std::ostringstream os;
-  os << field << " = " << format_value(value) << ". Violated constraint: " << rule;
-  throw invalid_options(os.str());
+  throw invalid_options(field, format_value(value), rule);
 }
 
 template <class T>
@@ -38,16 +39,26 @@ void require(bool ok, std::string_view field, const T& value, std::string_view r
   if (!ok) throw_invalid(field, value, rule);
 }
 
+// The common rules: a predicate and its text each (field lists that check fields themselves use
+// them too, so that the text is the same everywhere).
+inline constexpr std::string_view finite_nonnegative_rule = "finite and >= 0";
+inline constexpr std::string_view finite_positive_rule = "finite and > 0";
+inline constexpr std::string_view unit_interval_rule = "0 <= value < 1";
+
+inline bool is_finite_nonnegative(double v) { return std::isfinite(v) && v >= 0.0; }
+inline bool is_finite_positive(double v) { return std::isfinite(v) && v > 0.0; }
+inline bool is_unit_interval(double v) { return std::isfinite(v) && v >= 0.0 && v < 1.0; }
+
 inline void require_finite_nonnegative(std::string_view field, double v) {
-  require(std::isfinite(v) && v >= 0.0, field, v, "finite and >= 0");
+  require(is_finite_nonnegative(v), field, v, finite_nonnegative_rule);
 }
 
 inline void require_finite_positive(std::string_view field, double v) {
-  require(std::isfinite(v) && v > 0.0, field, v, "finite and > 0");
+  require(is_finite_positive(v), field, v, finite_positive_rule);
 }
 
 inline void require_unit_interval(std::string_view field, double v) {
-  require(std::isfinite(v) && v >= 0.0 && v < 1.0, field, v, "0 <= value < 1");
+  require(is_unit_interval(v), field, v, unit_interval_rule);
 }
 
 }  // namespace dho2::detail

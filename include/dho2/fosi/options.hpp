@@ -1,14 +1,21 @@
 /// @file
-/// `dho2::options`: FOSI's hyper-parameters and guards (DESIGN §2.1–2.3), validated before use.
+/// `dho2::options`: FOSI's hyper-parameters and guards (DESIGN §2.1–2.3), validated before use,
+/// and their field list (`options::for_each_field`): each field's name and constraint, said once.
+/// Validation, the values the ranks agree on (`detail::option_fields`, also the options part of a
+/// checkpoint's identity) and programs' flag tables (`options::field_name`) derive from it.
 #pragma once
 
 #include <dho2/core/types.hpp>
+#include <dho2/detail/agreement.hpp>
 #include <dho2/detail/validate.hpp>
 
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace dho2 {
 
@@ -29,6 +36,23 @@ enum class nonfinite_policy {
   /// Stop the run: the step reports `step_status::stopped`, the summary's termination is
   /// `numerical_failure`, and no state is updated with a non-finite value.
   stop,
+};
+
+struct options;
+
+/// One entry of the options' field list (`options::for_each_field`): a member of `dho2::options`,
+/// its name and its constraint.
+template <class T>
+struct option_field {
+  /// The field's name in messages and in the cross-rank agreement ("options.k").
+  std::string_view name;
+  /// The member (`&options::k`).
+  T options::*member;
+  /// The constraint: the text of the first rule the field breaks in `o` for a model with n
+  /// parameters (">= 0", "k + l < n (l = 1, n = 4)"), or nullopt when it keeps them all. Null
+  /// for a field without constraint. Fields are checked in list order, so a rule may assume
+  /// the fields before it valid.
+  std::optional<std::string> (*violated)(const options& o, index n) = nullptr;
 };
 
 /// Options of a FOSI run. Defaults follow the reference implementation (Sivan et al., 2024)
@@ -63,33 +87,145 @@ struct options {
   /// Seed of the curvature estimator's RNG.
   std::uint64_t seed = 0x5eed;
 
-  /// Throws `dho2::invalid_options` ("<field> = <value>. Violated constraint: …") for the first
-  /// invalid field, given n parameters. Changes nothing.
-  void validate(index n) const {
-    using detail::require;
-    require(n >= 1, "number of parameters n", n, ">= 1");
-    require(k >= 0, "options.k", k, ">= 0");
-    require(l >= 0, "options.l", l, ">= 0");
-    if (use_curvature) {
-      require(k + l >= 1, "options.k", k,
-              "k + l >= 1 when use_curvature is true (l = " + std::to_string(l) + ")");
-      require(k + l < n, "options.k", k,
-              "k + l < n (l = " + std::to_string(l) + ", n = " + std::to_string(n) + ")");
-      require(lanczos_steps == 0 || lanczos_steps >= k + l, "options.lanczos_steps", lanczos_steps,
-              "0 (default) or >= k + l (k + l = " + std::to_string(k + l) + ")");
-      require(lanczos_steps <= n, "options.lanczos_steps", lanczos_steps,
-              "<= n (n = " + std::to_string(n) + ")");
-    }
-    require(lanczos_steps >= 0, "options.lanczos_steps", lanczos_steps, ">= 0");
-    require(warmup >= 1, "options.warmup", warmup, ">= 1");
-    require(refresh_every >= 1, "options.refresh_every", refresh_every, ">= 1");
-    detail::require_finite_nonnegative("options.alpha", alpha);
-    detail::require_unit_interval("options.momentum", momentum);
-    if (clip) {
-      require(std::isfinite(*clip) && *clip >= 1.0, "options.clip", *clip, "finite and >= 1");
-    }
-    detail::require_unit_interval("options.eigenvalue_floor", eigenvalue_floor);
-  }
+  /// The field list: calls `visit(option_field<T>{name, member, constraint})` for every field
+  /// above, in declaration order. A new field is added here (and nowhere else) to be validated,
+  /// agreed across ranks and part of a checkpoint's identity.
+  template <class Visitor>
+  static constexpr void for_each_field(Visitor&& visit);
+
+  /// The name of `member` in the field list ("options.k" for `&options::k`), for tables keyed on
+  /// `dho2::invalid_options::field()`; empty for a member that is not in the list.
+  template <class T>
+  [[nodiscard]] static constexpr std::string_view field_name(T options::*member);
+
+  /// Throws `dho2::invalid_options` ("<field> = <value>. Violated constraint: …", with
+  /// `field()` the field's name in the field list) for the first invalid field, given n
+  /// parameters (first of all n itself: "number of parameters n", >= 1). Changes nothing.
+  void validate(index n) const;
 };
+
+namespace detail {
+
+// A rule's text when `ok` is false.
+inline std::optional<std::string> unless(bool ok, std::string_view rule) {
+  if (ok) return std::nullopt;
+  return std::string(rule);
+}
+
+// A field's value as an invalid_options message shows it (an unset optional is never invalid).
+template <class T>
+auto shown_value(const T& v) {
+  if constexpr (std::is_enum_v<T>) {
+    return static_cast<std::underlying_type_t<T>>(v);
+  } else if constexpr (std::is_same_v<T, std::optional<double>>) {
+    return v.value_or(0.0);
+  } else {
+    return v;
+  }
+}
+
+}  // namespace detail
+
+template <class Visitor>
+constexpr void options::for_each_field(Visitor&& visit) {
+  using rule = std::optional<std::string>;
+  using detail::unless;
+  constexpr auto field = []<class T>(std::string_view name, T options::*member,
+                                     rule (*violated)(const options&, index) = nullptr) {
+    return option_field<T>{name, member, violated};
+  };
+  visit(field("options.use_curvature", &options::use_curvature));
+  visit(field("options.k", &options::k, [](const options& o, index n) -> rule {
+    if (o.k < 0) return ">= 0";
+    if (!o.use_curvature || o.l < 0) return std::nullopt;  // (a negative l is reported first)
+    const std::string l_text = std::to_string(o.l);
+    if (o.k + o.l < 1) return "k + l >= 1 when use_curvature is true (l = " + l_text + ")";
+    return unless(o.k + o.l < n, "k + l < n (l = " + l_text + ", n = " + std::to_string(n) + ")");
+  }));
+  visit(field("options.l", &options::l,
+              [](const options& o, index) -> rule { return unless(o.l >= 0, ">= 0"); }));
+  visit(field("options.lanczos_steps", &options::lanczos_steps, [](const options& o, index n) {
+    if (o.use_curvature) {
+      if (o.lanczos_steps != 0 && o.lanczos_steps < o.k + o.l) {
+        return rule("0 (default) or >= k + l (k + l = " + std::to_string(o.k + o.l) + ")");
+      }
+      if (o.lanczos_steps > n) return rule("<= n (n = " + std::to_string(n) + ")");
+    }
+    return unless(o.lanczos_steps >= 0, ">= 0");
+  }));
+  visit(field("options.warmup", &options::warmup,
+              [](const options& o, index) { return unless(o.warmup >= 1, ">= 1"); }));
+  visit(field("options.refresh_every", &options::refresh_every,
+              [](const options& o, index) { return unless(o.refresh_every >= 1, ">= 1"); }));
+  visit(field("options.alpha", &options::alpha, [](const options& o, index) {
+    return unless(detail::is_finite_nonnegative(o.alpha), detail::finite_nonnegative_rule);
+  }));
+  visit(field("options.momentum", &options::momentum, [](const options& o, index) {
+    return unless(detail::is_unit_interval(o.momentum), detail::unit_interval_rule);
+  }));
+  visit(field("options.momentum_form", &options::momentum_form));
+  visit(field("options.clip", &options::clip, [](const options& o, index) {
+    return unless(!o.clip || (std::isfinite(*o.clip) && *o.clip >= 1.0), "finite and >= 1");
+  }));
+  visit(field("options.eigenvalue_floor", &options::eigenvalue_floor, [](const options& o, index) {
+    return unless(detail::is_unit_interval(o.eigenvalue_floor), detail::unit_interval_rule);
+  }));
+  visit(field("options.on_nonfinite", &options::on_nonfinite));
+  visit(field("options.seed", &options::seed));
+}
+
+template <class T>
+constexpr std::string_view options::field_name(T options::*member) {
+  std::string_view name;
+  for_each_field([&](const auto& f) {
+    if constexpr (std::is_same_v<decltype(f.member), T options::*>) {
+      if (f.member == member) name = f.name;
+    }
+  });
+  return name;
+}
+
+inline void options::validate(index n) const {
+  detail::require(n >= 1, "number of parameters n", n, ">= 1");
+  for_each_field([&](const auto& f) {
+    if (f.violated == nullptr) return;
+    if (const std::optional<std::string> rule = f.violated(*this, n)) {
+      detail::throw_invalid(f.name, detail::shown_value(this->*f.member), *rule);
+    }
+  });
+}
+
+namespace detail {
+
+// One field's value as the named doubles the ranks compare: bool 1 or 0, enums their int value,
+// an unset optional -1 (no valid clip is), a 64-bit seed as two exact 32-bit halves.
+template <class T>
+void append_agreement_values(std::vector<named_field>& out, std::string_view name, const T& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    out.push_back({std::string(name), v ? 1.0 : 0.0});
+  } else if constexpr (std::is_enum_v<T>) {
+    out.push_back({std::string(name), static_cast<double>(static_cast<int>(v))});
+  } else if constexpr (std::is_same_v<T, std::optional<double>>) {
+    out.push_back({std::string(name), v.value_or(-1.0)});
+  } else if constexpr (std::is_same_v<T, std::uint64_t>) {
+    out.push_back({std::string(name) + " (high 32 bits)", static_cast<double>(v >> 32U)});
+    out.push_back({std::string(name) + " (low 32 bits)", static_cast<double>(v & 0xffffffffULL)});
+  } else {
+    static_assert(std::is_arithmetic_v<T>, "add the encoding of this field type");
+    out.push_back({std::string(name), static_cast<double>(v)});
+  }
+}
+
+// The options as named doubles, for the cross-rank agreement (`check_fields_agree`) and the
+// options part of a checkpoint's identity: "model.num_parameters()" = n first, then every field
+// of the field list in its order.
+inline std::vector<named_field> option_fields(const options& o, index n) {
+  std::vector<named_field> fields{{"model.num_parameters()", static_cast<double>(n)}};
+  options::for_each_field(
+      [&](const auto& f) { append_agreement_values(fields, f.name, o.*(f.member)); });
+  return fields;
+}
+
+}  // namespace detail
 
 }  // namespace dho2

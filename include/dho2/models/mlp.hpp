@@ -61,8 +61,7 @@ enum class mlp_loss {
 ///   width of 0.
 [[nodiscard]] inline std::vector<index> parse_mlp_layers(std::string_view spec) {
   const auto fail = [&](const std::string& constraint) {
-    throw invalid_options("layers = \"" + std::string(spec) +
-                          "\". Violated constraint: " + constraint);
+    throw invalid_options("layers", "\"" + std::string(spec) + "\"", constraint);
   };
   const std::string format = "widths separated by '-', e.g. \"784-256-10\"";
   if (spec.empty()) fail("non-empty list of " + format);
@@ -168,30 +167,28 @@ class mlp {
   explicit mlp(std::vector<index> layers, dho2::activation hidden = dho2::activation::relu,
                double l2 = 0.0, mlp_loss loss = mlp_loss::softmax_cross_entropy)
       : layers_(std::move(layers)), hidden_(hidden), l2_(l2), loss_(loss) {
-    std::ostringstream message;
+    const auto fail = [](std::string_view field, const auto& value, std::string_view rule) {
+      std::ostringstream shown;
+      shown << value;
+      throw invalid_options(field, shown.str(), rule);
+    };
     if (layers_.size() < 2) {
-      message << "layers.size() = " << layers_.size()
-              << ". Violated constraint: at least two layers (input and output)";
+      fail("layers.size()", layers_.size(), "at least two layers (input and output)");
     } else if (!(std::isfinite(l2) && l2 >= 0.0)) {
-      message << "l2 = " << l2 << ". Violated constraint: finite and >= 0";
+      fail("l2", l2, "finite and >= 0");
     } else if (loss != mlp_loss::softmax_cross_entropy &&
                loss != mlp_loss::squared_error_reconstruction) {
-      message << "loss = " << static_cast<int>(loss)
-              << ". Violated constraint: softmax_cross_entropy or squared_error_reconstruction";
+      fail("loss", static_cast<int>(loss), "softmax_cross_entropy or squared_error_reconstruction");
     } else if (loss == mlp_loss::squared_error_reconstruction &&
                layers_.back() != layers_.front()) {
-      message << "layers.back() = " << layers_.back()
-              << ". Violated constraint: == layers.front() (= " << layers_.front()
-              << ") for mlp_loss::squared_error_reconstruction (the output reconstructs the input)";
+      fail("layers.back()", layers_.back(),
+           "== layers.front() (= " + std::to_string(layers_.front()) +
+               ") for mlp_loss::squared_error_reconstruction (the output reconstructs the input)");
     } else {
       for (std::size_t l = 0; l < layers_.size(); ++l) {
-        if (layers_[l] < 1) {
-          message << "layers[" << l << "] = " << layers_[l] << ". Violated constraint: >= 1";
-          break;
-        }
+        if (layers_[l] < 1) fail("layers[" + std::to_string(l) + "]", layers_[l], ">= 1");
       }
     }
-    if (!message.str().empty()) throw invalid_options(message.str());
     offsets_.reserve(layers_.size());
     index offset = 0;
     for (std::size_t l = 0; l + 1 < layers_.size(); ++l) {
@@ -427,10 +424,10 @@ class mlp {
 
   void require_classifier(const char* function) const {
     if (is_classifier()) return;
-    throw invalid_options("mlp::output_loss() = " + std::string(to_string(loss_)) +
-                          ". Violated constraint: mlp::" + function +
-                          " needs mlp_loss::softmax_cross_entropy (an autoencoder has no classes; "
-                          "evaluate it with mlp::loss)");
+    throw invalid_options("mlp::output_loss()", to_string(loss_),
+                          "mlp::" + std::string(function) +
+                              " needs mlp_loss::softmax_cross_entropy (an autoencoder has no "
+                              "classes; evaluate it with mlp::loss)");
   }
 
   [[nodiscard]] Eigen::Map<const matrix<S>> weights(const_vector_ref<S> x, index l) const {

@@ -13,6 +13,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dho2::detail {
@@ -121,15 +122,18 @@ class softmax_regression {
   /// @throws dho2::invalid_options unless features ≥ 1, classes ≥ 2 and l2 is finite and ≥ 0.
   softmax_regression(index features, index classes, double l2 = 0.0)
       : features_(features), classes_(classes), l2_(l2) {
-    std::ostringstream message;
+    const auto fail = [](std::string_view field, const auto& value, std::string_view rule) {
+      std::ostringstream shown;
+      shown << value;
+      throw invalid_options(field, shown.str(), rule);
+    };
     if (features < 1) {
-      message << "features = " << features << ". Violated constraint: features >= 1";
+      fail("features", features, "features >= 1");
     } else if (classes < 2) {
-      message << "classes = " << classes << ". Violated constraint: classes >= 2";
+      fail("classes", classes, "classes >= 2");
     } else if (!(std::isfinite(l2) && l2 >= 0.0)) {
-      message << "l2 = " << l2 << ". Violated constraint: finite and >= 0";
+      fail("l2", l2, "finite and >= 0");
     }
-    if (!message.str().empty()) throw invalid_options(message.str());
   }
 
   /// Number of input features F.

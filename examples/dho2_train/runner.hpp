@@ -1,0 +1,466 @@
+// dho2_train: the runner. One templated path trains with either optimizer, dho2::optimizer
+// (FOSI, or its base alone) or dho2::kfac, described by a run spec (`fosi_run`, `kfac_run`): it
+// loads the data, runs every rank this process hosts (the same data pipeline, callbacks,
+// evaluations and rank records for both optimizers) and reports on rank 0.
+#pragma once
+
+#include "callbacks.hpp"
+#include "config.hpp"
+#include "distributed.hpp"
+#include "json_writer.hpp"
+#include "report.hpp"
+#include <dho2/callbacks/callbacks.hpp>
+#include <dho2/checkpoint/directory.hpp>
+#include <dho2/data/batcher.hpp>
+#include <dho2/data/idx.hpp>
+#include <dho2/data/synthetic.hpp>
+#include <dho2/dho2.hpp>
+#include <dho2/kfac/kfac.hpp>
+#include <dho2/models/mlp.hpp>
+#include <dho2/schedule/split.hpp>
+#include <dho2/transport/any.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace dho2_train {
+
+/// The model families of --model.
+enum class model_kind { softmax, mlp, autoencoder };
+
+/// What --model (and the data set) asks for.
+struct model_choice {
+  model_kind kind = model_kind::mlp;
+  std::vector<dho2::index> layers;  // MLP / autoencoder widths
+  long long features = 0;
+  long long classes = 0;  // of the data (the autoencoder ignores the labels)
+
+  [[nodiscard]] bool is_mlp() const { return kind != model_kind::softmax; }
+  [[nodiscard]] bool is_autoencoder() const { return kind == model_kind::autoencoder; }
+};
+
+/// The training set and the test set (as one batch, for evaluation).
+struct dataset {
+  dho2::classification_set<scalar> train;
+  dho2::classification_batch<scalar> test;
+  double load_seconds = 0.0;
+};
+
+/// The first `size` samples of `set` (all when unset); `flag` names the size in the error.
+inline dho2::classification_set<scalar> first(dho2::classification_set<scalar> set,
+                                              const std::optional<long long>& size,
+                                              const char* flag) {
+  if (!size) return set;
+  if (*size > set.size()) {
+    throw usage_error(std::string(flag) + ": " + std::to_string(*size) + " exceeds the " +
+                      std::to_string(set.size()) + " samples of the data set");
+  }
+  return set.subset(0, *size);
+}
+
+/// The data set --dataset names (synthetic, or Fashion-MNIST from --data), cut to --train-size
+/// and --test-size, checked against the model's features and classes.
+inline dataset load_data(const train_config& c, const model_choice& m) {
+  const auto t0 = std::chrono::steady_clock::now();
+  dho2::train_test_sets<scalar> sets;
+  if (c.dataset == "synthetic") {
+    sets =
+        dho2::make_teacher_classification<scalar>(c.train_size.value_or(synthetic_default_train),
+                                                  c.test_size.value_or(synthetic_default_test),
+                                                  m.features, static_cast<int>(m.classes), c.seed);
+  } else {
+    try {
+      sets = dho2::load_fashion_mnist<scalar>(c.data_dir);
+    } catch (const dho2::data_error& e) {
+      throw dho2::data_error(std::string(e.what()) +
+                             "; install it with `apt-get install dataset-fashion-mnist`, point "
+                             "--data at it, or use --dataset synthetic");
+    }
+    sets.train = first(std::move(sets.train), c.train_size, "--train-size");
+    sets.test = first(std::move(sets.test), c.test_size, "--test-size");
+  }
+  if (sets.train.num_features() != m.features ||
+      (!m.is_autoencoder() && sets.train.num_classes != m.classes)) {
+    throw usage_error("--model " + c.model + ": expects " + std::to_string(m.features) +
+                      " features and " + std::to_string(m.classes) + " classes, the data has " +
+                      std::to_string(sets.train.num_features()) + " and " +
+                      std::to_string(sets.train.num_classes));
+  }
+  dataset d;
+  d.train = std::move(sets.train);
+  d.test.inputs = std::move(sets.test.inputs);
+  d.test.labels = std::move(sets.test.labels);
+  d.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return d;
+}
+
+/// Throws unless the directory of the output file `path` (flag `flag`) exists.
+inline void check_output_directory(const char* flag, const std::string& path) {
+  if (path.empty()) return;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
+    throw std::runtime_error(std::string(flag) + ": directory '" + parent.string() +
+                             "' does not exist");
+  }
+}
+
+/// The model's initial parameters (seeded when the model takes a seed).
+template <class Model>
+dho2::vector<scalar> initial_parameters(const Model& model, std::uint64_t seed) {
+  if constexpr (requires { model.initialize(seed); }) {
+    return model.initialize(seed);
+  } else {
+    return model.initial_point();
+  }
+}
+
+/// The evaluation of rank 0 (`lead`; the others never evaluate): test accuracy (classifiers),
+/// test loss, and the loss on the first --eval-train-size training samples (copied once).
+template <class Model>
+timed_evaluation make_evaluation(const train_config& c, const Model& model, const dataset& data,
+                                 bool lead) {
+  auto train = std::make_shared<dho2::classification_batch<scalar>>();
+  if (lead && c.eval_train_size > 0) {
+    const dho2::index count = std::min<dho2::index>(c.eval_train_size, data.train.size());
+    train->inputs = data.train.inputs.leftCols(count);
+    train->labels = data.train.labels.head(count);
+  }
+  return timed_evaluation([&model, &data, train](dho2::const_vector_ref<scalar> w) {
+    eval_metrics m;
+    bool classifier = true;
+    if constexpr (requires { model.is_classifier(); }) classifier = model.is_classifier();
+    if (classifier) m.test_accuracy = model.accuracy(w, data.test);
+    m.test_loss = static_cast<double>(model.loss(w, data.test));
+    if (train->size() > 0) m.train_loss = static_cast<double>(model.loss(w, *train));
+    return m;
+  });
+}
+
+/// The target --target-accuracy or --target-loss asks for.
+inline std::optional<target_spec> target_of(const train_config& c) {
+  if (c.target_accuracy) return target_spec{true, *c.target_accuracy};
+  if (c.target_loss) return target_spec{false, *c.target_loss};
+  return std::nullopt;
+}
+
+/// Parameters whose optimizer state rank `rank` keeps (its shard in mode S, all in mode A, none
+/// on a curvature rank).
+template <class Policies>
+long long shard_of(const Policies& p, dho2::index n, int rank, int ranks, bool curvature_rank) {
+  if (curvature_rank) return 0;
+  if constexpr (!Policies::admm_type::shards_state) {
+    return static_cast<long long>(n);
+  } else {
+    int trainers = ranks;
+    if constexpr (std::is_same_v<typename Policies::schedule_type, dho2::split_schedule>) {
+      trainers -= p.schedule.curvature_ranks();
+    }
+    const std::vector<dho2::index> offsets = p.partitioner.partition(n, trainers);
+    const auto r = static_cast<std::size_t>(rank);
+    return static_cast<long long>(offsets[r + 1] - offsets[r]);
+  }
+}
+
+/// An optimizer that saves and loads checkpoints (dho2::optimizer; not dho2::kfac).
+template <class Optimizer>
+concept checkpointable = requires(Optimizer& opt, const std::filesystem::path& dir,
+                                  dho2::vector<scalar>& x) {
+  opt.load_checkpoint(dir, x);
+};
+
+/// --resume: loads the checkpoint committed in --checkpoint-dir into `opt` and `x` when there is
+/// one (a collective: the ranks first agree that all or none of them see it) and returns the step
+/// it was taken at; nullopt when starting fresh.
+template <checkpointable Optimizer>
+std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::any_transport& world,
+                                  dho2::vector<scalar>& x) {
+  if (!c.resume) return std::nullopt;
+  double seen = dho2::has_checkpoint(c.checkpoint_dir) ? 1.0 : 0.0;
+  world.all_reduce_sum(std::span<double>(&seen, 1));
+  if (seen == 0.0) {
+    if (world.rank() == 0 && !c.quiet) {
+      std::printf("dho2_train: no checkpoint in %s yet: starting fresh\n",
+                  c.checkpoint_dir.c_str());
+    }
+    return std::nullopt;
+  }
+  if (seen != static_cast<double>(world.size())) {
+    throw usage_error("--resume: only " + std::to_string(static_cast<int>(seen)) + " of " +
+                      std::to_string(world.size()) + " ranks see a checkpoint in " +
+                      c.checkpoint_dir + " (the ranks need one shared directory)");
+  }
+  const dho2::data_position at = opt.load_checkpoint(c.checkpoint_dir, x);
+  const dho2::index step = opt.get_summary().iterations;
+  if (world.rank() == 0 && !c.quiet) {
+    std::printf(
+        "dho2_train: resumed from the checkpoint of step %lld in %s (epoch %lld, batch "
+        "%lld)\n",
+        static_cast<long long>(step), c.checkpoint_dir.c_str(),
+        static_cast<long long>(at.epoch + 1), static_cast<long long>(at.batch));
+  }
+  return step;
+}
+
+/// --save-parameters FILE: the final parameters as n little-endian float32 values, written
+/// atomically.
+inline void save_parameters(const std::string& file, const dho2::vector<scalar>& x) {
+  static_assert(std::is_same_v<scalar, float>);
+  const std::string_view bytes(reinterpret_cast<const char*>(x.data()),
+                               static_cast<std::size_t>(x.size()) * sizeof(scalar));
+  write_file_atomically(file, bytes);
+}
+
+/// The callbacks every optimizer's run passes (after its own): the monitor (evaluations,
+/// --max-steps, --time-budget, target, --eval-log), --log and the progress lines, all but the
+/// monitor on rank 0 only.
+struct rank_callbacks {
+  timed_evaluation evaluation;
+  std::unique_ptr<eval_log> eval_csv;
+  run_monitor monitor;
+  optional_callback<dho2::csv_history> log;
+  optional_callback<dho2::progress_bar> progress;
+
+  template <class Model>
+  rank_callbacks(const train_config& c, const Model& model, const dataset& data, bool lead)
+      : evaluation(make_evaluation(c, model, data, lead)),
+        eval_csv(lead && !c.eval_log.empty() ? std::make_unique<eval_log>(c.eval_log) : nullptr),
+        monitor(lead, c.max_steps, c.eval_every, target_of(c), !c.continue_after_target,
+                c.time_budget, evaluation, eval_csv.get()),
+        log(c.log_path.empty() || !lead
+                ? std::nullopt
+                : std::optional<dho2::csv_history>(std::in_place, c.log_path)),
+        progress(c.quiet || !lead ? std::nullopt
+                                  : std::optional<dho2::progress_bar>(std::in_place, stdout)) {}
+  rank_callbacks(const rank_callbacks&) = delete;
+  rank_callbacks& operator=(const rank_callbacks&) = delete;
+
+  /// Rank 0 after the run: the final evaluation (unless the last one saw these parameters) and
+  /// the record of every evaluation, epoch and stop.
+  void finish(run_result& r, dho2::const_vector_ref<scalar> x, double cpu_end) {
+    monitor.finish(x, static_cast<long long>(r.summary.iterations),
+                   static_cast<long long>(r.summary.epochs) + 1, r.summary.total_seconds, cpu_end,
+                   r.summary.termination == dho2::termination_type::numerical_failure);
+    const eval_metrics& last = evaluation.last();
+    r.final_test_accuracy = last.test_accuracy;
+    r.final_test_loss = last.test_loss;
+    r.final_eval_train_loss = last.train_loss;
+    r.target = monitor.target();
+    r.max_steps_reached = monitor.max_steps_reached();
+    r.time_budget_reached = monitor.time_budget_reached();
+    r.eval_seconds = evaluation.seconds();
+    r.eval_cpu_seconds = evaluation.cpu_seconds();
+    r.evaluations_count = evaluation.count();
+    r.evaluations = monitor.evaluations();
+    r.epochs = monitor.epochs();
+  }
+};
+
+/// The first line of a run (rank 0, unless --quiet).
+template <class Model>
+void announce(const train_config& c, const Model& model, const model_choice& choice,
+              const dataset& data, const std::string& transport, int ranks) {
+  const std::string model_name =
+      choice.is_mlp() ? c.model + " (" + c.activation + ")" : std::string("softmax");
+  std::printf(
+      "dho2_train: %s on %s (%lld train / %lld test), %s with %lld parameters, "
+      "batch %lld, %lld epoch(s), %d rank(s) over %s, %d thread(s) per rank\n",
+      c.optimizer.c_str(), c.dataset.c_str(), static_cast<long long>(data.train.size()),
+      static_cast<long long>(data.test.size()), model_name.c_str(),
+      static_cast<long long>(model.num_parameters()), c.batch, c.epochs, ranks,
+      ranks == 1 && transport != "asio" ? "no transport" : transport.c_str(), Eigen::nbThreads());
+  std::fflush(stdout);
+}
+
+/// The output files' directories must exist (checked before the data is read).
+inline void check_output_directories(const train_config& c) {
+  check_output_directory("--summary-json", c.summary_json);
+  check_output_directory("--log", c.log_path);
+  check_output_directory("--eval-log", c.eval_log);
+}
+
+/// Rank 0's report: the summary block on stdout and --summary-json.
+inline int report(const train_config& c, run_result& r, const model_choice& choice,
+                  const std::string& transport) {
+  r.model_name = c.model;
+  r.target_loss = c.target_loss.has_value();
+  r.stop_at_target = !c.continue_after_target;
+  r.features = choice.features;
+  r.classes = choice.is_autoencoder() ? choice.features : choice.classes;
+  r.eigen_threads = Eigen::nbThreads();
+  r.transport = transport;
+  const std::size_t peak = peak_rss_bytes();
+  print_summary(c, r, peak, stdout);
+  if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
+  return 0;
+}
+
+/// A run of dho2::optimizer (--optimizer fosi-*, dho2, or a base alone with curvature off): its
+/// options and policy bundle (the transport is set per rank), and what the report says about
+/// its base optimizer.
+template <class Policies>
+struct fosi_run {
+  dho2::options options;
+  Policies policies;
+  double learning_rate = 0.0;
+  double base_momentum = 0.0;  // heavy-ball / Nesterov mu, Adam beta1; 0 for SGD
+
+  /// The optimizer of the rank `world` is.
+  [[nodiscard]] dho2::optimizer<scalar, Policies> make_optimizer(dho2::any_transport world) const {
+    Policies mine = policies;
+    mine.transport = std::move(world);
+    return dho2::optimizer<scalar, Policies>(options, std::move(mine));
+  }
+
+  /// Whether `opt`'s rank only estimates curvature, and the parameters whose optimizer state it
+  /// keeps.
+  template <class Optimizer>
+  [[nodiscard]] static bool curvature_rank(const Optimizer& opt) {
+    return opt.is_curvature_rank();
+  }
+  template <class Optimizer>
+  [[nodiscard]] static long long shard(const Optimizer& opt, dho2::index n,
+                                       const dho2::any_transport& world) {
+    return shard_of(opt.policies(), n, world.rank(), world.size(), opt.is_curvature_rank());
+  }
+
+  /// What rank 0's report says about the optimizer after the run.
+  template <class Optimizer>
+  void describe(run_result& r, const Optimizer& opt, const train_config& c, dho2::index n) const {
+    r.learning_rate = learning_rate;
+    r.base_momentum = base_momentum;
+    r.clip = c.clip.value_or(dho2::default_clip_for<typename Policies::base_type>());
+    r.lanczos_steps = static_cast<long long>(
+        c.lanczos_steps > 0 ? c.lanczos_steps : dho2::default_lanczos_steps(c.k, c.l, n));
+    if (opt.get_summary().admm_rounds.size() > 0) r.admm_rho = opt.penalty();
+  }
+};
+
+/// A run of dho2::kfac (--optimizer kfac) over the same ranks and transports: every rank keeps
+/// the whole model and its factors, inversions are spread over the ranks.
+struct kfac_run {
+  dho2::kfac_options options;
+
+  /// The optimizer of the rank `world` is.
+  [[nodiscard]] dho2::kfac<scalar, dho2::any_transport> make_optimizer(
+      dho2::any_transport world) const {
+    return dho2::kfac<scalar, dho2::any_transport>(options, std::move(world));
+  }
+
+  /// K-FAC has no curvature ranks; every rank keeps the state of all parameters.
+  template <class Optimizer>
+  [[nodiscard]] static bool curvature_rank(const Optimizer& /*opt*/) {
+    return false;
+  }
+  template <class Optimizer>
+  [[nodiscard]] static long long shard(const Optimizer& /*opt*/, dho2::index n,
+                                       const dho2::any_transport& /*world*/) {
+    return static_cast<long long>(n);
+  }
+
+  /// What rank 0's report says about the optimizer after the run.
+  template <class Optimizer>
+  void describe(run_result& r, const Optimizer& opt, const train_config& /*c*/,
+                dho2::index /*n*/) const {
+    r.learning_rate = options.learning_rate;
+    r.base_momentum = options.momentum;
+    r.kfac_options = options;
+    r.kfac = opt.summary();
+  }
+};
+
+/// --checkpoint-every N: the checkpointing callback of `opt` (before the others), as a tuple of
+/// callbacks to pass; empty for an optimizer without checkpoints.
+template <class Optimizer>
+auto checkpoint_callbacks(const train_config& c, Optimizer& opt) {
+  if constexpr (checkpointable<Optimizer>) {
+    using saver_type = checkpointer<Optimizer>;
+    return std::tuple<optional_callback<saver_type>>(
+        c.checkpoint_every > 0
+            ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every)
+            : std::nullopt);
+  } else {
+    return std::tuple<>();
+  }
+}
+
+/// One rank of the run: trains `model` on its slice of every global batch with the optimizer
+/// `run` makes for `world` (this rank's transport) and, on rank 0, fills `lead`. The test
+/// accuracy, progress, CSV log and stopping decisions are rank 0's; the optimizer agrees the
+/// stop with the others.
+template <class Run, class Model>
+rank_record run_rank(const train_config& c, const Model& model, const dataset& data, const Run& run,
+                     dho2::any_transport world, std::optional<run_result>& lead) {
+  const bool is_lead = world.rank() == 0;
+  auto opt = run.make_optimizer(world);
+  using optimizer_type = decltype(opt);
+  dho2::vector<scalar> x = initial_parameters(model, c.seed);
+  dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
+  std::optional<dho2::index> resumed_at;
+  if constexpr (checkpointable<optimizer_type>) resumed_at = resume(c, opt, world, x);
+  auto savers = checkpoint_callbacks(c, opt);
+  rank_callbacks cbs(c, model, data, is_lead);
+
+  run_result r;
+  const double cpu0 = process_cpu_seconds();
+  r.summary = std::apply(
+      [&](auto&... first) {
+        return opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), first...,
+                            cbs.monitor, cbs.log, cbs.progress);
+      },
+      savers);
+  const double cpu_end = process_cpu_seconds();
+  r.cpu_seconds = cpu_end - cpu0;
+  const rank_record mine = make_rank_record(r.summary, world, Run::curvature_rank(opt),
+                                            Run::shard(opt, model.num_parameters(), world));
+  r.ranks = gather_records(world, mine);
+  if (!is_lead) return mine;
+  r.resumed_at = resumed_at;
+  if (!c.save_parameters.empty()) save_parameters(c.save_parameters, x);
+  cbs.finish(r, x, cpu_end);
+  r.parameters = static_cast<long long>(model.num_parameters());
+  r.train_size = static_cast<long long>(data.train.size());
+  r.test_size = static_cast<long long>(data.test.size());
+  r.steps_per_epoch = static_cast<long long>(batches.num_batches());
+  r.load_seconds = data.load_seconds;
+  run.describe(r, opt, c, model.num_parameters());
+  lead = std::move(r);
+  return mine;
+}
+
+/// Loads the data, trains on every rank this process hosts with the optimizer `run` describes
+/// and reports (on the process of rank 0). The options and everything else that does not need
+/// the data are validated before.
+template <class Run, class Model>
+int train_run(const train_config& c, const Model& model, const model_choice& choice,
+              const std::string& transport, const Run& run) {
+  const dataset data = load_data(c, choice);
+  if (data.train.size() < c.batch) {
+    throw usage_error("--batch: " + std::to_string(c.batch) + " exceeds the " +
+                      std::to_string(data.train.size()) + " training samples");
+  }
+  std::optional<run_result> lead;
+  bool announced = false;
+  run_ranks(c, transport, [&](dho2::any_transport& t) {
+    if (t.rank() == 0 && !c.quiet && !announced) {
+      announced = true;
+      announce(c, model, choice, data, transport, t.size());
+    }
+    run_rank(c, model, data, run, t, lead);
+  });
+  if (!lead) return 0;  // rank 0 is another process
+  return report(c, *lead, choice, transport);
+}
+
+}  // namespace dho2_train
