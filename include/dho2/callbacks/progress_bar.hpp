@@ -3,6 +3,8 @@
 /// bar on a terminal or as plain lines elsewhere (CI logs, files, string streams).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/callbacks/events.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>

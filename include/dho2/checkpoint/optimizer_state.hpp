@@ -34,6 +34,8 @@
 ///  - `data_position`: i64 × 2 — the user's epoch and batch.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/checkpoint/file.hpp>
 #include <dho2/core/summary.hpp>

@@ -2,6 +2,8 @@
 /// `dho2::optimizer`: FOSI (Sivan et al., ICLR 2024) composed from policies.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/admm/consensus.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/checkpoint/directory.hpp>

@@ -2,6 +2,8 @@
 /// `dho2::options`: FOSI's hyper-parameters and guards (DESIGN §2.1–2.3), validated before use.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
 

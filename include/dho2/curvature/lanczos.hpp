@@ -3,6 +3,8 @@
 /// re-orthogonalisation, on shards (DESIGN §2.2, §2.4).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/curvature_estimator.hpp>
 #include <dho2/detail/random.hpp>
 #include <dho2/detail/validate.hpp>

@@ -3,6 +3,8 @@
 // rank throw the same `invalid_options` naming the first differing field.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/errors.hpp>
 #include <dho2/core/options.hpp>
 

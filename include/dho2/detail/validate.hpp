@@ -1,6 +1,8 @@
 // Helpers that format `invalid_options` messages as "<field> = <value>. Violated constraint: ...".
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/errors.hpp>
 
 #include <charconv>

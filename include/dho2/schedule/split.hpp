@@ -3,6 +3,8 @@
 /// ranks train (DESIGN §2.6).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/schedule.hpp>
 #include <dho2/detail/validate.hpp>
 
