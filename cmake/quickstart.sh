@@ -38,7 +38,7 @@ die() {
 
 # ---- Debian packages ------------------------------------------------------------------------------
 packages=(cmake g++ make libeigen3-dev libboost-dev libboost-mpi-dev openmpi-bin libopenmpi-dev
-          doctest-dev libbenchmark-dev zlib1g-dev libssl-dev dataset-fashion-mnist)
+          doctest-dev libbenchmark-dev zlib1g-dev libssl-dev dataset-fashion-mnist doxygen)
 
 install_missing_packages() {
   if ! command -v dpkg-query >/dev/null 2>&1; then

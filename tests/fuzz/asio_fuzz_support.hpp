@@ -4,6 +4,10 @@
 // peer), and a little-endian frame-header reader written independently of asio_frame.hpp.
 #pragma once
 
+// Includes the TCP transport's internal headers directly (see
+// include/dho2/detail/internal_header_check.hpp).
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/transport/detail/asio_engine.hpp>
 
 #include <fcntl.h>

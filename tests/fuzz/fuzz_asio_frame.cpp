@@ -29,6 +29,11 @@
 // length u16, its low 12 bits used) | the bytes the peer sends. Built and run by
 // tests/fuzz/run_fuzzers.sh; seeds in tests/fuzz/corpus/asio_frame/ (tests/fuzz/make_asio_seeds.cpp
 // writes them).
+
+// Includes the TCP transport's internal headers directly (see
+// include/dho2/detail/internal_header_check.hpp).
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include "asio_fuzz_support.hpp"
 #include <dho2/core/errors.hpp>
 #include <dho2/transport/detail/asio_engine.hpp>

@@ -27,6 +27,11 @@
 // engine sees the connection close). Hello mode: mode | world size selector | rank selector |
 // hello 32. Built and run by tests/fuzz/run_fuzzers.sh; seeds in tests/fuzz/corpus/
 // asio_handshake/ (tests/fuzz/make_asio_seeds.cpp writes them).
+
+// Includes the TCP transport's internal headers directly (see
+// include/dho2/detail/internal_header_check.hpp).
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include "asio_fuzz_support.hpp"
 #include <dho2/core/errors.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>

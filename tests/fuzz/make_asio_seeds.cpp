@@ -7,6 +7,11 @@
 //   build/make_asio_seeds tests/fuzz/corpus
 //
 // writes <dir>/asio_frame/* and <dir>/asio_handshake/* (overwriting seeds of the same name).
+
+// Includes the TCP transport's internal headers directly (see
+// include/dho2/detail/internal_header_check.hpp).
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_engine.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>

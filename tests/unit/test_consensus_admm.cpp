@@ -1,5 +1,6 @@
-// Mode A (DESIGN §2.5): consensus ADMM reduces to mode S with τ = 1, ρ = 0, and converges to the
-// closed-form optimum of a least-squares problem split over ranks, with vanishing residuals.
+// Mode A (docs/algorithm.md, "Mode A"): consensus ADMM reduces to mode S with τ = 1, ρ = 0, and
+// converges to the closed-form optimum of a least-squares problem split over ranks, with vanishing
+// residuals.
 #include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
 #include <dho2/dho2.hpp>

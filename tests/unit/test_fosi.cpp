@@ -1,5 +1,6 @@
-// FOSI invariants (DESIGN §2.1, §2.3): base-optimizer equality, schedule, exact Newton step on a
-// quadratic, orthogonality, a dense reference implementation, and the guards.
+// FOSI invariants (docs/algorithm.md, "The FOSI step" and "Guards"): base-optimizer equality,
+// schedule, exact Newton step on a quadratic, orthogonality, a dense reference implementation, and
+// the guards.
 #include <dho2/dho2.hpp>
 #include <dho2/models/quadratic.hpp>
 #include <dho2/testing/planted_spectrum.hpp>
@@ -24,8 +25,8 @@ bool bitwise_equal(const VectorXd& a, const VectorXd& b) {
   return a.size() == b.size() && (a.array() == b.array()).all();
 }
 
-// The FOSI step of DESIGN §2.1 written densely, with the velocity as a full vector (as in the
-// reference implementation). V: K × n with orthonormal rows.
+// The FOSI step (docs/algorithm.md, "The FOSI step") written densely, with the velocity as a full
+// vector (as in the reference implementation). V: K × n with orthonormal rows.
 struct dense_fosi {
   dho2::adam base;
   dho2::adam::state<double> state;

@@ -1,5 +1,5 @@
-// Mode S (DESIGN §2.4): every sharded computation over P in-process ranks equals the P = 1
-// computation on the same global batches and seed, to round-off — gradient steps, a whole
+// Mode S (docs/algorithm.md, "Mode S"): every sharded computation over P in-process ranks equals
+// the P = 1 computation on the same global batches and seed, to round-off — gradient steps, a whole
 // Lanczos estimate (eigenvalues and assembled eigenvectors), FOSI steps, ten training steps.
 #include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>

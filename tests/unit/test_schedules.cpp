@@ -1,5 +1,6 @@
-// Schedules (DESIGN §2.6): background and split estimates equal the synchronous schedule when
-// staleness is 0, are deterministic for a fixed staleness, and report the staleness they saw.
+// Schedules (docs/algorithm.md, "Schedules"): background and split estimates equal the synchronous
+// schedule when staleness is 0, are deterministic for a fixed staleness, and report the staleness
+// they saw.
 #include "distributed_fixture.hpp"
 #include <dho2/data/batcher.hpp>
 #include <dho2/dho2.hpp>

@@ -4,6 +4,8 @@
 /// 2011, §7.1), with FOSI as the local solver.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/admm_solver.hpp>
 #include <dho2/detail/finite.hpp>
 #include <dho2/detail/validate.hpp>

@@ -3,6 +3,8 @@
 /// synchronised, so the parameters are the consensus after every step.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/admm_solver.hpp>
 #include <dho2/detail/finite.hpp>
 

@@ -2,6 +2,8 @@
 /// `dho2::adam`: Adam (Kingma & Ba, 2015) with bias correction as a FOSI base optimizer.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/base_optimizer.hpp>
 #include <dho2/detail/validate.hpp>
 

@@ -2,6 +2,8 @@
 /// `dho2::heavy_ball`: SGD with Polyak (heavy-ball) momentum as a FOSI base optimizer.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
 

@@ -2,6 +2,8 @@
 /// `dho2::sgd`: plain stochastic gradient descent as a FOSI base optimizer.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/base_optimizer.hpp>
 #include <dho2/detail/validate.hpp>
 

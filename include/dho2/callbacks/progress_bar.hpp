@@ -3,6 +3,8 @@
 /// bar on a terminal or as plain lines elsewhere (CI logs, files, string streams).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/callbacks/events.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>
@@ -28,7 +30,7 @@ namespace dho2 {
 enum class progress_mode {
   /// The live bar when the stream is a terminal, plain lines otherwise.
   automatic,
-  /// Always the live bar: one line per epoch rewritten in place with '\r'.
+  /// Always the live bar: one line per epoch rewritten in place (carriage return).
   bar,
   /// Always plain lines: one per epoch end (and one every N steps when asked).
   plain,
@@ -102,7 +104,7 @@ std::string cat(const Parts&... parts) {
 
 /// A callback for `optimizer::optimize` that reports progress (Keras-style).
 ///
-/// - **Bar mode** (a terminal): one line per epoch, redrawn in place with '\r' at most
+/// - **Bar mode** (a terminal): one line per epoch, redrawn in place (carriage return) at most
 ///   `redraw_interval_seconds` apart (and at the first batch of each epoch):
 ///   `epoch 2/10 [########------------] 120/469  85.2 steps/s  ETA 4.1s  loss 0.412`
 ///   where the rate and the ETA (of the epoch) are measured from the start of the epoch (the end

@@ -4,6 +4,8 @@
 /// listed in `dho2/fosi/snapshot.hpp`.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/checkpoint/file.hpp>
 #include <dho2/core/data_position.hpp>

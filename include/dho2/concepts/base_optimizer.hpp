@@ -1,6 +1,6 @@
 /// @file
 /// The `base_optimizer` concept: the first-order optimizer FOSI runs on the part of the gradient
-/// outside the curvature subspace (DESIGN §2.1).
+/// outside the curvature subspace (the step: docs/algorithm.md, "The FOSI step").
 ///
 /// Two levels, as in ensmallen's update policies: the policy object holds copyable
 /// hyper-parameters; its typed run state lives in `B::state<S>`. A type `B` models

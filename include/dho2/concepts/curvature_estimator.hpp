@@ -1,6 +1,7 @@
 /// @file
 /// The `curvature_estimator` concept: a policy that finds extreme eigenpairs of the Hessian from
-/// Hessian-vector products, on shards (DESIGN §2.2, §2.4).
+/// Hessian-vector products, on shards (the estimate: docs/algorithm.md, "Curvature estimates";
+/// the shards: "Mode S" there; this concept: docs/concepts/curvature_estimator.md).
 ///
 /// A type `E` models `curvature_estimator` when:
 ///  1. it is copy-constructible (a copyable hyper-parameter object, ensmallen style);

@@ -1,7 +1,8 @@
 /// @file
 /// The `polling_transport` concept: a `transport` that can tell, without waiting, whether a
-/// point-to-point message has arrived (DESIGN §2.6: trainers that must not stall for a slow
-/// curvature group; ranks that idle between requests without running into the receive timeout).
+/// point-to-point message has arrived, for the schedules (docs/algorithm.md, "Schedules"):
+/// trainers that must not stall for a slow curvature group, and curvature ranks that idle between
+/// requests without running into the receive timeout.
 ///
 /// A type `T` models `polling_transport` when it models `dho2::transport` and, for `t` a `T&`,
 /// `peer` a rank of the group other than this one and `tag` a message tag:

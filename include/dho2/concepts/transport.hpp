@@ -1,6 +1,7 @@
 /// @file
 /// The `transport` concept: collectives and point-to-point messages over the ranks of a group
-/// (DESIGN §2.4, §3).
+/// (what the optimizer does with them: docs/algorithm.md, "Mode S" and "Mode A"; this concept:
+/// docs/concepts/transport.md).
 ///
 /// A type `T` models `transport` when, for `t` a `T&`, `ct` a `const T&`, `E` each of `float` and
 /// `double`, and `offsets` a `std::span<const dho2::index>` of size()+1 non-decreasing shard

@@ -4,6 +4,8 @@
 /// `full_report()` print it.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/detail/report_text.hpp>
 #include <dho2/core/types.hpp>
 

@@ -8,6 +8,9 @@
 #include <concepts>
 #include <cstddef>
 
+/// DHO2: FOSI optimizers composed from policies (`dho2::optimizer`, `dho2::policies`), the
+/// concepts that models and policies satisfy, the shipped policies, models, data and callbacks.
+/// Names in `dho2::detail` are implementation details, not part of the API.
 namespace dho2 {
 
 /// Signed index type used for sizes and positions (Eigen's, so no conversions at the boundary).

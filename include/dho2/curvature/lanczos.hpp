@@ -1,7 +1,9 @@
 /// @file
 /// `dho2::lanczos`: extreme-spectrum estimation by the Lanczos iteration with full
-/// re-orthogonalisation, on shards (DESIGN §2.2, §2.4).
+/// re-orthogonalisation, on shards (docs/algorithm.md, "Curvature estimates").
 #pragma once
+
+#define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/concepts/curvature_estimator.hpp>
 #include <dho2/detail/random.hpp>
@@ -188,8 +190,8 @@ struct lanczos {
 
 static_assert(curvature_estimator<lanczos>);
 
-/// The default Lanczos iteration count for k + l pairs in dimension n (DESIGN §2.2):
-/// m = max(4(k + l), ⌈2 ln n⌉), capped at n.
+/// The default Lanczos iteration count for k + l pairs in dimension n, used when
+/// `options::lanczos_steps` is 0: m = max(4(k + l), ⌈2 ln n⌉), capped at n.
 [[nodiscard]] inline index default_lanczos_steps(index k, index l, index n) {
   const auto log_term =
       static_cast<index>(std::ceil(2.0 * std::log(static_cast<double>(std::max<index>(n, 1)))));

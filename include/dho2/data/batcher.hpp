@@ -4,6 +4,8 @@
 /// training (`slice_bounds`).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>

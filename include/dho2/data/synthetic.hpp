@@ -5,6 +5,8 @@
 /// learnable, and unlike linearly separable blobs it has curvature worth estimating.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_set.hpp>

@@ -4,6 +4,8 @@
 // to agree on is the caller's (for `dho2::options`: `detail::option_fields` in fosi/options.hpp).
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/errors.hpp>
 
 #include <cstddef>

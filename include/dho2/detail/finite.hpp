@@ -2,6 +2,8 @@
 /// `detail::all_finite`: a vectorisable test that every entry of a vector is finite.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <Eigen/Core>
 
 #include <cmath>

@@ -3,6 +3,8 @@
 // gives the same numbers on every platform and for every shard layout.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <cmath>
 #include <cstdint>
 #include <numbers>

@@ -2,6 +2,8 @@
 // the field, the value and the constraint as the exception's data.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/errors.hpp>
 
 #include <charconv>

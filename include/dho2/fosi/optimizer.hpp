@@ -12,6 +12,8 @@
 /// `detail/checkpoint.hpp`, the schedules and consensus policies).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/callbacks/detail/epoch_loop.hpp>
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>

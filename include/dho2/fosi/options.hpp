@@ -5,6 +5,8 @@
 /// checkpoint's identity) and programs' flag tables (`options::field_name`) derive from it.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/types.hpp>
 #include <dho2/detail/agreement.hpp>
 #include <dho2/detail/validate.hpp>

@@ -12,6 +12,8 @@
 /// networks", SC 2021 (distributing the per-layer inversions over the workers).
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/callbacks/detail/epoch_loop.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/concepts/batch_source.hpp>

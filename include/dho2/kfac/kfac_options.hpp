@@ -3,6 +3,8 @@
 /// and `dho2::kfac_damping`, how the damping is split between the Kronecker factors.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
 

@@ -3,6 +3,8 @@
 /// benchmarks to report; `brief_report()` and `full_report()` print it.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/detail/report_text.hpp>
 #include <dho2/core/types.hpp>
 

@@ -6,6 +6,8 @@
 /// (`mlp_layer_signals`); and `dho2::parse_mlp_layers` for "784-256-10" specs.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>

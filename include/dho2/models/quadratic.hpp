@@ -2,6 +2,8 @@
 /// `dho2::quadratic<S>`: a quadratic test problem with a planted Hessian spectrum.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/random.hpp>

@@ -4,6 +4,8 @@
 /// between ranks.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/partitioner.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>

@@ -3,6 +3,8 @@
 /// weights (e.g. measured speeds), for groups of unequal machines.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/partitioner.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>

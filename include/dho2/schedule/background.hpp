@@ -3,6 +3,8 @@
 /// snapshot while training goes on.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/schedule.hpp>
 #include <dho2/core/eigen_estimate.hpp>
 #include <dho2/detail/validate.hpp>

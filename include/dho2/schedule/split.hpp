@@ -3,6 +3,8 @@
 /// ranks train.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/batch_source.hpp>
 #include <dho2/concepts/polling_transport.hpp>
 #include <dho2/concepts/schedule.hpp>

@@ -12,6 +12,8 @@
 /// ```
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/differentiable_model.hpp>
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/types.hpp>

@@ -12,6 +12,9 @@
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/types.hpp>
 
+/// Tools to test your own models and policies against DHO2's requirements: minimal conforming
+/// types (archetypes), gradient and Hessian-vector product checks, planted-spectrum problems and
+/// the transport conformance suite.
 namespace dho2::testing {
 
 /// The empty batch type of the archetypes. DHO2 never looks inside a batch.

@@ -3,6 +3,8 @@
 /// from the library's own seeded generator, for tests and benchmarks.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>
 #include <dho2/detail/random.hpp>

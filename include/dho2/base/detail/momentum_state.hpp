@@ -2,6 +2,8 @@
 // m, and the checks of their learning rate and momentum.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
 

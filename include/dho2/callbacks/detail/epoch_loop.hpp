@@ -3,6 +3,8 @@
 // epoch hooks, and a stop agreed across ranks.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/callbacks/events.hpp>
 #include <dho2/concepts/batch_source.hpp>
 #include <dho2/core/data_position.hpp>

@@ -3,6 +3,8 @@
 // report lines ("<label padded to 17 columns><text>\n").
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <charconv>
 #include <cstddef>
 #include <string>

@@ -3,6 +3,8 @@
 // failure is agreed before anyone throws, so all ranks throw alike and nobody waits.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/file.hpp>
 #include <dho2/core/errors.hpp>

@@ -2,6 +2,8 @@
 // model's product or finite differences), its collectives over a group, and the estimator.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/eigen_estimate.hpp>
 #include <dho2/core/hvp_operator.hpp>

@@ -1,6 +1,8 @@
 // The bound on an estimate's staleness that the snapshot schedules share.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
 

@@ -3,6 +3,8 @@
 // <dho2/transport/asio.hpp> for the handshake.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/transport/detail/asio_frame.hpp>
 
 #include <openssl/crypto.h>

@@ -7,6 +7,8 @@
 // operations unwind.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <dho2/core/errors.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>

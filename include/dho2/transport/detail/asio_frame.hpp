@@ -2,6 +2,8 @@
 // payloads, and their encoders / decoders. See the file comment of <dho2/transport/asio.hpp>.
 #pragma once
 
+#include <dho2/detail/internal_header_check.hpp>
+
 #include <algorithm>
 #include <array>
 #include <bit>
