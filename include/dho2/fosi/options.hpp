@@ -1,8 +1,9 @@
 /// @file
 /// `dho2::options`: FOSI's hyper-parameters and guards (see docs/algorithm.md), validated
 /// before use, and their field list (`options::for_each_field`): each field's name and
-/// constraint, said once. Validation, the values the ranks agree on (`detail::option_fields`, also the options part of a
-/// checkpoint's identity) and programs' flag tables (`options::field_name`) derive from it.
+/// constraint, said once. Validation, the values the ranks agree on (`detail::option_fields`, also
+/// the options part of a checkpoint's identity) and programs' flag tables (`options::field_name`)
+/// derive from it.
 #pragma once
 
 #define DHO2_INTERNAL_INCLUDE 1
