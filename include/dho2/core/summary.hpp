@@ -88,8 +88,10 @@ struct estimate_report {
   index staleness = 0;
   /// Base-step scale s = clip(λ_max/λ_min over the top pairs, 1, c) in force after the estimate.
   double scale = 1.0;
-  /// Wall seconds of the estimate, and of its Hessian-vector products.
-  double seconds = 0.0, hvp_seconds = 0.0;
+  /// Wall seconds of the estimate.
+  double seconds = 0.0;
+  /// Wall seconds of its Hessian-vector products.
+  double hvp_seconds = 0.0;
 };
 
 /// One consensus round of mode A (consensus ADMM).

@@ -284,8 +284,8 @@ struct asio_options {
     return o;
   }
 
-  /// Throws `dho2::invalid_options` ("asio_options::<field> = <value>. Violated constraint:
-  /// ...") for the first invalid field.
+  /// Throws `dho2::invalid_options` for the first invalid field, with the message
+  /// "asio_options::FIELD = VALUE. Violated constraint: CONSTRAINT".
   void validate() const {
     detail::require(size >= 1, "asio_options::size", size, ">= 1");
     detail::require(rank >= 0 && rank < size, "asio_options::rank", rank,
