@@ -44,7 +44,9 @@ struct over_relaxed_admm {
       f("u", u);
       f("local_steps", local_steps);
     }
-    [[nodiscard]] std::size_t bytes() const { return sizeof(S) * static_cast<std::size_t>(z.size() + u.size()); }
+    [[nodiscard]] std::size_t bytes() const {
+      return sizeof(S) * static_cast<std::size_t>(z.size() + u.size());
+    }
   };
 
   void validate() const {
