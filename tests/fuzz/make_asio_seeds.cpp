@@ -8,8 +8,8 @@
 //
 // writes <dir>/asio_frame/* and <dir>/asio_handshake/* (overwriting seeds of the same name).
 #include <dho2/transport/detail/asio_auth.hpp>
-#include <dho2/transport/detail/asio_engine.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_rendezvous.hpp>
 
 #include <cstdint>
 #include <cstdio>
