@@ -1,79 +1,48 @@
 /// @file
 /// `dho2::asio_transport`: the transport of P ranks that are processes (or threads) talking TCP
-/// over Boost.Asio, for machines without MPI; and `dho2::asio_options`, how a rank finds the
-/// others. Opt-in: include `<dho2/asio.hpp>` and link `dho2::asio` (Boost headers, Threads and
-/// OpenSSL's libcrypto).
+/// over Boost.Asio, for machines without MPI; its options, `dho2::asio_options` (how a rank finds
+/// the others), are in `<dho2/transport/asio_options.hpp>`. Opt-in: include `<dho2/asio.hpp>` and
+/// link `dho2::asio` (Boost headers, Threads and OpenSSL's libcrypto).
 ///
-/// **Authentication** (protocol version 2): every connection — rank r to rank 0 at the
-/// rendezvous, rank i to rank j in the mesh, and the meshes of `split` groups — starts with a
-/// mutual challenge–response over HMAC-SHA256 keyed with `asio_options::secret` (shared by all
-/// ranks; the empty key when there is none, see `asio_authentication`). No other frame is read or
-/// written on a connection before it completes. Byte by byte (C: the side that connected, A: the
-/// side that accepted; each step is one frame of kind `auth`, 32-byte header as below, tag = 0
-/// for offers and 1 for proofs, payload length checked before anything is read into memory):
-///  1. C → A, *offer* (44 bytes): nonce_C (32 fresh bytes from `RAND_bytes`) | C's rank u32 |
-///     the rank C wants to reach u32 | world size u32;
-///  2. A checks the offer (world size equal to its own, wanted rank = A's rank, C's rank in
-///     (A's rank, P)), then A → C, *offer*: nonce_A | A's rank | C's rank | world size;
-///  3. C checks A's offer, then C → A, *proof* (32 bytes):
-///     HMAC-SHA256(secret, "DHO2-auth" | 'C' | nonce_A | nonce_C | protocol version u16 | P u32 |
-///     C's rank u32 | A's rank u32 | session token u64) — 96 bytes, integers little-endian; the
-///     session token is 0 at the rendezvous, the job's token (from the table) in the mesh and the
-///     group's token in a split;
-///  4. A recomputes it and compares in constant time (`CRYPTO_memcmp`), checks that no other
-///     connection holds C's rank, then A → C, *proof*: the same HMAC with role 'A' and the
-///     nonces swapped (nonce_C | nonce_A); C checks it likewise.
-/// A proof answers one fresh nonce of the verifier and names both ranks, the world size and the
-/// protocol version, so a proof recorded on another connection (or reflected back, or sent for
-/// another rank) does not verify; A reveals its proof only to a peer that proved first. The
-/// handshake authenticates the peers; it does not encrypt or sign the traffic that follows
-/// (use a private network, a VPN or an SSH tunnel against an attacker on the wire).
+/// The wire protocol (frames, handshake, hello, table, split records, aborts, limits) is
+/// documented in docs/asio_wire_protocol.md.
+///
+/// **Authentication**: every connection — rank r to rank 0 at the rendezvous, rank i to rank j in
+/// the mesh, and the meshes of `split` groups — starts with a mutual challenge–response over
+/// HMAC-SHA256 keyed with `asio_options::secret` (shared by all ranks; the empty key when there is
+/// none, see `asio_authentication`). A proof answers a fresh nonce of the verifier and names both
+/// ranks, the world size, the protocol version and the session, so a proof recorded on another
+/// connection (or reflected back, or sent for another rank) does not verify. The handshake
+/// authenticates the peers; it does not encrypt or sign the traffic that follows (use a private
+/// network, a VPN or an SSH tunnel against an attacker on the wire).
 ///
 /// **Refusals**: the accepting side (rank 0 at the rendezvous, every rank's mesh listener)
-/// *refuses* a connection that does not complete the handshake — garbage or a bad magic, another
-/// protocol version, a length other than the step's, silence for `timeout`, a closed connection,
-/// a wrong world size or rank claim, a wrong proof (no or another secret, a replay), or a rank
-/// that already joined: it sends the connection an abort frame with the reason (best effort),
-/// closes it, reports it to `asio_options::on_refusal` (by default a `std::clog` line
-/// `"dho2: asio rendezvous [rank 0, world size 3]: refused the connection from
-/// 127.0.0.1:40123: authentication failed: ..."`) and *keeps waiting* for the right peer until
-/// `connect_timeout`. When that expires, it throws `dho2::transport_error` naming the missing
-/// ranks and the first refusals, e.g. `"... only 1 of 2 ranks joined within connect_timeout =
-/// 5.0 s (missing: 2); refused 1 connection: 127.0.0.1:40123: authentication failed: ..."`,
-/// and the ranks already joined learn that message from its abort frame. The connecting side
-/// cannot wait for a better peer: a refusal (the abort frame), a wrong proof from the accepting
-/// side or an unexpected offer fails its constructor at once with `dho2::transport_error`
-/// (`"peer 0 (...) failed: ... refused the connection ...: authentication failed ..."`).
-/// Connections are served one at a time, so a client that stalls holds up the others for at
-/// most `timeout` per handshake step; the real ranks wait up to `connect_timeout + timeout` for
-/// their turn. An authenticated rank whose hello then disagrees (options, byte order) is a
-/// misconfigured job, not a stranger: that still fails the rendezvous on every rank at once.
+/// *refuses* a connection that does not complete the handshake (garbage, another protocol
+/// version, silence for `timeout`, a wrong world size, rank claim or proof, a rank that already
+/// joined): it sends it an abort frame with the reason, closes it, reports it to
+/// `asio_options::on_refusal` (by default a `std::clog` line `"dho2: asio rendezvous [rank 0,
+/// world size 3]: refused the connection from 127.0.0.1:40123: authentication failed: ..."`) and
+/// *keeps waiting* for the right peer until `connect_timeout`. Then it throws
+/// `dho2::transport_error` naming the missing ranks and the first refusals, e.g. `"... only 1 of 2
+/// ranks joined within connect_timeout = 5.0 s (missing: 2); refused 1 connection:
+/// 127.0.0.1:40123: authentication failed: ..."`, which the ranks already joined learn from its
+/// abort frame. The connecting side cannot wait for a better peer: a refusal, a wrong proof or an
+/// unexpected offer fails its constructor at once (`"peer 0 (...) failed: ... refused the
+/// connection ...: authentication failed ..."`). Connections are served one at a time (a client
+/// that stalls holds up the others for at most `timeout` per handshake step). An authenticated
+/// rank whose hello then disagrees (options, byte order) is a misconfigured job, not a stranger:
+/// that fails the rendezvous on every rank at once.
 ///
 /// **Rendezvous** (in the constructor; every wait bounded by `connect_timeout`, ranks > 0 wait
-/// up to `connect_timeout + timeout` for rank 0's answer):
-///  1. rank 0 listens on `port` (bound to `bind_address`; the others reach it at `host:port`);
-///     every other rank listens on an ephemeral port of its own (bound to `bind_address`,
-///     loopback unless told otherwise), connects to rank 0 (retrying while rank 0 is not up yet),
-///     authenticates (above) and sends a *hello*: its rank, the world size, its listening port
-///     and address, its byte order and a fingerprint of the options that must agree;
-///  2. rank 0 refuses connections that fail the authentication (above), checks every hello
-///     (valid frame, rank and size as authenticated, options equal to its own, same byte order)
-///     and, once all P − 1 ranks have joined, sends everyone the *table* (a random 64-bit session
-///     token and each rank's listening address and port);
-///  3. rank i connects to every rank j with 0 < j < i and authenticates (bound to the token);
-///     rank j accepts the connections of the ranks above it, refusing any other. The result is a
-///     full mesh of P(P − 1)/2 connections (TCP_NODELAY), reused by every collective and message.
-///     A full mesh is meant for P up to a few dozen; the bandwidth-bound collectives only use the
-///     ring neighbours.
-///
-/// **Frames**: every message is a 32-byte little-endian header — magic "DHO2", protocol version,
-/// kind (hello, table, collective, message, abort, auth), routine, tag (message tag, or the step
-/// of a collective), element type, sequence number (the collective's number in this group, or the
-/// message's number for its (peer, tag)), payload length — followed by the payload (elements in
-/// the host's own representation; ranks of different byte order are rejected at the rendezvous).
-/// The receiver checks magic, version, kind, routine, sequence number, step, element type and
-/// that the length equals what it expects *before* it reads or allocates anything; frames it does
-/// not yet want (messages for a later `recv`) are buffered up to `max_frame_bytes` in total.
+/// up to `connect_timeout + timeout` for rank 0's answer): rank 0 listens on `port` (bound to
+/// `bind_address`; the others reach it at `host:port`); every other rank listens on an ephemeral
+/// port of its own (bound to `bind_address`, loopback unless told otherwise) and connects to rank
+/// 0, retrying while rank 0 is not up yet. Rank 0 checks that every rank's options that must agree
+/// (`size`, `max_frame_bytes`, `direct_all_reduce_bytes`) and byte order equal its own. Then every
+/// pair of ranks gets one authenticated connection: a full mesh of P(P − 1)/2 connections
+/// (TCP_NODELAY), reused by every collective and message, meant for P up to a few dozen (the
+/// bandwidth-bound collectives only use the ring neighbours). Frames a rank does not yet want
+/// (messages for a later `recv`) are buffered up to `max_frame_bytes` in total.
 ///
 /// **Algorithms** (P ranks, n elements of e bytes; right = rank + 1, left = rank − 1, mod P):
 ///  - `all_reduce_sum`, n·e ≤ `direct_all_reduce_bytes`: every rank sends its vector to every

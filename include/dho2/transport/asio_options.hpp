@@ -24,7 +24,7 @@
 namespace dho2 {
 
 /// When `asio_transport` requires a shared secret (`asio_options::secret`). Every connection is
-/// authenticated in every mode (file comment of `<dho2/transport/asio.hpp>`); without a secret
+/// authenticated in every mode (docs/asio_wire_protocol.md, "Authentication"); without a secret
 /// the HMAC key is empty, which keeps strays, other jobs and other protocol versions out but
 /// not an attacker, who can compute the same proofs.
 enum class asio_authentication {

@@ -1,5 +1,6 @@
 // Wire format of dho2::asio_transport: a 32-byte little-endian frame header, the rendezvous
-// payloads, and their encoders / decoders. See the file comment of <dho2/transport/asio.hpp>.
+// payloads, their encoders / decoders, and the rules a received frame is checked by. The
+// protocol: docs/asio_wire_protocol.md.
 #pragma once
 
 #include <algorithm>
