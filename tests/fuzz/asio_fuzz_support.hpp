@@ -1,14 +1,14 @@
 // Shared by the asio libFuzzer targets (fuzz_asio_frame.cpp, fuzz_asio_handshake.cpp): a
-// connected socket pair whose one end becomes the socket of an asio_link (so the engine's real
-// reads, writes and handshakes run on it), blocking helpers for the other end (the fuzzer's
-// peer), and a little-endian frame-header reader written independently of asio_frame.hpp.
+// connected socket pair whose one end becomes the socket of an asio_link (so the transport's real
+// framed reads and writes and handshakes run on it), blocking helpers for the other end (the
+// fuzzer's peer), and a little-endian frame-header reader written independently of asio_frame.hpp.
 #pragma once
 
 // Includes the TCP transport's internal headers directly (see
 // include/dho2/detail/internal_header_check.hpp).
 #define DHO2_INTERNAL_INCLUDE 1
 
-#include <dho2/transport/detail/asio_engine.hpp>
+#include <dho2/transport/detail/asio_io.hpp>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -47,7 +47,7 @@ inline std::uint64_t le(std::span<const unsigned char> b, std::size_t at, std::s
   return v;
 }
 
-// A frame header as the file comment of <dho2/transport/asio.hpp> defines it.
+// A frame header as docs/asio_wire_protocol.md defines it.
 struct wire_header {
   std::uint32_t magic = 0;
   std::uint16_t version = 0;
@@ -97,9 +97,9 @@ struct socket_pair {
 inline std::unique_ptr<dho2::detail::asio_link> make_link(boost::asio::io_context& ctx,
                                                           socket_pair& sp, std::string name) {
   auto link = std::make_unique<dho2::detail::asio_link>(ctx);
-  link->socket.assign(boost::asio::ip::tcp::v4(), sp.engine_end);
+  link->socket().assign(boost::asio::ip::tcp::v4(), sp.engine_end);
   sp.engine_end = -1;
-  link->name = std::move(name);
+  link->set_name(std::move(name));
   return link;
 }
 

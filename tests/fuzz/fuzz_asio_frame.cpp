@@ -1,16 +1,17 @@
 // libFuzzer target: the frame path of dho2::asio_transport (include/dho2/transport/detail/
-// asio_engine.hpp, asio_frame.hpp) on arbitrary bytes from a peer. The first byte picks a mode:
+// asio_io.hpp, asio_mesh.hpp, asio_frame.hpp) on arbitrary bytes from a peer. The first byte
+// picks a mode:
 //
-//  0 (stream): a real asio_engine (rank 0 of 2) reads from a real socket whose other end writes
+//  0 (stream): a real asio_mesh (rank 0 of 2) reads from a real socket whose other end writes
 //    the input's bytes: 1 to 4 calls, each a make_read + exchange as asio_transport's recv and
 //    collectives (and, without stashing, the handshakes) issue them, so the engine's own header
 //    reads, classify() (magic, version, abort frames, match against the call, length, element
 //    type, message number, the max_frame_bytes limits before anything is allocated), payload
 //    reads, the stash of frames read ahead and its reuse by later calls all run. An oracle (the
-//    frame rules of the file comment of <dho2/transport/asio.hpp>, written here independently)
-//    predicts each call: the payload it must deliver, or that it must fail with
-//    dho2::transport_error naming the reason — and then send the peer an abort frame with that
-//    message. On success the stash must hold exactly the frames the oracle parked.
+//    frame rules of docs/asio_wire_protocol.md, written here independently) predicts each call:
+//    the payload it must deliver, or that it must fail with dho2::transport_error naming the
+//    reason — and then send the peer an abort frame with that message. On success the stash
+//    must hold exactly the frames the oracle parked.
 //  1 (abort scan): asio_wire::find_abort (what the engine's harvest_abort() runs on the bytes
 //    that arrived after a failed write) must find the first abort frame of the prefix of whole
 //    frames with the right magic, or none; asio_printable then makes its message printable.
@@ -36,8 +37,8 @@
 
 #include "asio_fuzz_support.hpp"
 #include <dho2/core/errors.hpp>
-#include <dho2/transport/detail/asio_engine.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_mesh.hpp>
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -235,9 +236,9 @@ void fuzz_stream(std::span<const unsigned char> in) {
   dho2::detail::asio_settings s;
   s.timeout = std::chrono::milliseconds(5000);
   s.max_frame_bytes = max;
-  auto engine = std::make_unique<dho2::detail::asio_engine>(0, 2, s);
+  auto engine = std::make_unique<dho2::detail::asio_mesh>(0, 2, s);
   dho2_fuzz::socket_pair sp;
-  engine->links[1] = dho2_fuzz::make_link(engine->ctx, sp, "peer 1 (fuzz)");
+  engine->adopt(1, dho2_fuzz::make_link(engine->io().context(), sp, "peer 1 (fuzz)"));
   std::thread writer;
   if (chunked) {
     writer = std::thread([&sp, stream, chunk] {
@@ -287,11 +288,11 @@ void fuzz_stream(std::span<const unsigned char> in) {
     }
   }
   if (error.empty()) {
-    const auto& st = engine->links[1]->stash;
-    if (engine->stashed_bytes != model.stashed() || st.size() != model.stash().size() ||
-        engine->call_received != received) {
+    const auto& st = engine->link(1).stash();
+    if (engine->io().stashed_bytes() != model.stashed() || st.size() != model.stash().size() ||
+        engine->io().traffic().received != received) {
       finding("stash of " + std::to_string(st.size()) + " frames / " +
-              std::to_string(engine->stashed_bytes) + " bytes, the oracle parked " +
+              std::to_string(engine->io().stashed_bytes()) + " bytes, the oracle parked " +
               std::to_string(model.stash().size()) + " / " + std::to_string(model.stashed()));
     }
     for (std::size_t i = 0; i < st.size(); ++i) {

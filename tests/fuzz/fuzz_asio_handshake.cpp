@@ -1,22 +1,22 @@
-// libFuzzer target: the authentication handshake of dho2::asio_transport (asio_engine::
-// accept_peer / connect_peer, include/dho2/transport/detail/asio_auth.hpp) and the hello check
+// libFuzzer target: the authentication handshake of dho2::asio_transport (asio_mesh::admit /
+// connect_peer, include/dho2/transport/detail/asio_mesh.hpp and asio_auth.hpp) and the hello check
 // (asio_wire::hello_defect) on arbitrary bytes. The first byte picks a mode:
 //
-//  0 (accept): a real asio_engine, rank 1 of 4 with a fixed secret and session token, runs
-//    accept_peer() on one end of a socket pair; the fuzzer's peer on the other end plays the
-//    connecting rank with the input's bytes: its offer frame (header and payload as they are),
-//    then — once the engine's offer arrives — its proof frame, whose 32 proof bytes are a base
-//    proof XOR the input's delta. The base is the genuine HMAC (computed here from the message
-//    layout of the file comment of <dho2/transport/asio.hpp>, not with asio_auth::proof) or a
-//    near miss an attacker could collect: the other role's proof, another session's (token),
-//    the nonces swapped. Flags bit 2 marks rank 3 as already joined.
+//  0 (accept): a real asio_mesh, rank 1 of 4 with a fixed secret and session token, runs admit()
+//    on one end of a socket pair; the fuzzer's peer on the other end plays the connecting rank
+//    with the input's bytes: its offer frame (header and payload as they are), then — once the
+//    engine's offer arrives — its proof frame, whose 32 proof bytes are a base proof XOR the
+//    input's delta. The base is the genuine HMAC (computed here from the message layout of
+//    docs/asio_wire_protocol.md, not with asio_auth::proof) or a near miss an attacker could
+//    collect: the other role's proof, another session's (token), the nonces swapped. Flags bit 2
+//    marks rank 3 as already joined.
 //  1 (connect): the engine is rank 2 of 4 and runs connect_peer() towards rank 1; the peer
 //    checks the engine's offer, answers with the input's offer frame, checks the engine's proof
 //    and answers with the input's proof frame (base XOR delta; base 1 reflects the engine's own
 //    proof back).
 //  2 (hello): asio_wire::hello_defect on a 32-byte hello from an authenticated rank.
 //
-// The oracle: the engine accepts (accept_peer returns the claimed rank, connect_peer returns)
+// The oracle: the engine accepts (admit returns the claimed rank, connect_peer returns)
 // if and only if every frame header, the offer and the proof are the genuine ones — so a forged
 // or mutated proof is never accepted — and otherwise refuses (accept: on_refusal once, -1) or
 // fails with dho2::transport_error naming the reason. It sends its own offer only after a
@@ -35,8 +35,9 @@
 #include "asio_fuzz_support.hpp"
 #include <dho2/core/errors.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>
-#include <dho2/transport/detail/asio_engine.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_mesh.hpp>
+#include <dho2/transport/detail/asio_rendezvous.hpp>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -180,14 +181,15 @@ void fuzz_accept(std::span<const unsigned char> in) {
   std::vector<std::string> refusals;
   auto s = settings();
   s.on_refusal = [&](const std::string&, const std::string& why) { refusals.push_back(why); };
-  auto engine = std::make_unique<dho2::detail::asio_engine>(1, 4, s);
-  engine->token = job_token;
+  auto engine = std::make_unique<dho2::detail::asio_mesh>(1, 4, s);
+  engine->set_token(job_token);
   if (sc.joined) {
-    engine->links[3] = std::make_unique<dho2::detail::asio_link>(engine->ctx);
-    engine->links[3]->name = "peer 3 (joined)";
+    auto joined = std::make_unique<dho2::detail::asio_link>(engine->io().context());
+    joined->set_name("peer 3 (joined)");
+    engine->adopt(3, std::move(joined));
   }
   dho2_fuzz::socket_pair sp;
-  engine->pending.push_back(dho2_fuzz::make_link(engine->ctx, sp, "connection from fuzz"));
+  auto link = dho2_fuzz::make_link(engine->io().context(), sp, "connection from fuzz");
   seen peer;
   std::thread connecting([&] {
     const int fd = sp.peer;
@@ -211,8 +213,8 @@ void fuzz_accept(std::span<const unsigned char> in) {
     dho2_fuzz::send_all(fd, sc.proof_bytes(b));
     peer.drain(fd);
   });
-  const int got = engine->accept_peer(*engine->pending.back(),
-                                      dho2::detail::asio_clock::now() + std::chrono::seconds(5));
+  const int got =
+      engine->admit(std::move(link), dho2::detail::asio_clock::now() + std::chrono::seconds(5));
   engine.reset();  // closes the connection: the peer sees the end
   connecting.join();
 
@@ -224,30 +226,30 @@ void fuzz_accept(std::span<const unsigned char> in) {
   const bool accept = proved && !duplicate;
   dho2_fuzz::trace("accept: returned " + std::to_string(got) +
                    (refusals.empty() ? "" : ", refused: " + refusals.front()));
-  if (!peer.unexpected.empty()) finding("accept_peer sent " + peer.unexpected);
+  if (!peer.unexpected.empty()) finding("admit sent " + peer.unexpected);
   if (got != (accept ? static_cast<int>(claimed) : -1)) {
-    finding("accept_peer returned " + std::to_string(got) + ", the oracle expects " +
+    finding("admit returned " + std::to_string(got) + ", the oracle expects " +
             (accept ? "rank " + std::to_string(claimed) : "a refusal"));
   }
   if (peer.offers.size() != (offer_ok ? 1U : 0U)) {
-    finding("accept_peer sent " + std::to_string(peer.offers.size()) + " offers, expected " +
+    finding("admit sent " + std::to_string(peer.offers.size()) + " offers, expected " +
             (offer_ok ? "1 (the offer is valid)" : "none (the offer is not valid)"));
   }
   if (offer_ok) {
     const auto& o = peer.offers.front().payload;
     if (le(o, 32, 4) != 1 || le(o, 36, 4) != claimed || le(o, 40, 4) != world) {
-      finding("accept_peer's offer names the wrong ranks or size");
+      finding("admit's offer names the wrong ranks or size");
     }
   }
   if (peer.proofs.size() != (accept ? 1U : 0U)) {
-    finding("accept_peer revealed " + std::to_string(peer.proofs.size()) +
+    finding("admit revealed " + std::to_string(peer.proofs.size()) +
             " proofs; expected one only to a peer that proved first");
   }
   if (accept) {
     const bytes32 want =
         genuine_proof('A', take32(sc.offer.subspan(32)), take32(peer.offers.front().payload), world,
                       claimed, 1, job_token);
-    if (take32(peer.proofs.front().payload) != want) finding("accept_peer's own proof is wrong");
+    if (take32(peer.proofs.front().payload) != want) finding("admit's own proof is wrong");
     if (!refusals.empty()) finding("an accepted connection was also refused: " + refusals.front());
     return;
   }
@@ -272,10 +274,10 @@ void fuzz_accept(std::span<const unsigned char> in) {
 
 void fuzz_connect(std::span<const unsigned char> in) {
   const script sc(in);
-  auto engine = std::make_unique<dho2::detail::asio_engine>(2, 4, settings());
-  engine->token = job_token;
+  auto engine = std::make_unique<dho2::detail::asio_mesh>(2, 4, settings());
+  engine->set_token(job_token);
   dho2_fuzz::socket_pair sp;
-  engine->links[1] = dho2_fuzz::make_link(engine->ctx, sp, "peer 1 (fuzz)");
+  engine->adopt(1, dho2_fuzz::make_link(engine->io().context(), sp, "peer 1 (fuzz)"));
   seen peer;
   bytes32 nc{};
   std::string bad_offer;

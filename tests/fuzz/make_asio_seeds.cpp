@@ -13,8 +13,8 @@
 #define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/transport/detail/asio_auth.hpp>
-#include <dho2/transport/detail/asio_engine.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_rendezvous.hpp>
 
 #include <cstdint>
 #include <cstdio>

@@ -1,5 +1,5 @@
-// Tests of the authentication of dho2::asio_transport (file comment of
-// include/dho2/transport/asio.hpp, include/dho2/transport/detail/asio_auth.hpp): HMAC-SHA256
+// Tests of the authentication of dho2::asio_transport (docs/asio_wire_protocol.md,
+// include/dho2/transport/detail/asio_auth.hpp): HMAC-SHA256
 // against RFC 4231, jobs with a shared secret at P = 2 and 3 (with a split), a rank with a wrong
 // secret (refused; the job fails naming authentication, or forms when the right rank comes),
 // hostile raw clients of the rendezvous port, a replayed proof, a duplicate rank claim, and the

@@ -1,79 +1,48 @@
 /// @file
 /// `dho2::asio_transport`: the transport of P ranks that are processes (or threads) talking TCP
-/// over Boost.Asio, for machines without MPI; and `dho2::asio_options`, how a rank finds the
-/// others. Opt-in: include `<dho2/asio.hpp>` and link `dho2::asio` (Boost headers, Threads and
-/// OpenSSL's libcrypto).
+/// over Boost.Asio, for machines without MPI; its options, `dho2::asio_options` (how a rank finds
+/// the others), are in `<dho2/transport/asio_options.hpp>`. Opt-in: include `<dho2/asio.hpp>` and
+/// link `dho2::asio` (Boost headers, Threads and OpenSSL's libcrypto).
 ///
-/// **Authentication** (protocol version 2): every connection — rank r to rank 0 at the
-/// rendezvous, rank i to rank j in the mesh, and the meshes of `split` groups — starts with a
-/// mutual challenge–response over HMAC-SHA256 keyed with `asio_options::secret` (shared by all
-/// ranks; the empty key when there is none, see `asio_authentication`). No other frame is read or
-/// written on a connection before it completes. Byte by byte (C: the side that connected, A: the
-/// side that accepted; each step is one frame of kind `auth`, 32-byte header as below, tag = 0
-/// for offers and 1 for proofs, payload length checked before anything is read into memory):
-///  1. C → A, *offer* (44 bytes): nonce_C (32 fresh bytes from `RAND_bytes`) | C's rank u32 |
-///     the rank C wants to reach u32 | world size u32;
-///  2. A checks the offer (world size equal to its own, wanted rank = A's rank, C's rank in
-///     (A's rank, P)), then A → C, *offer*: nonce_A | A's rank | C's rank | world size;
-///  3. C checks A's offer, then C → A, *proof* (32 bytes):
-///     HMAC-SHA256(secret, "DHO2-auth" | 'C' | nonce_A | nonce_C | protocol version u16 | P u32 |
-///     C's rank u32 | A's rank u32 | session token u64) — 96 bytes, integers little-endian; the
-///     session token is 0 at the rendezvous, the job's token (from the table) in the mesh and the
-///     group's token in a split;
-///  4. A recomputes it and compares in constant time (`CRYPTO_memcmp`), checks that no other
-///     connection holds C's rank, then A → C, *proof*: the same HMAC with role 'A' and the
-///     nonces swapped (nonce_C | nonce_A); C checks it likewise.
-/// A proof answers one fresh nonce of the verifier and names both ranks, the world size and the
-/// protocol version, so a proof recorded on another connection (or reflected back, or sent for
-/// another rank) does not verify; A reveals its proof only to a peer that proved first. The
-/// handshake authenticates the peers; it does not encrypt or sign the traffic that follows
-/// (use a private network, a VPN or an SSH tunnel against an attacker on the wire).
+/// The wire protocol (frames, handshake, hello, table, split records, aborts, limits) is
+/// documented in docs/asio_wire_protocol.md.
+///
+/// **Authentication**: every connection — rank r to rank 0 at the rendezvous, rank i to rank j in
+/// the mesh, and the meshes of `split` groups — starts with a mutual challenge–response over
+/// HMAC-SHA256 keyed with `asio_options::secret` (shared by all ranks; the empty key when there is
+/// none, see `asio_authentication`). A proof answers a fresh nonce of the verifier and names both
+/// ranks, the world size, the protocol version and the session, so a proof recorded on another
+/// connection (or reflected back, or sent for another rank) does not verify. The handshake
+/// authenticates the peers; it does not encrypt or sign the traffic that follows (use a private
+/// network, a VPN or an SSH tunnel against an attacker on the wire).
 ///
 /// **Refusals**: the accepting side (rank 0 at the rendezvous, every rank's mesh listener)
-/// *refuses* a connection that does not complete the handshake — garbage or a bad magic, another
-/// protocol version, a length other than the step's, silence for `timeout`, a closed connection,
-/// a wrong world size or rank claim, a wrong proof (no or another secret, a replay), or a rank
-/// that already joined: it sends the connection an abort frame with the reason (best effort),
-/// closes it, reports it to `asio_options::on_refusal` (by default a `std::clog` line
-/// `"dho2: asio rendezvous [rank 0, world size 3]: refused the connection from
-/// 127.0.0.1:40123: authentication failed: ..."`) and *keeps waiting* for the right peer until
-/// `connect_timeout`. When that expires, it throws `dho2::transport_error` naming the missing
-/// ranks and the first refusals, e.g. `"... only 1 of 2 ranks joined within connect_timeout =
-/// 5.0 s (missing: 2); refused 1 connection: 127.0.0.1:40123: authentication failed: ..."`,
-/// and the ranks already joined learn that message from its abort frame. The connecting side
-/// cannot wait for a better peer: a refusal (the abort frame), a wrong proof from the accepting
-/// side or an unexpected offer fails its constructor at once with `dho2::transport_error`
-/// (`"peer 0 (...) failed: ... refused the connection ...: authentication failed ..."`).
-/// Connections are served one at a time, so a client that stalls holds up the others for at
-/// most `timeout` per handshake step; the real ranks wait up to `connect_timeout + timeout` for
-/// their turn. An authenticated rank whose hello then disagrees (options, byte order) is a
-/// misconfigured job, not a stranger: that still fails the rendezvous on every rank at once.
+/// *refuses* a connection that does not complete the handshake (garbage, another protocol
+/// version, silence for `timeout`, a wrong world size, rank claim or proof, a rank that already
+/// joined): it sends it an abort frame with the reason, closes it, reports it to
+/// `asio_options::on_refusal` (by default a `std::clog` line `"dho2: asio rendezvous [rank 0,
+/// world size 3]: refused the connection from 127.0.0.1:40123: authentication failed: ..."`) and
+/// *keeps waiting* for the right peer until `connect_timeout`. Then it throws
+/// `dho2::transport_error` naming the missing ranks and the first refusals, e.g. `"... only 1 of 2
+/// ranks joined within connect_timeout = 5.0 s (missing: 2); refused 1 connection:
+/// 127.0.0.1:40123: authentication failed: ..."`, which the ranks already joined learn from its
+/// abort frame. The connecting side cannot wait for a better peer: a refusal, a wrong proof or an
+/// unexpected offer fails its constructor at once (`"peer 0 (...) failed: ... refused the
+/// connection ...: authentication failed ..."`). Connections are served one at a time (a client
+/// that stalls holds up the others for at most `timeout` per handshake step). An authenticated
+/// rank whose hello then disagrees (options, byte order) is a misconfigured job, not a stranger:
+/// that fails the rendezvous on every rank at once.
 ///
 /// **Rendezvous** (in the constructor; every wait bounded by `connect_timeout`, ranks > 0 wait
-/// up to `connect_timeout + timeout` for rank 0's answer):
-///  1. rank 0 listens on `port` (bound to `bind_address`; the others reach it at `host:port`);
-///     every other rank listens on an ephemeral port of its own (bound to `bind_address`,
-///     loopback unless told otherwise), connects to rank 0 (retrying while rank 0 is not up yet),
-///     authenticates (above) and sends a *hello*: its rank, the world size, its listening port
-///     and address, its byte order and a fingerprint of the options that must agree;
-///  2. rank 0 refuses connections that fail the authentication (above), checks every hello
-///     (valid frame, rank and size as authenticated, options equal to its own, same byte order)
-///     and, once all P − 1 ranks have joined, sends everyone the *table* (a random 64-bit session
-///     token and each rank's listening address and port);
-///  3. rank i connects to every rank j with 0 < j < i and authenticates (bound to the token);
-///     rank j accepts the connections of the ranks above it, refusing any other. The result is a
-///     full mesh of P(P − 1)/2 connections (TCP_NODELAY), reused by every collective and message.
-///     A full mesh is meant for P up to a few dozen; the bandwidth-bound collectives only use the
-///     ring neighbours.
-///
-/// **Frames**: every message is a 32-byte little-endian header — magic "DHO2", protocol version,
-/// kind (hello, table, collective, message, abort, auth), routine, tag (message tag, or the step
-/// of a collective), element type, sequence number (the collective's number in this group, or the
-/// message's number for its (peer, tag)), payload length — followed by the payload (elements in
-/// the host's own representation; ranks of different byte order are rejected at the rendezvous).
-/// The receiver checks magic, version, kind, routine, sequence number, step, element type and
-/// that the length equals what it expects *before* it reads or allocates anything; frames it does
-/// not yet want (messages for a later `recv`) are buffered up to `max_frame_bytes` in total.
+/// up to `connect_timeout + timeout` for rank 0's answer): rank 0 listens on `port` (bound to
+/// `bind_address`; the others reach it at `host:port`); every other rank listens on an ephemeral
+/// port of its own (bound to `bind_address`, loopback unless told otherwise) and connects to rank
+/// 0, retrying while rank 0 is not up yet. Rank 0 checks that every rank's options that must agree
+/// (`size`, `max_frame_bytes`, `direct_all_reduce_bytes`) and byte order equal its own. Then every
+/// pair of ranks gets one authenticated connection: a full mesh of P(P − 1)/2 connections
+/// (TCP_NODELAY), reused by every collective and message, meant for P up to a few dozen (the
+/// bandwidth-bound collectives only use the ring neighbours). Frames a rank does not yet want
+/// (messages for a later `recv`) are buffered up to `max_frame_bytes` in total.
 ///
 /// **Algorithms** (P ranks, n elements of e bytes; right = rank + 1, left = rank − 1, mod P):
 ///  - `all_reduce_sum`, n·e ≤ `direct_all_reduce_bytes`: every rank sends its vector to every
@@ -130,216 +99,32 @@
 #include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
-#include <dho2/detail/validate.hpp>
-#include <dho2/transport/detail/asio_engine.hpp>
+#include <dho2/transport/asio_options.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_io.hpp>
+#include <dho2/transport/detail/asio_mesh.hpp>
+#include <dho2/transport/detail/asio_rendezvous.hpp>
+#include <dho2/transport/detail/call_timer.hpp>
+#include <dho2/transport/detail/collective_checks.hpp>
 #include <dho2/transport/transport_stats.hpp>
 
-#include <boost/asio/ip/address.hpp>
-
 #include <algorithm>
-#include <charconv>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <functional>
-#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace dho2 {
 
-/// When `asio_transport` requires a shared secret (`asio_options::secret`). Every connection is
-/// authenticated in every mode (file comment of `<dho2/transport/asio.hpp>`); without a secret
-/// the HMAC key is empty, which keeps strays, other jobs and other protocol versions out but
-/// not an attacker, who can compute the same proofs.
-enum class asio_authentication {
-  /// A secret is used when set; without one, every listener must bind a loopback address
-  /// (`bind_address` "127.0.0.1", "::1", ...: only processes of this machine can connect), and
-  /// `validate()` refuses any other address when `size > 1`.
-  automatic,
-  /// A secret must be set (`validate()` fails otherwise), whatever the address.
-  required,
-  /// No secret needed on any address (explicit opt-in, e.g. on a private cluster network):
-  /// any process that can reach the ports can join. A secret, when set, is still used.
-  insecure,
-};
-
-/// How an `asio_transport` rank finds its peers, and its limits. Every rank of a job must pass
-/// the same `size`, `host`, `port`, timeouts, limits and `secret` (the rendezvous checks `size`,
-/// `max_frame_bytes` and `direct_all_reduce_bytes`; the authentication proves the secret).
-struct asio_options {
-  /// This rank, in [0, size).
-  int rank = 0;
-  /// Number of ranks P ≥ 1. With P = 1 nothing is opened and every collective is a copy.
-  int size = 1;
-  /// Host name or address of rank 0's rendezvous listener (what ranks > 0 connect to).
-  std::string host = "127.0.0.1";
-  /// Rank 0's rendezvous port (1–65535; required when size > 1).
-  unsigned short port = 0;
-  /// Local address every listener binds to (rank 0's rendezvous listener and every rank's mesh
-  /// listener). Loopback by default: set it (e.g. "0.0.0.0") to accept other machines (then a
-  /// `secret` is needed, see `asio_authentication`).
-  std::string bind_address = "127.0.0.1";
-  /// Longest wait without progress for one read or write of a collective or message. A peer
-  /// that is dead, silent or not reading for this long fails the call; a connection that is
-  /// silent this long in one step of the authentication is refused.
-  std::chrono::milliseconds timeout{30000};
-  /// Longest wait for the rendezvous and for the mesh of a `split` (all ranks to start and
-  /// connect).
-  std::chrono::milliseconds connect_timeout{60000};
-  /// Largest frame payload accepted or sent, and the most bytes of frames buffered ahead of
-  /// their `recv`. A larger length in a header fails the call before anything is allocated.
-  std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
-  /// `all_reduce_sum` of at most this many bytes uses the direct algorithm (one round, each rank
-  /// sends its vector to every other); larger vectors use the ring.
-  std::size_t direct_all_reduce_bytes = 8192;
-  /// The job's shared secret: the HMAC-SHA256 key every connection is authenticated with (any
-  /// bytes; empty = none, see `authentication`; else at least 16 bytes, e.g. 32 random bytes,
-  /// `head -c 32 /dev/urandom > secret`). Never sent, never printed; the transport wipes its copy
-  /// when destroyed. Load it with `read_secret_file`.
-  std::string secret;
-  /// Whether a secret is required (see `asio_authentication`; default: only off loopback).
-  asio_authentication authentication = asio_authentication::automatic;
-  /// Called with the peer's address ("127.0.0.1:40123") and the reason whenever a listener of
-  /// this rank refuses a connection (see "Refusals" in the file comment); the job keeps waiting.
-  /// Empty (the default): a line on `std::clog`. Called on the thread that constructs the
-  /// transport (or calls `split`); an exception it throws fails that call.
-  std::function<void(const std::string& peer, const std::string& reason)> on_refusal;
-
-  /// The secret stored in the file at `path`: its bytes, without trailing "\n" / "\r" bytes (so
-  /// `echo ... > file` works; every rank strips them alike). Throws `dho2::invalid_options` naming
-  /// `field` (and never the contents) if the file cannot be read or is empty. Keep the file private
-  /// (`chmod 600`).
-  [[nodiscard]] static std::string read_secret_file(const std::string& path,
-                                                    const std::string& field = "secret file") {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
-    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    if (s.empty()) detail::throw_invalid(field, quoted(path), "a file holding a non-empty secret");
-    return s;
-  }
-
-  /// Options from the environment: `DHO2_RANK` (this rank), `DHO2_WORLD_SIZE` (P) and
-  /// `DHO2_RENDEZVOUS` (`host:port`, or `[ipv6]:port`, of rank 0; optional when P = 1), and
-  /// optionally `DHO2_BIND_ADDRESS` and `DHO2_SECRET_FILE` (the *path* of a file holding the
-  /// secret, read with `read_secret_file`). The secret itself is never taken from the
-  /// environment: a process's environment is readable through /proc by its user's other
-  /// processes, inherited by every child, and often printed by launchers and crash or CI logs; a
-  /// file can be kept private. The other fields keep their defaults. A missing or malformed
-  /// variable throws `dho2::invalid_options` naming it, e.g.
-  /// `"DHO2_RANK = <unset>. Violated constraint: set to this process's rank, an integer in
-  /// [0, DHO2_WORLD_SIZE)"`.
-  [[nodiscard]] static asio_options from_environment() {
-    asio_options o;
-    o.size = env_int("DHO2_WORLD_SIZE", "the number of ranks, an integer >= 1", 1, 1 << 24);
-    o.rank = env_int("DHO2_RANK",
-                     "set to this process's rank, an integer in [0, DHO2_WORLD_SIZE = " +
-                         std::to_string(o.size) + ")",
-                     0, o.size - 1);
-    const char* rv = std::getenv("DHO2_RENDEZVOUS");
-    if (rv != nullptr || o.size > 1) {
-      const std::string rule = "host:port (or [ipv6]:port) of rank 0, port in 1..65535";
-      if (rv == nullptr) detail::throw_invalid("DHO2_RENDEZVOUS", "<unset>", "set to " + rule);
-      const std::string s = rv;
-      const auto bad = [&] { detail::throw_invalid("DHO2_RENDEZVOUS", quoted(s), rule); };
-      std::string host;
-      std::string port;
-      if (!s.empty() && s.front() == '[') {
-        const auto close = s.find(']');
-        if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') bad();
-        host = s.substr(1, close - 1);
-        port = s.substr(close + 2);
-      } else {
-        const auto colon = s.rfind(':');
-        if (colon == std::string::npos || s.find(':') != colon) bad();
-        host = s.substr(0, colon);
-        port = s.substr(colon + 1);
-      }
-      int p = 0;
-      if (host.empty() || !parse_int(port, p) || p < 1 || p > 65535) bad();
-      o.host = host;
-      o.port = static_cast<unsigned short>(p);
-    }
-    if (const char* b = std::getenv("DHO2_BIND_ADDRESS")) {
-      boost::system::error_code ec;
-      (void)boost::asio::ip::make_address(b, ec);
-      if (ec) detail::throw_invalid("DHO2_BIND_ADDRESS", quoted(b), "an IPv4 or IPv6 address");
-      o.bind_address = b;
-    }
-    if (const char* f = std::getenv("DHO2_SECRET_FILE")) {
-      o.secret = read_secret_file(f, "DHO2_SECRET_FILE");
-    }
-    o.validate();
-    return o;
-  }
-
-  /// Throws `dho2::invalid_options` for the first invalid field, with the message
-  /// "asio_options::FIELD = VALUE. Violated constraint: CONSTRAINT".
-  void validate() const {
-    detail::require(size >= 1, "asio_options::size", size, ">= 1");
-    detail::require(rank >= 0 && rank < size, "asio_options::rank", rank,
-                    "0 <= rank < size (= " + std::to_string(size) + ")");
-    detail::require(size == 1 || port != 0, "asio_options::port", port,
-                    "in 1..65535 when size > 1");
-    detail::require(size == 1 || !host.empty(), "asio_options::host", quoted(host),
-                    "not empty when size > 1");
-    boost::system::error_code ec;
-    (void)boost::asio::ip::make_address(bind_address, ec);
-    detail::require(!ec, "asio_options::bind_address", quoted(bind_address),
-                    "an IPv4 or IPv6 address");
-    const std::string held =
-        secret.empty() ? "<empty>" : "<" + std::to_string(secret.size()) + " bytes>";
-    detail::require(secret.empty() || secret.size() >= 16, "asio_options::secret", held,
-                    "empty (no secret) or at least 16 bytes");
-    detail::require(!secret.empty() || authentication != asio_authentication::required,
-                    "asio_options::secret", held,
-                    "set (e.g. from DHO2_SECRET_FILE) when authentication = required");
-    const bool loopback = !ec && boost::asio::ip::make_address(bind_address).is_loopback();
-    detail::require(!secret.empty() || authentication != asio_authentication::automatic ||
-                        size == 1 || loopback,
-                    "asio_options::secret", held,
-                    "set (e.g. from DHO2_SECRET_FILE) when bind_address (= \"" + bind_address +
-                        "\") is not a loopback address; or set authentication = "
-                        "asio_authentication::insecure to accept unauthenticated peers");
-    detail::require(timeout.count() > 0, "asio_options::timeout (ms)", timeout.count(), "> 0");
-    detail::require(connect_timeout.count() > 0, "asio_options::connect_timeout (ms)",
-                    connect_timeout.count(), "> 0");
-    detail::require(max_frame_bytes >= 65536, "asio_options::max_frame_bytes", max_frame_bytes,
-                    ">= 65536");
-  }
-
- private:
-  static std::string quoted(const std::string& s) { return "\"" + s + "\""; }
-
-  static bool parse_int(std::string_view s, int& out) {
-    if (s.empty()) return false;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-    return ec == std::errc() && end == s.data() + s.size();
-  }
-
-  static int env_int(const char* name, const std::string& rule, int lo, int hi) {
-    const char* v = std::getenv(name);
-    if (v == nullptr) detail::throw_invalid(name, "<unset>", rule);
-    int out = 0;
-    if (!parse_int(v, out) || out < lo || out > hi) detail::throw_invalid(name, quoted(v), rule);
-    return out;
-  }
-};
-
 /// One rank of a group of P ranks connected by TCP; models `dho2::transport` (the contract is in
-/// `<dho2/concepts/transport.hpp>`; the protocol, algorithms and failure semantics in the file
-/// comment above). Move-only; a moved-from object can only be destroyed or assigned to.
+/// `<dho2/concepts/transport.hpp>`; the algorithms and failure semantics in the file comment
+/// above, the protocol in docs/asio_wire_protocol.md). Move-only; a moved-from object can only be
+/// destroyed or assigned to.
 ///
 /// Traffic accounting (`stats()`, see `dho2::transport_stats`): payload bytes of the frames this
 /// rank writes and reads (headers, the rendezvous, `barrier` and `split` are not counted). With
@@ -370,12 +155,12 @@ class asio_transport {
     s.bind_address = options.bind_address;
     s.secret = options.secret;
     s.on_refusal = options.on_refusal;
-    engine_ = std::make_unique<detail::asio_engine>(rank_, size_, std::move(s));
+    mesh_ = std::make_unique<detail::asio_mesh>(rank_, size_, std::move(s));
     if (size_ > 1) {
       if (rank_ == 0) {
-        engine_->rendezvous_root(options.port);
+        detail::asio_rendezvous_root(*mesh_, options.port);
       } else {
-        engine_->rendezvous_member(options.host, options.port);
+        detail::asio_rendezvous_member(*mesh_, options.host, options.port);
       }
     }
   }
@@ -394,22 +179,22 @@ class asio_transport {
   /// Number of ranks in the group.
   [[nodiscard]] int size() const noexcept { return size_; }
   /// True once a failure has poisoned this transport (every call then throws).
-  [[nodiscard]] bool failed() const noexcept { return !engine_ || !engine_->failure.empty(); }
+  [[nodiscard]] bool failed() const noexcept { return !mesh_ || !mesh_->io().failure().empty(); }
 
   /// In place, every rank gets the element-wise sum over ranks (direct or ring, see the file
   /// comment; bit-identical on every rank). All ranks pass the same length.
   template <model_scalar E>
   void all_reduce_sum(std::span<E> values) {
-    auto& e = engine("all_reduce_sum");
-    const call_timer timer(*this);
+    auto& e = mesh("all_reduce_sum");
+    const detail::call_timer timer(stats_, &e.io().traffic());
     if (size_ == 1) return;
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     const std::size_t n = values.size();
     const auto p = static_cast<std::size_t>(size_);
     const auto me = static_cast<std::size_t>(rank_);
     auto* bytes = reinterpret_cast<std::byte*>(values.data());
-    if (n * sizeof(E) <= e.settings.direct_all_reduce_bytes) {
-      std::vector<E>& slots = e.scratch<E>(0);
+    if (n * sizeof(E) <= e.settings().direct_all_reduce_bytes) {
+      std::vector<E>& slots = scratch<E>(0);
       slots.resize(n * p);
       std::vector<detail::asio_read> reads;
       std::vector<detail::asio_write> writes;
@@ -433,7 +218,7 @@ class asio_transport {
     }
     std::vector<std::size_t> chunk(p + 1);
     for (std::size_t c = 0; c <= p; ++c) chunk[c] = n / p * c + std::min(c, n % p);
-    std::vector<E>& tmp = e.scratch<E>(0);
+    std::vector<E>& tmp = scratch<E>(0);
     tmp.resize(n / p + 1);
     for (std::size_t k = 0; k + 1 < p; ++k) {
       const std::size_t cs = ring_index(me, 1 + k);
@@ -458,9 +243,9 @@ class asio_transport {
   /// reduce-scatter of the file comment. Empty shards are allowed.
   template <model_scalar E>
   void reduce_scatter_sum(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
-    auto& e = engine("reduce_scatter_sum");
-    const call_timer timer(*this);
-    check_shards(e, "reduce_scatter_sum", offsets, in.size(), out.size(), "in", true);
+    auto& e = mesh("reduce_scatter_sum");
+    const detail::call_timer timer(stats_, &e.io().traffic());
+    check_shards(e, "reduce_scatter_sum", offsets, in.size(), out.size(), "in", "out");
     const auto p = static_cast<std::size_t>(size_);
     const auto me = static_cast<std::size_t>(rank_);
     const auto off = [&](std::size_t c) { return static_cast<std::size_t>(offsets[c]); };
@@ -469,17 +254,17 @@ class asio_transport {
       std::copy(in.begin(), in.end(), out.begin());
       return;
     }
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     std::size_t widest = 0;
     for (std::size_t c = 0; c < p; ++c) widest = std::max(widest, len(c));
-    e.scratch<E>(0).resize(widest);
-    e.scratch<E>(1).resize(widest);
+    scratch<E>(0).resize(widest);
+    scratch<E>(1).resize(widest);
     for (std::size_t k = 0; k + 1 < p; ++k) {
       const std::size_t cs = ring_index(me, 1 + k);
       const std::size_t cr = ring_index(me, 2 + k);
       const E* send =
-          k == 0 ? in.data() + off(cs) : e.scratch<E>(static_cast<int>((k - 1) % 2)).data();
-      E* recv = k + 2 == p ? out.data() : e.scratch<E>(static_cast<int>(k % 2)).data();
+          k == 0 ? in.data() + off(cs) : scratch<E>(static_cast<int>((k - 1) % 2)).data();
+      E* recv = k + 2 == p ? out.data() : scratch<E>(static_cast<int>(k % 2)).data();
       ring_step(e, "reduce_scatter_sum",
                 header(detail::asio_wire::op::reduce_scatter_sum, seq, static_cast<int>(k),
                        detail::asio_wire::dtype_of<E>()),
@@ -495,15 +280,15 @@ class asio_transport {
   /// this rank's part of `out` (in place).
   template <model_scalar E>
   void all_gather(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
-    auto& e = engine("all_gather");
-    const call_timer timer(*this);
-    check_shards(e, "all_gather", offsets, out.size(), in.size(), "out", false);
+    auto& e = mesh("all_gather");
+    const detail::call_timer timer(stats_, &e.io().traffic());
+    check_shards(e, "all_gather", offsets, out.size(), in.size(), "out", "in");
     const auto p = static_cast<std::size_t>(size_);
     const auto me = static_cast<std::size_t>(rank_);
     E* mine = out.data() + offsets[me];
     if (!in.empty() && in.data() != mine) std::memmove(mine, in.data(), in.size_bytes());
     if (size_ == 1) return;
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     std::vector<std::size_t> byte_off(p + 1);
     for (std::size_t c = 0; c <= p; ++c) {
       byte_off[c] = static_cast<std::size_t>(offsets[c]) * sizeof(E);
@@ -515,14 +300,14 @@ class asio_transport {
 
   /// Every rank gets `root`'s bytes (all ranks pass the same length); a binomial tree.
   void broadcast(std::span<std::byte> bytes, int root) {
-    auto& e = engine("broadcast");
-    const call_timer timer(*this);
+    auto& e = mesh("broadcast");
+    const detail::call_timer timer(stats_, &e.io().traffic());
     if (root < 0 || root >= size_) {
       e.fail(e.prefix("broadcast") + ": root " + std::to_string(root) + " out of range [0, " +
              std::to_string(size_) + ")");
     }
     if (size_ == 1) return;
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     const auto h =
         header(detail::asio_wire::op::broadcast, seq, 0, detail::asio_wire::dtype::bytes);
     const int v = (rank_ - root + size_) % size_;
@@ -544,10 +329,10 @@ class asio_transport {
 
   /// Returns once every rank has entered the barrier (dissemination, ⌈log₂ P⌉ rounds).
   void barrier() {
-    auto& e = engine("barrier");
-    const call_timer timer(*this);
+    auto& e = mesh("barrier");
+    const detail::call_timer timer(stats_, &e.io().traffic());
     if (size_ == 1) return;
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     int round = 0;
     for (int d = 1; d < size_; d <<= 1, ++round) {
       const auto h =
@@ -562,11 +347,11 @@ class asio_transport {
   /// (key, rank in this group); a collective over this group. The sub-group gets its own
   /// connections (a new mesh, see the file comment) and inherits the options.
   [[nodiscard]] asio_transport split(int color, int key) {
-    auto& e = engine("split");
-    const call_timer timer(*this);
-    auto child = std::make_unique<detail::asio_engine>(0, 1, e.settings);
+    auto& e = mesh("split");
+    const detail::call_timer timer(stats_, &e.io().traffic());
+    auto child = std::make_unique<detail::asio_mesh>(0, 1, e.settings());
     if (size_ == 1) return asio_transport(std::move(child));
-    const std::uint64_t seq = ++e.seq;
+    const std::uint64_t seq = ++seq_;
     try {
       child->open_acceptor(0);
     } catch (const std::exception& ex) {
@@ -577,41 +362,15 @@ class asio_transport {
     std::vector<std::byte> records(p * w::split_record_size);
     const auto mine =
         w::encode_split_record({static_cast<std::int32_t>(color), static_cast<std::int32_t>(key),
-                                child->acceptor->local_endpoint().port()});
+                                child->listen_endpoint().port()});
     std::memcpy(records.data() + static_cast<std::size_t>(rank_) * w::split_record_size,
                 mine.data(), mine.size());
     std::vector<std::size_t> off(p + 1);
     for (std::size_t c = 0; c <= p; ++c) off[c] = c * w::split_record_size;
     ring_gather(e, "split", w::op::split, seq, 0, w::dtype::bytes, records.data(), off, false);
-    const std::vector<w::split_member> members = w::split_group(
-        std::span(reinterpret_cast<const unsigned char*>(records.data()), records.size()),
-        static_cast<std::int32_t>(color));
-    child->size = static_cast<int>(members.size());
-    child->links.resize(members.size());
-    child->addresses.resize(members.size());
-    std::vector<unsigned short> ports(members.size());
-    for (std::size_t i = 0; i < members.size(); ++i) {
-      if (members[i].rank == rank_) child->rank = static_cast<int>(i);
-      child->addresses[i] = e.addresses[static_cast<std::size_t>(members[i].rank)];
-      ports[i] = members[i].port;
-    }
-    child->token = detail::asio_mix(e.token ^ detail::asio_mix(++e.splits) ^
-                                    detail::asio_mix(static_cast<std::uint32_t>(color)));
-    try {
-      if (child->size > 1) {
-        try {
-          child->build_mesh(ports, 0);
-        } catch (const transport_error&) {
-          throw;
-        } catch (const std::exception& ex) {
-          child->fail(child->prefix("split") + ": " + ex.what());
-        }
-      } else {
-        child->acceptor.reset();
-      }
-    } catch (const transport_error& ex) {
-      e.fail(e.prefix("split") + ": building the sub-group's connections failed: " + ex.what());
-    }
+    detail::asio_split_mesh(
+        e, *child,
+        std::span(reinterpret_cast<const unsigned char*>(records.data()), records.size()), color);
     return asio_transport(std::move(child));
   }
 
@@ -619,42 +378,35 @@ class asio_transport {
   /// only while the peer's buffers are full). Messages to one peer with one tag arrive in order.
   /// `peer` may be this rank (the message is queued locally).
   void send(std::span<const std::byte> bytes, int peer, int tag) {
-    auto& e = engine("send");
-    const call_timer timer(*this);
+    auto& e = mesh("send");
+    const detail::call_timer timer(stats_, &e.io().traffic());
     check_peer(e, "send", peer);
     if (peer == rank_) {
-      if (e.stashed_bytes + bytes.size() > e.settings.max_frame_bytes) {
+      if (!e.io().queue_self(tag, bytes)) {
         e.fail(e.prefix("send") + ": more than max_frame_bytes = " +
-               std::to_string(e.settings.max_frame_bytes) + " bytes queued to this rank itself");
+               std::to_string(e.settings().max_frame_bytes) + " bytes queued to this rank itself");
       }
-      detail::asio_frame f;
-      f.h.type = detail::asio_wire::kind::message;
-      f.h.tag = tag;
-      f.payload.assign(bytes.begin(), bytes.end());
-      e.stashed_bytes += bytes.size();
-      e.self_messages.push_back(std::move(f));
       return;
     }
-    auto& link = *e.links[static_cast<std::size_t>(peer)];
+    auto& link = e.link(peer);
     detail::asio_wire::header h;
     h.type = detail::asio_wire::kind::message;
     h.tag = tag;
-    h.seq = link.sent[tag];
+    h.seq = link.next_sent(tag);
     auto w = e.make_write(peer, h, bytes);
     e.exchange("send", {}, std::span(&w, 1));
-    ++link.sent[tag];
+    link.count_sent(tag);
   }
 
   /// Receives into `bytes` the next message from `peer` with `tag` (its length must equal
   /// `bytes.size()`), waiting at most `timeout` without progress.
   void recv(std::span<std::byte> bytes, int peer, int tag) {
-    auto& e = engine("recv");
-    const call_timer timer(*this);
+    auto& e = mesh("recv");
+    const detail::call_timer timer(stats_, &e.io().traffic());
     check_peer(e, "recv", peer);
     if (peer == rank_) {
-      const auto it = std::find_if(e.self_messages.begin(), e.self_messages.end(),
-                                   [&](const detail::asio_frame& f) { return f.h.tag == tag; });
-      if (it == e.self_messages.end()) {
+      const detail::asio_frame* it = e.io().self_message(tag);
+      if (it == nullptr) {
         e.fail(e.prefix("recv") + ": no message from this rank to itself with tag " +
                std::to_string(tag) + " (it would never arrive)");
       }
@@ -664,18 +416,17 @@ class asio_transport {
                " bytes, expected " + std::to_string(bytes.size()));
       }
       std::copy(it->payload.begin(), it->payload.end(), bytes.begin());
-      e.stashed_bytes -= it->payload.size();
-      e.self_messages.erase(it);
+      e.io().pop_self(tag);
       return;
     }
-    auto& link = *e.links[static_cast<std::size_t>(peer)];
+    auto& link = e.link(peer);
     detail::asio_wire::header h;
     h.type = detail::asio_wire::kind::message;
     h.tag = tag;
-    h.seq = link.received[tag];
+    h.seq = link.next_received(tag);
     auto r = e.make_read(peer, h, bytes);
     e.exchange("recv", std::span(&r, 1), {});
-    ++link.received[tag];
+    link.count_received(tag);
   }
 
   /// Whether the next message from `peer` with `tag` has arrived (`dho2::polling_transport`):
@@ -683,13 +434,10 @@ class asio_transport {
   /// nothing that has not started is waited for, and nothing is consumed. A closed connection,
   /// a peer's abort frame or a malformed frame throws `dho2::transport_error` as `recv` would.
   [[nodiscard]] bool poll(int peer, int tag) {
-    auto& e = engine("poll");
+    auto& e = mesh("poll");
     check_peer(e, "poll", peer);
-    if (peer == rank_) {
-      return std::any_of(e.self_messages.begin(), e.self_messages.end(),
-                         [&](const detail::asio_frame& f) { return f.h.tag == tag; });
-    }
-    return e.poll_message("poll", *e.links[static_cast<std::size_t>(peer)], tag);
+    if (peer == rank_) return e.io().self_message(tag) != nullptr;
+    return e.poll("poll", peer, tag);
   }
 
   /// Traffic and time of this transport so far (see the class comment for what is counted).
@@ -698,43 +446,26 @@ class asio_transport {
   void reset_stats() noexcept { stats_ = {}; }
 
  private:
-  explicit asio_transport(std::unique_ptr<detail::asio_engine> eng)
-      : engine_(std::move(eng)), rank_(engine_->rank), size_(engine_->size) {}
+  explicit asio_transport(std::unique_ptr<detail::asio_mesh> m)
+      : mesh_(std::move(m)), rank_(mesh_->rank()), size_(mesh_->size()) {}
 
-  // Adds the call's time and count to stats_, and its bytes unless the call throws.
-  class call_timer {
-   public:
-    explicit call_timer(asio_transport& t) noexcept
-        : t_(t), exceptions_(std::uncaught_exceptions()) {
-      t_.engine_->call_sent = 0;
-      t_.engine_->call_received = 0;
+  detail::asio_mesh& mesh(const char* routine) {
+    if (!mesh_) {
+      throw transport_error(detail::call_prefix("asio", routine, rank_, size_) +
+                            ": this transport was moved from");
     }
-    call_timer(const call_timer&) = delete;
-    call_timer& operator=(const call_timer&) = delete;
-    ~call_timer() {
-      t_.stats_.seconds +=
-          std::chrono::duration<double>(detail::asio_clock::now() - start_).count();
-      ++t_.stats_.calls;
-      if (std::uncaught_exceptions() == exceptions_) {
-        t_.stats_.bytes_sent += t_.engine_->call_sent;
-        t_.stats_.bytes_received += t_.engine_->call_received;
-      }
-    }
+    mesh_->check_usable(routine);
+    return *mesh_;
+  }
 
-   private:
-    asio_transport& t_;
-    int exceptions_;
-    detail::asio_clock::time_point start_ = detail::asio_clock::now();
-  };
-
-  detail::asio_engine& engine(const char* routine) {
-    if (!engine_) {
-      throw transport_error(std::string("asio ") + routine + " [rank " + std::to_string(rank_) +
-                            ", world size " + std::to_string(size_) +
-                            "]: this transport was moved from");
+  // This transport's scratch vector `i` (0 or 1) of E, kept between calls.
+  template <class E>
+  std::vector<E>& scratch(int i) {
+    if constexpr (sizeof(E) == 4) {
+      return scratch_f_[i];
+    } else {
+      return scratch_d_[i];
     }
-    engine_->check_usable(routine);
-    return *engine_;
   }
 
   static detail::asio_wire::header header(detail::asio_wire::op o, std::uint64_t seq, int step,
@@ -755,7 +486,7 @@ class asio_transport {
   }
 
   // One ring step: `out` to the right neighbour while `in` comes from the left one.
-  void ring_step(detail::asio_engine& e, const char* routine, const detail::asio_wire::header& h,
+  void ring_step(detail::asio_mesh& e, const char* routine, const detail::asio_wire::header& h,
                  std::span<const std::byte> out, std::span<std::byte> in, bool counted = true) {
     auto w = e.make_write((rank_ + 1) % size_, h, out);
     auto r = e.make_read((rank_ - 1 + size_) % size_, h, in);
@@ -766,7 +497,7 @@ class asio_transport {
 
   // Ring all-gather of the byte ranges [off[c], off[c+1]) of `data` (this rank's range already
   // in place); steps are numbered from `first_step`.
-  void ring_gather(detail::asio_engine& e, const char* routine, detail::asio_wire::op o,
+  void ring_gather(detail::asio_mesh& e, const char* routine, detail::asio_wire::op o,
                    std::uint64_t seq, int first_step, detail::asio_wire::dtype d, std::byte* data,
                    const std::vector<std::size_t>& off, bool counted = true) {
     const auto p = static_cast<std::size_t>(size_);
@@ -780,50 +511,29 @@ class asio_transport {
     }
   }
 
-  void check_peer(detail::asio_engine& e, const char* routine, int peer) {
+  void check_peer(detail::asio_mesh& e, const char* routine, int peer) {
     if (peer < 0 || peer >= size_) {
       e.fail(e.prefix(routine) + ": peer " + std::to_string(peer) + " out of range [0, " +
              std::to_string(size_) + ")");
     }
   }
 
-  // Fails the engine unless `offsets` are P + 1 non-decreasing boundaries from 0, the full
-  // vector has offsets.back() entries and the shard this rank's.
-  void check_shards(detail::asio_engine& e, const char* routine, std::span<const index> offsets,
-                    std::size_t full, std::size_t shard, const char* full_name, bool shard_is_out) {
-    std::string bad;
-    if (offsets.size() != static_cast<std::size_t>(size_) + 1) {
-      bad = "offsets.size() = " + std::to_string(offsets.size()) +
-            ", expected size() + 1 = " + std::to_string(size_ + 1);
-    } else if (offsets.front() != 0) {
-      bad = "offsets[0] = " + std::to_string(offsets.front()) + " != 0";
-    } else {
-      for (std::size_t c = 0; c + 1 < offsets.size() && bad.empty(); ++c) {
-        if (offsets[c + 1] < offsets[c]) {
-          bad = "offsets decrease at " + std::to_string(c + 1) + " (" + std::to_string(offsets[c]) +
-                " > " + std::to_string(offsets[c + 1]) + ")";
-        }
-      }
-    }
-    if (bad.empty() && static_cast<std::size_t>(offsets.back()) != full) {
-      bad = std::string(full_name) + ".size() = " + std::to_string(full) +
-            " != offsets.back() = " + std::to_string(offsets.back());
-    }
-    if (bad.empty()) {
-      const auto r = static_cast<std::size_t>(rank_);
-      const auto len = static_cast<std::size_t>(offsets[r + 1] - offsets[r]);
-      if (shard != len) {
-        bad = std::string(shard_is_out ? "out" : "in") + ".size() = " + std::to_string(shard) +
-              " != this rank's shard length " + std::to_string(len);
-      }
-    }
+  // Fails the transport unless the shard arguments are consistent (detail::shard_error).
+  void check_shards(detail::asio_mesh& e, const char* routine, std::span<const index> offsets,
+                    std::size_t full, std::size_t shard, const char* full_name,
+                    const char* shard_name) {
+    const std::string bad =
+        detail::shard_error(offsets, rank_, size_, full, shard, full_name, shard_name);
     if (!bad.empty()) e.fail(e.prefix(routine) + ": " + bad);
   }
 
-  std::unique_ptr<detail::asio_engine> engine_;
+  std::unique_ptr<detail::asio_mesh> mesh_;
   int rank_;
   int size_;
+  std::uint64_t seq_ = 0;  // number of the last collective of this group
   transport_stats stats_;
+  std::vector<float> scratch_f_[2];
+  std::vector<double> scratch_d_[2];
 };
 
 static_assert(polling_transport<asio_transport>);

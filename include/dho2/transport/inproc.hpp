@@ -40,442 +40,29 @@
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/detail/validate.hpp>
+#include <dho2/transport/detail/call_timer.hpp>
+#include <dho2/transport/detail/collective_checks.hpp>
+#include <dho2/transport/detail/inproc_state.hpp>
+#include <dho2/transport/inproc_options.hpp>
 #include <dho2/transport/transport_stats.hpp>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <condition_variable>
 #include <cstddef>
-#include <cstdint>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <functional>
-#include <iomanip>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
-#include <sstream>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace dho2 {
 
-/// Options of an `inproc_world` (checked by `validate()` when the world is constructed; every
-/// group created by `split` inherits them).
-struct inproc_options {
-  /// How long a rank waits for its peers at one phase of a collective, or for a message in
-  /// `recv`, before it declares the world failed and throws `dho2::transport_error`. Finite and
-  /// > 0; values above 10⁷ s are treated as 10⁷ s.
-  std::chrono::duration<double> timeout{30.0};
-  /// Algorithm switch of `all_reduce_sum`, in bytes of the vector. Below it every rank sums the
-  /// whole vector itself (2 phases; each rank reads (P − 1)·n elements from peers). At or above
-  /// it each rank sums one chunk of ≈ n/P elements and then copies the other ranks' chunks
-  /// (3 phases; each rank reads ≈ 2n(P − 1)/P elements). Both give bit-identical results.
-  std::size_t chunked_all_reduce_bytes = std::size_t{1} << 16;
-
-  /// Throws `dho2::invalid_options` ("inproc_options::timeout = <s>. Violated constraint: ...")
-  /// if the timeout is not finite and positive.
-  void validate() const {
-    detail::require(std::isfinite(timeout.count()) && timeout.count() > 0.0,
-                    "inproc_options::timeout (seconds)", timeout.count(), "finite and > 0");
-  }
-};
-
 class inproc_transport;
-
-namespace detail {
-
-enum class inproc_op : int {
-  all_reduce_sum,
-  reduce_scatter_sum,
-  all_gather,
-  broadcast,
-  barrier,
-  split
-};
-
-inline const char* inproc_op_name(inproc_op op) noexcept {
-  switch (op) {
-    case inproc_op::all_reduce_sum: return "all_reduce_sum";
-    case inproc_op::reduce_scatter_sum: return "reduce_scatter_sum";
-    case inproc_op::all_gather: return "all_gather";
-    case inproc_op::broadcast: return "broadcast";
-    case inproc_op::barrier: return "barrier";
-    case inproc_op::split: return "split";
-  }
-  return "?";
-}
-
-inline std::string inproc_seconds(double s) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(std::round(s * 10.0) == s * 10.0 ? 1 : 3) << s;
-  return os.str();
-}
-
-inline std::string inproc_rank_list(const std::vector<int>& ranks) {
-  std::string out = ranks.size() == 1 ? "peer " : "peers ";
-  for (std::size_t i = 0; i < ranks.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += std::to_string(ranks[i]);
-  }
-  return out;
-}
-
-inline const char* inproc_scalar_name(int bytes) noexcept {
-  return bytes == 4 ? "float" : bytes == 8 ? "double" : "bytes";
-}
-
-// "" if `offsets` are valid shard boundaries of `ranks` shards, else what is wrong.
-inline std::string inproc_check_offsets(std::span<const index> offsets, int ranks) {
-  if (offsets.size() != static_cast<std::size_t>(ranks) + 1) {
-    return "offsets.size() = " + std::to_string(offsets.size()) +
-           ", expected size() + 1 = " + std::to_string(ranks + 1);
-  }
-  if (offsets.front() != 0) return "offsets[0] = " + std::to_string(offsets.front()) + " != 0";
-  for (std::size_t r = 0; r + 1 < offsets.size(); ++r) {
-    if (offsets[r + 1] < offsets[r]) {
-      return "offsets decrease at " + std::to_string(r + 1) + " (" + std::to_string(offsets[r]) +
-             " > " + std::to_string(offsets[r + 1]) + ")";
-    }
-  }
-  return {};
-}
-
-inline bool inproc_overlap(const void* a, std::size_t a_bytes, const void* b,
-                           std::size_t b_bytes) noexcept {
-  if (a_bytes == 0 || b_bytes == 0) return false;
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  const std::less<const std::byte*> less;
-  return less(pa, pb + b_bytes) && less(pb, pa + a_bytes);
-}
-
-class inproc_state;
-
-// What a rank posts at the first phase of a collective (read by peers until its last phase).
-struct inproc_post {
-  inproc_op op = inproc_op::barrier;
-  int scalar = 0;                       // sizeof(E) of a typed collective, 0 for bytes
-  const void* in = nullptr;             // the buffer peers read
-  const void* scratch = nullptr;        // this rank's chunk of a chunked all_reduce_sum
-  std::size_t length = 0;               // elements that must agree across ranks
-  std::span<const index> offsets;       // shard boundaries (must agree across ranks)
-  int root = 0;                         // broadcast
-  int color = 0;                        // split
-  int key = 0;                          // split
-  std::string error;                    // this rank's argument error, "" if none
-  std::shared_ptr<inproc_state> child;  // split result, filled by the last arriving rank
-  int child_rank = -1;
-};
-
-class inproc_state {
- public:
-  inproc_state(int size, const inproc_options& options, bool all_attached)
-      : size_(size),
-        options_(options),
-        wait_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-            std::min(options.timeout, std::chrono::duration<double>(1e7)))),
-        slots_(static_cast<std::size_t>(size)),
-        arrived_code_(static_cast<std::size_t>(size), -1),
-        attached_(static_cast<std::size_t>(size), all_attached),
-        left_(static_cast<std::size_t>(size), false) {}
-
-  [[nodiscard]] int size() const noexcept { return size_; }
-  [[nodiscard]] const inproc_options& options() const noexcept { return options_; }
-
-  [[nodiscard]] std::string failure() const {
-    const std::lock_guard lock(mutex_);
-    return failure_;
-  }
-
-  void attach(int rank) {
-    const std::lock_guard lock(mutex_);
-    if (rank < 0 || rank >= size_) {
-      throw transport_error("inproc rank_handle: rank " + std::to_string(rank) +
-                            " is out of range for world size " + std::to_string(size_));
-    }
-    if (attached_[idx(rank)]) {
-      throw transport_error("inproc rank_handle [world size " + std::to_string(size_) + "]: rank " +
-                            std::to_string(rank) +
-                            " already has a handle (each rank is attached once)");
-    }
-    attached_[idx(rank)] = true;
-  }
-
-  void leave(int rank) noexcept {
-    const std::lock_guard lock(mutex_);
-    if (left_[idx(rank)]) return;
-    left_[idx(rank)] = true;
-    if (arrived_ > 0 && !poisoned_) poison(left_cause());
-    mail_cv_.notify_all();
-  }
-
-  // Arrives at phase `phase` of `op` (posting `post` at phase 0) and returns once all ranks have
-  // arrived; throws transport_error on any failure.
-  void arrive(int rank, inproc_op op, int phase, inproc_post* post) {
-    const char* routine = inproc_op_name(op);
-    std::unique_lock lock(mutex_);
-    check_entry(routine, rank, /*collective=*/true);
-    if (post != nullptr) slots_[idx(rank)] = std::move(*post);
-    arrived_code_[idx(rank)] = static_cast<int>(op) * 4 + phase;
-    if (++arrived_ == size_) {
-      arrived_ = 0;
-      std::string bad = check_phase(phase);
-      std::fill(arrived_code_.begin(), arrived_code_.end(), -1);
-      if (bad.empty() && op == inproc_op::split && phase == 0) {
-        try {
-          make_children();
-        } catch (const std::exception& e) {
-          bad = std::string("could not create the sub-groups: ") + e.what();
-        }
-      }
-      if (!bad.empty()) {
-        poison(bad);
-        throw transport_error(where(routine, rank) + bad);
-      }
-      ++generation_;
-      phase_cv_.notify_all();
-      return;
-    }
-    const std::uint64_t generation = generation_;
-    const auto deadline = std::chrono::steady_clock::now() + wait_;
-    while (generation_ == generation && !poisoned_) {
-      if (phase_cv_.wait_until(lock, deadline) == std::cv_status::timeout &&
-          generation_ == generation && !poisoned_) {
-        std::vector<int> missing;
-        for (int q = 0; q < size_; ++q) {
-          if (arrived_code_[idx(q)] < 0) missing.push_back(q);
-        }
-        poison("timed out after " + inproc_seconds(options_.timeout.count()) + " s waiting for " +
-               inproc_rank_list(missing));
-      }
-    }
-    if (generation_ != generation) return;
-    throw transport_error(where(routine, rank) + failure_);
-  }
-
-  // A rank's posted slot; peers read it only between the phases of one collective.
-  [[nodiscard]] const inproc_post& slot(int rank) const noexcept { return slots_[idx(rank)]; }
-
-  std::pair<std::shared_ptr<inproc_state>, int> take_child(int rank) {
-    const std::lock_guard lock(mutex_);
-    auto& s = slots_[idx(rank)];
-    return {std::exchange(s.child, nullptr), s.child_rank};
-  }
-
-  void send(int rank, int peer, int tag, std::span<const std::byte> bytes) {
-    std::vector<std::byte> message(bytes.begin(), bytes.end());
-    const std::lock_guard lock(mutex_);
-    check_entry("send", rank, /*collective=*/false);
-    check_peer("send", rank, peer);
-    if (left_[idx(peer)]) {
-      poison("peer " + std::to_string(peer) + " left the group (message with tag " +
-             std::to_string(tag) + " cannot be delivered)");
-      throw transport_error(where("send", rank) + failure_);
-    }
-    mailboxes_[{rank, peer, tag}].push_back(std::move(message));
-    mail_cv_.notify_all();
-  }
-
-  // Whether the mailbox (peer, rank, tag) holds a message; throws once the peer has left
-  // without sending one.
-  bool poll(int rank, int peer, int tag) {
-    const std::lock_guard lock(mutex_);
-    check_entry("poll", rank, /*collective=*/false);
-    check_peer("poll", rank, peer);
-    const auto it = mailboxes_.find({peer, rank, tag});
-    if (it != mailboxes_.end() && !it->second.empty()) return true;
-    if (left_[idx(peer)]) {
-      poison("peer " + std::to_string(peer) +
-             " left the group without sending the message with tag " + std::to_string(tag));
-      throw transport_error(where("poll", rank) + failure_);
-    }
-    return false;
-  }
-
-  void recv(int rank, int peer, int tag, std::span<std::byte> bytes) {
-    std::vector<std::byte> message;
-    {
-      std::unique_lock lock(mutex_);
-      check_entry("recv", rank, /*collective=*/false);
-      check_peer("recv", rank, peer);
-      const auto deadline = std::chrono::steady_clock::now() + wait_;
-      const std::tuple<int, int, int> key{peer, rank, tag};
-      for (;;) {
-        if (poisoned_) throw transport_error(where("recv", rank) + failure_);
-        const auto it = mailboxes_.find(key);
-        if (it != mailboxes_.end() && !it->second.empty()) {
-          message = std::move(it->second.front());
-          it->second.pop_front();
-          if (it->second.empty()) mailboxes_.erase(it);
-          break;
-        }
-        if (left_[idx(peer)]) {
-          poison("peer " + std::to_string(peer) +
-                 " left the group without sending the message with tag " + std::to_string(tag));
-        } else if (mail_cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
-          const auto again = mailboxes_.find(key);
-          if (!poisoned_ && (again == mailboxes_.end() || again->second.empty())) {
-            poison("timed out after " + inproc_seconds(options_.timeout.count()) +
-                   " s waiting for a message from peer " + std::to_string(peer) + " with tag " +
-                   std::to_string(tag));
-          }
-        }
-      }
-      if (message.size() != bytes.size()) {
-        poison("the message from peer " + std::to_string(peer) + " with tag " +
-               std::to_string(tag) + " has " + std::to_string(message.size()) +
-               " bytes, the receive buffer " + std::to_string(bytes.size()));
-        throw transport_error(where("recv", rank) + failure_);
-      }
-    }
-    if (!message.empty()) std::memcpy(bytes.data(), message.data(), message.size());
-  }
-
-  [[nodiscard]] std::string where(const char* routine, int rank) const {
-    return std::string("inproc ") + routine + " [rank " + std::to_string(rank) + ", world size " +
-           std::to_string(size_) + "]: ";
-  }
-
- private:
-  static std::size_t idx(int r) noexcept { return static_cast<std::size_t>(r); }
-
-  // Caller holds the lock.
-  void poison(const std::string& cause) {
-    if (!poisoned_) {
-      poisoned_ = true;
-      failure_ = cause;
-    }
-    phase_cv_.notify_all();
-    mail_cv_.notify_all();
-  }
-
-  std::string left_cause() const {
-    std::vector<int> gone;
-    for (int q = 0; q < size_; ++q) {
-      if (left_[idx(q)]) gone.push_back(q);
-    }
-    return inproc_rank_list(gone) + " left the group";
-  }
-
-  void check_entry(const char* routine, int rank, bool collective) {
-    if (poisoned_) {
-      throw transport_error(where(routine, rank) +
-                            "the world failed earlier and is unusable: " + failure_);
-    }
-    if (collective && std::find(left_.begin(), left_.end(), true) != left_.end()) {
-      poison(left_cause());
-      throw transport_error(where(routine, rank) + failure_);
-    }
-  }
-
-  void check_peer(const char* routine, int rank, int peer) {
-    if (peer < 0 || peer >= size_) {
-      poison("peer " + std::to_string(peer) + " is out of range [0, " + std::to_string(size_) +
-             ") (called by rank " + std::to_string(rank) + ")");
-      throw transport_error(where(routine, rank) + failure_);
-    }
-  }
-
-  // Consistency of a completed phase; "" if fine. Caller holds the lock.
-  std::string check_phase(int phase) const {
-    const int code = arrived_code_[0];
-    for (int q = 1; q < size_; ++q) {
-      if (arrived_code_[idx(q)] != code) {
-        const auto name = [](int c) {
-          return std::string(inproc_op_name(static_cast<inproc_op>(c / 4))) + " (phase " +
-                 std::to_string(c % 4 + 1) + ")";
-        };
-        return "ranks called different collectives: rank 0 " + name(code) + ", rank " +
-               std::to_string(q) + " " + name(arrived_code_[idx(q)]);
-      }
-    }
-    if (phase != 0) return {};
-    for (int q = 0; q < size_; ++q) {
-      if (!slots_[idx(q)].error.empty()) {
-        return "invalid arguments on rank " + std::to_string(q) + ": " + slots_[idx(q)].error;
-      }
-    }
-    const inproc_post& first = slots_[0];
-    for (int q = 1; q < size_; ++q) {
-      const inproc_post& s = slots_[idx(q)];
-      const std::string who = "rank 0 passed ";
-      const std::string other = ", rank " + std::to_string(q) + " passed ";
-      if (s.scalar != first.scalar) {
-        return std::string("element type mismatch: ") + who + inproc_scalar_name(first.scalar) +
-               other + inproc_scalar_name(s.scalar);
-      }
-      if (s.length != first.length) {
-        return "length mismatch: " + who + std::to_string(first.length) + " elements" + other +
-               std::to_string(s.length);
-      }
-      if (first.op == inproc_op::broadcast && s.root != first.root) {
-        return "root mismatch: " + who + "root " + std::to_string(first.root) + other + "root " +
-               std::to_string(s.root);
-      }
-      if (!std::equal(first.offsets.begin(), first.offsets.end(), s.offsets.begin(),
-                      s.offsets.end())) {
-        return "offsets mismatch between rank 0 and rank " + std::to_string(q);
-      }
-    }
-    return {};
-  }
-
-  // Builds one child state per colour; caller holds the lock.
-  void make_children() {
-    std::map<int, std::vector<std::pair<int, int>>> groups;  // colour -> (key, old rank)
-    for (int q = 0; q < size_; ++q) {
-      groups[slots_[idx(q)].color].emplace_back(slots_[idx(q)].key, q);
-    }
-    for (auto& [color, members] : groups) {
-      std::sort(members.begin(), members.end());
-      auto child = std::make_shared<inproc_state>(static_cast<int>(members.size()), options_, true);
-      for (std::size_t j = 0; j < members.size(); ++j) {
-        auto& s = slots_[idx(members[j].second)];
-        s.child = child;
-        s.child_rank = static_cast<int>(j);
-      }
-    }
-  }
-
-  const int size_;
-  const inproc_options options_;
-  const std::chrono::steady_clock::duration wait_;
-  mutable std::mutex mutex_;
-  std::condition_variable phase_cv_;
-  std::condition_variable mail_cv_;
-  std::uint64_t generation_ = 0;
-  int arrived_ = 0;
-  std::vector<inproc_post> slots_;
-  std::vector<int> arrived_code_;
-  std::vector<bool> attached_;
-  std::vector<bool> left_;
-  bool poisoned_ = false;
-  std::string failure_;
-  std::map<std::tuple<int, int, int>, std::deque<std::vector<std::byte>>> mailboxes_;
-};
-
-struct inproc_call_timer {
-  transport_stats& stats;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  explicit inproc_call_timer(transport_stats& s) noexcept : stats(s) {}
-  inproc_call_timer(const inproc_call_timer&) = delete;
-  inproc_call_timer& operator=(const inproc_call_timer&) = delete;
-  ~inproc_call_timer() {
-    stats.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ++stats.calls;
-  }
-};
-
-}  // namespace detail
 
 /// The shared state of a group of P ranks that are threads of one process: posted buffers of the
 /// collective in progress, the barrier, the mailboxes, and whether the group has failed.
@@ -578,7 +165,7 @@ class inproc_transport {
   template <model_scalar E>
   void all_reduce_sum(std::span<E> values) {
     auto& st = state(detail::inproc_op::all_reduce_sum);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     const std::size_t n = values.size();
     const std::size_t p = static_cast<std::size_t>(size_);
     const std::size_t me = static_cast<std::size_t>(rank_);
@@ -600,7 +187,7 @@ class inproc_transport {
       sum_range<E>(st, 0, n, buffer.data());
       st.arrive(rank_, detail::inproc_op::all_reduce_sum, 1, nullptr);
       std::copy(buffer.begin(), buffer.end(), values.begin());
-      count((p - 1) * n * e, (p - 1) * n * e);
+      timer.count((p - 1) * n * e, (p - 1) * n * e);
       return;
     }
     const std::size_t mine = chunk(me + 1) - chunk(me);
@@ -612,7 +199,7 @@ class inproc_transport {
                   values.begin() + static_cast<std::ptrdiff_t>(chunk(q)));
     }
     st.arrive(rank_, detail::inproc_op::all_reduce_sum, 2, nullptr);
-    count((p - 1) * mine * e + (n - mine) * e, (p - 1) * mine * e + (n - mine) * e);
+    timer.count((p - 1) * mine * e + (n - mine) * e, (p - 1) * mine * e + (n - mine) * e);
   }
 
   /// `in` holds offsets.back() entries on every rank; `out` (this rank's shard length) gets
@@ -621,16 +208,16 @@ class inproc_transport {
   template <model_scalar E>
   void reduce_scatter_sum(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
     auto& st = state(detail::inproc_op::reduce_scatter_sum);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     detail::inproc_post post;
     post.op = detail::inproc_op::reduce_scatter_sum;
     post.scalar = static_cast<int>(sizeof(E));
     post.in = in.data();
     post.length = in.size();
     post.offsets = offsets;
-    post.error = shard_error(offsets, in.size(), out.size(), "in", true);
+    post.error = detail::shard_error(offsets, rank_, size_, in.size(), out.size(), "in", "out");
     const bool overlap =
-        detail::inproc_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
+        detail::buffers_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
     std::vector<E> buffer(post.error.empty() && overlap ? out.size() : 0);
     st.arrive(rank_, post.op, 0, &post);
     const std::size_t begin = static_cast<std::size_t>(offsets[static_cast<std::size_t>(rank_)]);
@@ -638,7 +225,7 @@ class inproc_transport {
     st.arrive(rank_, detail::inproc_op::reduce_scatter_sum, 1, nullptr);
     if (overlap) std::copy(buffer.begin(), buffer.end(), out.begin());
     const auto p = static_cast<std::size_t>(size_);
-    count((in.size() - out.size()) * sizeof(E), (p - 1) * out.size() * sizeof(E));
+    timer.count((in.size() - out.size()) * sizeof(E), (p - 1) * out.size() * sizeof(E));
   }
 
   /// `in` is this rank's shard (offsets[rank + 1] − offsets[rank] entries); `out`
@@ -647,19 +234,19 @@ class inproc_transport {
   template <model_scalar E>
   void all_gather(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
     auto& st = state(detail::inproc_op::all_gather);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     detail::inproc_post post;
     post.op = detail::inproc_op::all_gather;
     post.scalar = static_cast<int>(sizeof(E));
     post.in = in.data();
     post.length = out.size();
     post.offsets = offsets;
-    post.error = shard_error(offsets, out.size(), in.size(), "out", false);
+    post.error = detail::shard_error(offsets, rank_, size_, out.size(), in.size(), "out", "in");
     const bool ok = post.error.empty();
     const E* own = ok ? out.data() + offsets[static_cast<std::size_t>(rank_)] : nullptr;
     const bool in_place = in.empty() || in.data() == own;
-    const bool overlap = !in_place && detail::inproc_overlap(in.data(), in.size_bytes(), out.data(),
-                                                             out.size_bytes());
+    const bool overlap = !in_place && detail::buffers_overlap(in.data(), in.size_bytes(),
+                                                              out.data(), out.size_bytes());
     std::vector<E> buffer(ok && overlap ? out.size() : 0);
     st.arrive(rank_, post.op, 0, &post);
     E* dst = overlap ? buffer.data() : out.data();
@@ -672,21 +259,20 @@ class inproc_transport {
     st.arrive(rank_, detail::inproc_op::all_gather, 1, nullptr);
     if (overlap) std::copy(buffer.begin(), buffer.end(), out.begin());
     const auto p = static_cast<std::size_t>(size_);
-    count((p - 1) * in.size() * sizeof(E), (out.size() - in.size()) * sizeof(E));
+    timer.count((p - 1) * in.size() * sizeof(E), (out.size() - in.size()) * sizeof(E));
   }
 
   /// Every rank gets `root`'s bytes; all ranks pass the same length and the same root.
   void broadcast(std::span<std::byte> bytes, int root) {
     auto& st = state(detail::inproc_op::broadcast);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     detail::inproc_post post;
     post.op = detail::inproc_op::broadcast;
     post.in = bytes.data();
     post.length = bytes.size();
     post.root = root;
     if (root < 0 || root >= size_) {
-      post.error =
-          "root = " + std::to_string(root) + " is out of range [0, " + std::to_string(size_) + ")";
+      post.error = detail::out_of_range_error("root", root, size_);
     }
     st.arrive(rank_, post.op, 0, &post);
     if (size_ == 1) return;
@@ -696,16 +282,16 @@ class inproc_transport {
     st.arrive(rank_, detail::inproc_op::broadcast, 1, nullptr);
     const auto p = static_cast<std::size_t>(size_);
     if (rank_ == root) {
-      count((p - 1) * bytes.size(), 0);
+      timer.count((p - 1) * bytes.size(), 0);
     } else {
-      count(0, bytes.size());
+      timer.count(0, bytes.size());
     }
   }
 
   /// Returns once every rank of the group has called `barrier`.
   void barrier() {
     auto& st = state(detail::inproc_op::barrier);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     detail::inproc_post post;
     post.op = detail::inproc_op::barrier;
     st.arrive(rank_, post.op, 0, &post);
@@ -716,7 +302,7 @@ class inproc_transport {
   /// has its own state (a failure in it does not poison this one) and inherits the options.
   [[nodiscard]] inproc_transport split(int color, int key) {
     auto& st = state(detail::inproc_op::split);
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     detail::inproc_post post;
     post.op = detail::inproc_op::split;
     post.color = color;
@@ -730,18 +316,18 @@ class inproc_transport {
   /// Throws if the world has failed, `peer` is out of range or has left the group.
   void send(std::span<const std::byte> bytes, int peer, int tag) {
     auto& st = state("send");
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     st.send(rank_, peer, tag, bytes);
-    count(bytes.size(), 0);
+    timer.count(bytes.size(), 0);
   }
 
   /// Waits (up to the timeout) for the next message of the mailbox (`peer`, this rank, `tag`)
   /// and copies it into `bytes`, whose length must equal the message's.
   void recv(std::span<std::byte> bytes, int peer, int tag) {
     auto& st = state("recv");
-    const detail::inproc_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     st.recv(rank_, peer, tag, bytes);
-    count(0, bytes.size());
+    timer.count(0, bytes.size());
   }
 
   /// Whether the next message from `peer` with `tag` is in this rank's mailbox (never waits;
@@ -762,9 +348,8 @@ class inproc_transport {
 
   detail::inproc_state& state(const char* routine) const {
     if (!state_) {
-      throw transport_error(std::string("inproc ") + routine + " [rank " + std::to_string(rank_) +
-                            ", world size " + std::to_string(size_) +
-                            "]: this handle has left the group or was moved from");
+      throw transport_error(detail::call_prefix("inproc", routine, rank_, size_) +
+                            ": this handle has left the group or was moved from");
     }
     return *state_;
   }
@@ -784,29 +369,6 @@ class inproc_transport {
     }();
     if (v.size() < n) v.resize(n);
     return std::span<E>(v.data(), n);
-  }
-
-  void count(std::size_t sent, std::size_t received) noexcept {
-    stats_.bytes_sent += sent;
-    stats_.bytes_received += received;
-  }
-
-  // "" if the shard arguments of a reduce-scatter / all-gather are consistent.
-  std::string shard_error(std::span<const index> offsets, std::size_t full, std::size_t shard,
-                          const char* full_name, bool shard_is_out) const {
-    std::string bad = detail::inproc_check_offsets(offsets, size_);
-    if (!bad.empty()) return bad;
-    if (static_cast<std::size_t>(offsets.back()) != full) {
-      return std::string(full_name) + ".size() = " + std::to_string(full) +
-             " != offsets.back() = " + std::to_string(offsets.back());
-    }
-    const auto r = static_cast<std::size_t>(rank_);
-    const auto len = static_cast<std::size_t>(offsets[r + 1] - offsets[r]);
-    if (shard != len) {
-      return std::string(shard_is_out ? "out" : "in") + ".size() = " + std::to_string(shard) +
-             " != this rank's shard length " + std::to_string(len);
-    }
-    return {};
   }
 
   // out[j] = Σ_q in_q[begin + j] over q = 0, 1, …, P − 1 in this order.

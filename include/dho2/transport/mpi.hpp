@@ -73,20 +73,22 @@
 /// ```
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
 #include <dho2/concepts/polling_transport.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
+#include <dho2/transport/detail/call_timer.hpp>
+#include <dho2/transport/detail/collective_checks.hpp>
 #include <dho2/transport/transport_stats.hpp>
 
 #include <boost/mpi/communicator.hpp>
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -171,29 +173,6 @@ class mpi_comm_owner {
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
 };
-
-// Adds the duration of one call, and the call, to the stats (also when the call throws).
-struct mpi_call_timer {
-  transport_stats& stats;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  explicit mpi_call_timer(transport_stats& s) noexcept : stats(s) {}
-  mpi_call_timer(const mpi_call_timer&) = delete;
-  mpi_call_timer& operator=(const mpi_call_timer&) = delete;
-  ~mpi_call_timer() {
-    stats.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    ++stats.calls;
-  }
-};
-
-inline bool mpi_overlap(const void* a, std::size_t a_bytes, const void* b,
-                        std::size_t b_bytes) noexcept {
-  if (a_bytes == 0 || b_bytes == 0) return false;
-  const auto* pa = static_cast<const std::byte*>(a);
-  const auto* pb = static_cast<const std::byte*>(b);
-  const std::less<const std::byte*> less;
-  return less(pa, pb + b_bytes) && less(pb, pa + a_bytes);
-}
 
 }  // namespace detail
 
@@ -286,7 +265,7 @@ class mpi_transport {
   void all_reduce_sum(std::span<E> values) {
     const char* routine = "all_reduce_sum";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     const int n = checked_count(routine, values.size(), "values.size()");
     check(routine, "MPI_Allreduce",
           MPI_Allreduce(MPI_IN_PLACE, values.data(), n, detail::mpi_datatype<E>(), MPI_SUM, comm));
@@ -295,7 +274,7 @@ class mpi_transport {
     const auto r = static_cast<std::size_t>(rank_);
     const std::size_t chunk = total / p + (r < total % p ? 1 : 0);
     const std::size_t bytes = ((total - chunk) + (p - 1) * chunk) * sizeof(E);
-    count(bytes, bytes);
+    timer.count(bytes, bytes);
   }
 
   /// `in` holds offsets.back() entries on every rank; `out` (this rank's shard length) gets
@@ -305,10 +284,10 @@ class mpi_transport {
   void reduce_scatter_sum(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
     const char* routine = "reduce_scatter_sum";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
-    shard_counts(routine, offsets, in.size(), out.size(), "in", true);
+    detail::call_timer timer{stats_};
+    shard_counts(routine, offsets, in.size(), out.size(), "in", "out");
     const bool overlap =
-        detail::mpi_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
+        detail::buffers_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
     std::vector<E> buffer(overlap ? out.size() : 0);
     E* dst = overlap ? buffer.data() : out.data();
     check(routine, "MPI_Reduce_scatter",
@@ -316,7 +295,7 @@ class mpi_transport {
                              comm));
     if (overlap) std::copy(buffer.begin(), buffer.end(), out.begin());
     const auto p = static_cast<std::size_t>(size_);
-    count((in.size() - out.size()) * sizeof(E), (p - 1) * out.size() * sizeof(E));
+    timer.count((in.size() - out.size()) * sizeof(E), (p - 1) * out.size() * sizeof(E));
   }
 
   /// `in` is this rank's shard (offsets[rank + 1] − offsets[rank] entries); `out`
@@ -327,12 +306,12 @@ class mpi_transport {
   void all_gather(std::span<const E> in, std::span<E> out, std::span<const index> offsets) {
     const char* routine = "all_gather";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
-    shard_counts(routine, offsets, out.size(), in.size(), "out", false);
+    detail::call_timer timer{stats_};
+    shard_counts(routine, offsets, out.size(), in.size(), "out", "in");
     const E* own = out.data() + offsets[static_cast<std::size_t>(rank_)];
     const bool in_place = in.empty() || in.data() == own;
-    const bool overlap =
-        !in_place && detail::mpi_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
+    const bool overlap = !in_place && detail::buffers_overlap(in.data(), in.size_bytes(),
+                                                              out.data(), out.size_bytes());
     std::vector<E> copy(overlap ? in.begin() : in.end(), in.end());
     const E* src = overlap ? copy.data() : in.data();
     const MPI_Datatype type = detail::mpi_datatype<E>();
@@ -342,24 +321,23 @@ class mpi_transport {
                                              counts_.data(), displacements_.data(), type, comm);
     check(routine, "MPI_Allgatherv", rc);
     const auto p = static_cast<std::size_t>(size_);
-    count((p - 1) * in.size() * sizeof(E), (out.size() - in.size()) * sizeof(E));
+    timer.count((p - 1) * in.size() * sizeof(E), (out.size() - in.size()) * sizeof(E));
   }
 
   /// Every rank gets `root`'s bytes (`MPI_Bcast`); all ranks pass the same length and root.
   void broadcast(std::span<std::byte> bytes, int root) {
     const char* routine = "broadcast";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     if (root < 0 || root >= size_) {
-      fail(routine, "root = " + std::to_string(root) + " is out of range [0, " +
-                        std::to_string(size_) + ")");
+      fail(routine, detail::out_of_range_error("root", root, size_));
     }
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
     check(routine, "MPI_Bcast", MPI_Bcast(bytes.data(), n, MPI_BYTE, root, comm));
     if (rank_ == root) {
-      count(static_cast<std::size_t>(size_ - 1) * bytes.size(), 0);
+      timer.count(static_cast<std::size_t>(size_ - 1) * bytes.size(), 0);
     } else {
-      count(0, bytes.size());
+      timer.count(0, bytes.size());
     }
   }
 
@@ -367,7 +345,7 @@ class mpi_transport {
   void barrier() {
     const char* routine = "barrier";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     check(routine, "MPI_Barrier", MPI_Barrier(comm));
   }
 
@@ -378,7 +356,7 @@ class mpi_transport {
   [[nodiscard]] mpi_transport split(int color, int key) {
     const char* routine = "split";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     std::vector<int> colors(static_cast<std::size_t>(size_));
     check(routine, "MPI_Allgather",
           MPI_Allgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, comm));
@@ -396,11 +374,11 @@ class mpi_transport {
   void send(std::span<const std::byte> bytes, int peer, int tag) {
     const char* routine = "send";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     check_peer_tag(routine, peer, tag);
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
     check(routine, "MPI_Send", MPI_Send(bytes.data(), n, MPI_BYTE, peer, tag, comm));
-    count(bytes.size(), 0);
+    timer.count(bytes.size(), 0);
   }
 
   /// Whether a message from `peer` with `tag` has arrived (`MPI_Iprobe`; never waits, consumes
@@ -420,7 +398,7 @@ class mpi_transport {
   void recv(std::span<std::byte> bytes, int peer, int tag) {
     const char* routine = "recv";
     const MPI_Comm comm = handle(routine);
-    const detail::mpi_call_timer timer{stats_};
+    detail::call_timer timer{stats_};
     check_peer_tag(routine, peer, tag);
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
     MPI_Status status;
@@ -441,7 +419,7 @@ class mpi_transport {
       fail(routine, "MPI_Recv length check: " + message + " has " + std::to_string(received) +
                         " bytes, the receive buffer " + std::to_string(n));
     }
-    count(0, bytes.size());
+    timer.count(0, bytes.size());
   }
 
   /// Traffic and time of this transport so far (see the class comment for what is counted).
@@ -472,8 +450,7 @@ class mpi_transport {
   }
 
   static std::string where(const char* routine, int rank, int size) {
-    return std::string("mpi ") + routine + " [rank " + std::to_string(rank) + ", world size " +
-           std::to_string(size) + "]: ";
+    return detail::call_prefix("mpi", routine, rank, size) + ": ";
   }
 
   static void check_at(const char* routine, const char* mpi_routine, int rc, int rank, int size) {
@@ -504,8 +481,7 @@ class mpi_transport {
 
   void check_peer_tag(const char* routine, int peer, int tag) const {
     if (peer < 0 || peer >= size_) {
-      fail(routine, "peer = " + std::to_string(peer) + " is out of range [0, " +
-                        std::to_string(size_) + ")");
+      fail(routine, detail::out_of_range_error("peer", peer, size_));
     }
     if (tag < 0 || tag > tag_ub_) {
       fail(routine, "tag = " + std::to_string(tag) +
@@ -516,47 +492,22 @@ class mpi_transport {
   // Checks the shard arguments of a reduce-scatter / all-gather and fills counts_ (and
   // displacements_) from the offsets; throws transport_error before any communication.
   void shard_counts(const char* routine, std::span<const index> offsets, std::size_t full,
-                    std::size_t shard, const char* full_name, bool shard_is_out) {
-    const auto p = static_cast<std::size_t>(size_);
-    if (offsets.size() != p + 1) {
-      fail(routine, "offsets.size() = " + std::to_string(offsets.size()) +
-                        ", expected size() + 1 = " + std::to_string(p + 1));
-    }
-    if (offsets.front() != 0) {
-      fail(routine, "offsets[0] = " + std::to_string(offsets.front()) + " != 0");
-    }
-    for (std::size_t q = 0; q < p; ++q) {
-      if (offsets[q + 1] < offsets[q]) {
-        fail(routine, "offsets decrease at " + std::to_string(q + 1) + " (" +
-                          std::to_string(offsets[q]) + " > " + std::to_string(offsets[q + 1]) +
-                          ")");
-      }
-    }
+                    std::size_t shard, const char* full_name, const char* shard_name) {
+    const std::string bad = detail::offsets_error(offsets, size_);
+    if (!bad.empty()) fail(routine, bad);
     const auto total = static_cast<std::size_t>(offsets.back());
     const std::string too_big = detail::mpi_count_error(total, "offsets.back()");
     if (!too_big.empty()) fail(routine, too_big);
-    if (total != full) {
-      fail(routine, std::string(full_name) + ".size() = " + std::to_string(full) +
-                        " != offsets.back() = " + std::to_string(total));
-    }
-    const auto r = static_cast<std::size_t>(rank_);
-    const auto len = static_cast<std::size_t>(offsets[r + 1] - offsets[r]);
-    if (shard != len) {
-      fail(routine, std::string(shard_is_out ? "out" : "in") +
-                        ".size() = " + std::to_string(shard) + " != this rank's shard length " +
-                        std::to_string(len));
-    }
+    const std::string wrong =
+        detail::shard_lengths_error(offsets, rank_, full, shard, full_name, shard_name);
+    if (!wrong.empty()) fail(routine, wrong);
+    const auto p = static_cast<std::size_t>(size_);
     counts_.resize(p);
     displacements_.resize(p);
     for (std::size_t q = 0; q < p; ++q) {
       counts_[q] = static_cast<int>(offsets[q + 1] - offsets[q]);
       displacements_[q] = static_cast<int>(offsets[q]);
     }
-  }
-
-  void count(std::size_t sent, std::size_t received) noexcept {
-    stats_.bytes_sent += sent;
-    stats_.bytes_received += received;
   }
 
   detail::mpi_comm_owner comm_;

@@ -1,6 +1,5 @@
 // Peer authentication of dho2::asio_transport: HMAC-SHA256 (OpenSSL libcrypto), fresh nonces,
-// the 44-byte offer and the message a proof covers. See the file comment of
-// <dho2/transport/asio.hpp> for the handshake.
+// the 44-byte offer and the message a proof covers. The handshake: docs/asio_wire_protocol.md.
 #pragma once
 
 #include <dho2/detail/internal_header_check.hpp>

@@ -1,5 +1,6 @@
 // Wire format of dho2::asio_transport: a 32-byte little-endian frame header, the rendezvous
-// payloads, and their encoders / decoders. See the file comment of <dho2/transport/asio.hpp>.
+// payloads, their encoders / decoders, and the rules a received frame is checked by. The
+// protocol: docs/asio_wire_protocol.md.
 #pragma once
 
 #include <dho2/detail/internal_header_check.hpp>
@@ -336,6 +337,50 @@ inline std::vector<split_member> split_group(std::span<const unsigned char> reco
     return a.key != b.key ? a.key < b.key : a.rank < b.rank;
   });
   return members;
+}
+
+// Whether a received frame `h` is the one a read wants (`want`): same kind and, for a message,
+// the same tag; for any other kind also the same routine, seq and step.
+inline bool matches(const header& want, const header& h) noexcept {
+  if (h.type != want.type) return false;
+  if (want.type == kind::message) return h.tag == want.tag;
+  return h.routine == want.routine && h.seq == want.seq && h.tag == want.tag;
+}
+
+inline const char* dtype_name(dtype d) noexcept {
+  switch (d) {
+    case dtype::bytes: return "bytes";
+    case dtype::f32: return "float";
+    case dtype::f64: return "double";
+  }
+  return "unknown elements";
+}
+
+// "" if a frame `h` that matches `want` is acceptable (length, element type, message number).
+inline std::string check_match(const header& want, const header& h) {
+  const bool data = want.type == kind::collective || want.type == kind::message;
+  if (h.length != want.length) {
+    return describe(h) + " has " + std::to_string(h.length) + " bytes, expected " +
+           std::to_string(want.length) + (data ? " (the ranks passed different lengths)" : "");
+  }
+  if (h.element != want.element) {
+    return describe(h) + " carries " + dtype_name(h.element) + ", expected " +
+           dtype_name(want.element);
+  }
+  if (want.type == kind::message && h.seq != want.seq) {
+    return describe(h) + " is message #" + std::to_string(h.seq) + ", expected #" +
+           std::to_string(want.seq);
+  }
+  return {};
+}
+
+// Why a frame `h` that does not match `want` fails the read.
+inline std::string mismatch(const header& want, const header& h) {
+  std::string s = "expected " + describe(want) + ", got " + describe(h);
+  if (want.type == kind::collective && h.type == kind::collective) {
+    s += " (the ranks called collectives in different orders)";
+  }
+  return s;
 }
 
 }  // namespace dho2::detail::asio_wire
