@@ -31,6 +31,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <new>
 #include <optional>
 #include <string>
@@ -53,6 +54,24 @@ model_choice parse_model(const train_config& c) {
       m.layers = dho2::parse_mlp_layers(std::string_view(c.model).substr(prefix));
     } catch (const dho2::invalid_options& e) {
       throw usage_error("--model " + c.model + ": " + e.what());
+    }
+    // The class count is an int (labels, the synthetic teacher), and n = sum of s_i s_{i+1} +
+    // s_{i+1} must fit in dho2::index: both checked here, before anything wraps.
+    if (m.layers.back() > std::numeric_limits<int>::max()) {
+      throw usage_error(
+          "--model " + c.model + ": the last width " + std::to_string(m.layers.back()) +
+          " is out of range (must be <= " + std::to_string(std::numeric_limits<int>::max()) + ")");
+    }
+    double n = 0.0;
+    for (std::size_t i = 0; i + 1 < m.layers.size(); ++i) {
+      n += static_cast<double>(m.layers[i]) * static_cast<double>(m.layers[i + 1]) +
+           static_cast<double>(m.layers[i + 1]);
+    }
+    if (n >= 0x1p62) {
+      char count[64];
+      std::snprintf(count, sizeof count, "%.0f", n);
+      throw usage_error("--model " + c.model + ": " + count +
+                        " parameters is out of range (must be < 2^62)");
     }
   };
   if (c.model == "softmax") {
@@ -237,7 +256,7 @@ int train(const train_config& c, const Model& model, const model_choice& choice,
     if (is_kfac(c.optimizer)) {
       const dho2::kfac_options options = make_kfac_options(c);
       options.validate();
-      check_output_directories(c);
+      preflight(c, choice);
       return train_run(c, model, choice, transport, kfac_run{options});
     }
   }
@@ -246,7 +265,7 @@ int train(const train_config& c, const Model& model, const model_choice& choice,
     base.validate();
     const dho2::options options = make_options(c);
     options.validate(model.num_parameters());
-    check_output_directories(c);
+    preflight(c, choice);
     return with_policies(c, base, [&](auto policies) {
       if constexpr (requires { policies.schedule.validate(); }) policies.schedule.validate();
       if constexpr (requires { policies.admm.validate(); }) policies.admm.validate();

@@ -7,6 +7,7 @@
 
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/checkpoint/optimizer_state.hpp>
+#include <dho2/io/output_file.hpp>
 
 #include <charconv>
 #include <chrono>
@@ -166,29 +167,26 @@ struct target_spec {
   }
 };
 
-/// --eval-log FILE.csv: one row per evaluation, flushed after each, columns
+/// --eval-log FILE.csv: one row per evaluation, written at once (`dho2::output_stream`: a
+/// symbolic link is followed, a device or FIFO written, a directory refused), columns
 /// step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss (empty cells for NaN).
+/// A failed write throws `dho2::output_error` naming --eval-log, the file and the cause.
 class eval_log {
  public:
-  explicit eval_log(const std::string& path) : file_(std::fopen(path.c_str(), "w")) {
-    if (file_ == nullptr) {
-      throw std::runtime_error("--eval-log: cannot open '" + path + "' for writing");
-    }
-    std::fputs("step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss\n", file_);
-    std::fflush(file_);
+  explicit eval_log(const std::string& path) : file_(path, "--eval-log") {
+    file_.write("step,epoch,train_seconds,cpu_seconds,test_accuracy,test_loss,train_loss\n");
   }
-  eval_log(const eval_log&) = delete;
-  eval_log& operator=(const eval_log&) = delete;
-  ~eval_log() { std::fclose(file_); }
 
   void write(const evaluation_record& r) {
     const std::string line = std::to_string(r.step) + ',' + std::to_string(r.epoch) + ',' +
                              number(r.train_s) + ',' + number(r.cpu_s) + ',' +
                              number(r.metrics.test_accuracy) + ',' + number(r.metrics.test_loss) +
                              ',' + number(r.metrics.train_loss) + '\n';
-    std::fputs(line.c_str(), file_);
-    std::fflush(file_);
+    file_.write(line);
   }
+
+  /// Closes the file, reporting a delayed write error.
+  void close() { file_.close(); }
 
  private:
   // Shortest text that reads back as exactly `v`; empty for NaN or infinite values.
@@ -199,7 +197,7 @@ class eval_log {
     return std::string(buf, r.ptr);
   }
 
-  std::FILE* file_;
+  dho2::output_stream file_;
 };
 
 /// --max-steps, --eval-every, --time-budget and the target; evaluates at epoch ends and keeps

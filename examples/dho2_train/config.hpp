@@ -358,7 +358,8 @@ inline const std::vector<flag>& flags() {
        }},
       {"--curvature-ranks", "C", "1", "split: ranks that only estimate curvature (the last C)",
        [](c& o, std::string_view v) {
-         o.curvature_ranks = parse_integer("--curvature-ranks", v, 1);
+         o.curvature_ranks =
+             parse_integer("--curvature-ranks", v, 1, std::numeric_limits<int>::max());
        }},
       {"--max-staleness", "S", "4", "split / background: steps an estimate may lag (exactly S)",
        [](c& o, std::string_view v) { o.max_staleness = parse_integer("--max-staleness", v, 0); }},
@@ -370,8 +371,13 @@ inline const std::vector<flag>& flags() {
        }},
       {"--timeout", "SECONDS", "60", "inproc / asio: how long a rank waits for its peers",
        [](c& o, std::string_view v) {
+         // At least a millisecond (asio counts whole milliseconds), at most 10^6 s (so that
+         // milliseconds and deadlines stay far from overflow).
          o.timeout = parse_number("--timeout", v);
-         if (!(o.timeout > 0.0)) throw usage_error("--timeout: must be > 0");
+         if (!(o.timeout >= 1e-3 && o.timeout <= 1e6)) {
+           throw usage_error("--timeout: " + std::string(v) +
+                             " is out of range (must be in [0.001, 1000000] seconds)");
+         }
        }},
       {"--rank", "R", "$DHO2_RANK", "asio: this process's rank",
        [](c& o, std::string_view v) { o.rank = parse_integer("--rank", v, 0); }},

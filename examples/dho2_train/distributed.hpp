@@ -20,6 +20,8 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -103,11 +105,28 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
       body(t);
       return;
     }
-    dho2::run_inproc(p, {.timeout = std::chrono::duration<double>(c.timeout)},
-                     [&](dho2::inproc_transport& handle) {
-                       dho2::any_transport t(std::move(handle));
-                       body(t);
-                     });
+    // The first exception a rank throws while its handle is still in the group is the cause;
+    // the peers' "left the group" failures follow from it. run_inproc rethrows the first one in
+    // time, and a rank's handle leaves (as its any_transport is destroyed) before run_inproc
+    // sees its exception, so the cause is recorded here, before that.
+    std::mutex mutex;
+    std::exception_ptr cause;
+    try {
+      dho2::run_inproc(p, {.timeout = std::chrono::duration<double>(c.timeout)},
+                       [&](dho2::inproc_transport& handle) {
+                         dho2::any_transport t(std::move(handle));
+                         try {
+                           body(t);
+                         } catch (...) {
+                           const std::lock_guard lock(mutex);
+                           if (!cause) cause = std::current_exception();
+                           throw;
+                         }
+                       });
+    } catch (...) {
+      if (cause) std::rethrow_exception(cause);
+      throw;
+    }
     return;
   }
 #if DHO2_TRAIN_WITH_MPI

@@ -1,17 +1,10 @@
-// dho2_train: a small pretty-printing JSON writer (RFC 8259) and an atomic file write.
+// dho2_train: a small pretty-printing JSON writer (RFC 8259).
 #pragma once
 
-#include <unistd.h>
-
-#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <filesystem>
-#include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 namespace dho2_train {
@@ -158,29 +151,5 @@ class json_writer {
   std::vector<level> levels_;
   bool after_key_ = false;
 };
-
-/// Writes `text` to `path` atomically: into a temporary file in the same directory, flushed to
-/// disk, then renamed over `path`, so readers see the old file or the complete new one.
-/// Throws std::runtime_error naming the file and the cause.
-inline void write_file_atomically(const std::filesystem::path& path, std::string_view text) {
-  const std::filesystem::path tmp =
-      path.string() + ".tmp." + std::to_string(static_cast<long long>(::getpid()));
-  const auto fail = [&](const std::string& what) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw std::runtime_error("cannot write '" + path.string() + "': " + what);
-  };
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) fail(std::error_code(errno, std::generic_category()).message());
-  const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size() &&
-                       std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  const int write_errno = errno;
-  if (std::fclose(f) != 0 || !written) {
-    fail(std::error_code(written ? errno : write_errno, std::generic_category()).message());
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(ec.message());
-}
 
 }  // namespace dho2_train

@@ -8,6 +8,7 @@
 #include "config.hpp"
 #include "distributed.hpp"
 #include "json_writer.hpp"
+#include "preflight.hpp"
 #include "report.hpp"
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/checkpoint/directory.hpp>
@@ -69,8 +70,80 @@ inline dho2::classification_set<scalar> first(dho2::classification_set<scalar> s
   return set.subset(0, *size);
 }
 
+/// The IDX file `name` of the Fashion-MNIST directory `dir`: `name`.gz, else `name`; nullopt when
+/// neither exists.
+inline std::optional<std::filesystem::path> fashion_mnist_file(const std::filesystem::path& dir,
+                                                               std::string_view name) {
+  std::error_code ec;
+  for (const char* suffix : {".gz", ""}) {
+    std::filesystem::path p = dir / (std::string(name) + suffix);
+    if (std::filesystem::exists(p, ec)) return p;
+  }
+  return std::nullopt;
+}
+
+/// One split of Fashion-MNIST from --data: its image and label files, the images checked against
+/// the model's `features` inputs. A missing file is reported with the advice to install Debian's
+/// package only when --data is the default directory; a file that is there but does not parse
+/// (wrong magic, truncated, …) is reported as corrupt, naming it.
+inline dho2::classification_set<scalar> load_fashion_mnist_split(const train_config& c,
+                                                                 std::string_view images_name,
+                                                                 std::string_view labels_name,
+                                                                 long long features) {
+  const std::filesystem::path dir(c.data_dir);
+  const auto images = fashion_mnist_file(dir, images_name);
+  const auto labels = fashion_mnist_file(dir, labels_name);
+  if (!images || !labels) {
+    const std::string missing =
+        (dir / (std::string(!images ? images_name : labels_name) + ".gz")).string();
+    std::string message =
+        "--data: Fashion-MNIST file '" + missing + "' not found (nor without .gz)";
+    if (c.data_dir == dho2::fashion_mnist_default_dir) {
+      message +=
+          "; install it with `apt-get install dataset-fashion-mnist`, point --data at it, "
+          "or use --dataset synthetic";
+    } else {
+      message +=
+          "; point --data at a directory holding the four Fashion-MNIST IDX files, or use "
+          "--dataset synthetic";
+    }
+    throw dho2::data_error(message);
+  }
+  dho2::classification_set<scalar> set;
+  try {
+    set = dho2::load_idx_dataset<scalar>(*images, *labels, dho2::fashion_mnist_num_classes);
+  } catch (const dho2::data_error& e) {
+    const std::string what = e.what();
+    const bool unreadable = what.find("cannot open") != std::string::npos ||
+                            what.find("cannot read") != std::string::npos;
+    throw dho2::data_error("--data: " + what +
+                           (unreadable ? std::string()
+                                       : std::string(" (the file is corrupt: not a valid "
+                                                     "Fashion-MNIST IDX file)")));
+  }
+  if (set.num_features() != features) {
+    throw usage_error("--data: IDX file '" + images->string() + "' holds images of " +
+                      std::to_string(set.num_features()) + " pixels; --model " + c.model +
+                      " expects " + std::to_string(features) + " inputs");
+  }
+  return set;
+}
+
+/// Checks one data set against the model: its features (and, for classifiers, classes) equal the
+/// model's; `source` names it in the message.
+inline void check_split(const train_config& c, const model_choice& m,
+                        const dho2::classification_set<scalar>& set, const std::string& source) {
+  if (set.num_features() != m.features || (!m.is_autoencoder() && set.num_classes != m.classes)) {
+    throw usage_error("--model " + c.model + ": expects " + std::to_string(m.features) +
+                      " features and " + std::to_string(m.classes) + " classes, " + source +
+                      " has " + std::to_string(set.num_features()) + " and " +
+                      std::to_string(set.num_classes));
+  }
+}
+
 /// The data set --dataset names (synthetic, or Fashion-MNIST from --data), cut to --train-size
-/// and --test-size, checked against the model's features and classes.
+/// and --test-size; the training and the test set are both checked against the model's features
+/// and classes before training starts.
 inline dataset load_data(const train_config& c, const model_choice& m) {
   const auto t0 = std::chrono::steady_clock::now();
   dho2::train_test_sets<scalar> sets;
@@ -79,23 +152,17 @@ inline dataset load_data(const train_config& c, const model_choice& m) {
         dho2::make_teacher_classification<scalar>(c.train_size.value_or(synthetic_default_train),
                                                   c.test_size.value_or(synthetic_default_test),
                                                   m.features, static_cast<int>(m.classes), c.seed);
+    check_split(c, m, sets.train, "the synthetic training set");
+    check_split(c, m, sets.test, "the synthetic test set");
   } else {
-    try {
-      sets = dho2::load_fashion_mnist<scalar>(c.data_dir);
-    } catch (const dho2::data_error& e) {
-      throw dho2::data_error(std::string(e.what()) +
-                             "; install it with `apt-get install dataset-fashion-mnist`, point "
-                             "--data at it, or use --dataset synthetic");
-    }
+    sets.train = load_fashion_mnist_split(c, "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                          m.features);
+    check_split(c, m, sets.train, "the training set in '" + c.data_dir + "'");
+    sets.test =
+        load_fashion_mnist_split(c, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", m.features);
+    check_split(c, m, sets.test, "the test set in '" + c.data_dir + "'");
     sets.train = first(std::move(sets.train), c.train_size, "--train-size");
     sets.test = first(std::move(sets.test), c.test_size, "--test-size");
-  }
-  if (sets.train.num_features() != m.features ||
-      (!m.is_autoencoder() && sets.train.num_classes != m.classes)) {
-    throw usage_error("--model " + c.model + ": expects " + std::to_string(m.features) +
-                      " features and " + std::to_string(m.classes) + " classes, the data has " +
-                      std::to_string(sets.train.num_features()) + " and " +
-                      std::to_string(sets.train.num_classes));
   }
   dataset d;
   d.train = std::move(sets.train);
@@ -103,17 +170,6 @@ inline dataset load_data(const train_config& c, const model_choice& m) {
   d.test.labels = std::move(sets.test.labels);
   d.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return d;
-}
-
-/// Throws unless the directory of the output file `path` (flag `flag`) exists.
-inline void check_output_directory(const char* flag, const std::string& path) {
-  if (path.empty()) return;
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !std::filesystem::is_directory(parent, ec)) {
-    throw std::runtime_error(std::string(flag) + ": directory '" + parent.string() +
-                             "' does not exist");
-  }
 }
 
 /// The model's initial parameters (seeded when the model takes a seed).
@@ -213,13 +269,14 @@ std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::a
   return step;
 }
 
-/// --save-parameters FILE: the final parameters as n little-endian float32 values, written
-/// atomically.
+/// --save-parameters FILE: the final parameters as n little-endian float32 values
+/// (`dho2::write_output_file`: a regular file replaced atomically, a link followed, a device or
+/// FIFO written directly).
 inline void save_parameters(const std::string& file, const dho2::vector<scalar>& x) {
   static_assert(std::is_same_v<scalar, float>);
-  const std::string_view bytes(reinterpret_cast<const char*>(x.data()),
-                               static_cast<std::size_t>(x.size()) * sizeof(scalar));
-  write_file_atomically(file, bytes);
+  const auto bytes =
+      std::as_bytes(std::span<const scalar>(x.data(), static_cast<std::size_t>(x.size())));
+  dho2::write_output_file(file, bytes, "--save-parameters");
 }
 
 /// The callbacks every optimizer's run passes (after its own): the monitor (evaluations,
@@ -240,7 +297,7 @@ struct rank_callbacks {
                 c.time_budget, evaluation, eval_csv.get()),
         log(c.log_path.empty() || !lead
                 ? std::nullopt
-                : std::optional<dho2::csv_history>(std::in_place, c.log_path)),
+                : std::optional<dho2::csv_history>(std::in_place, c.log_path, "--log")),
         progress(c.quiet || !lead ? std::nullopt
                                   : std::optional<dho2::progress_bar>(std::in_place, stdout)) {}
   rank_callbacks(const rank_callbacks&) = delete;
@@ -252,6 +309,7 @@ struct rank_callbacks {
     monitor.finish(x, static_cast<long long>(r.summary.iterations),
                    static_cast<long long>(r.summary.epochs) + 1, r.summary.total_seconds, cpu_end,
                    r.summary.termination == dho2::termination_type::numerical_failure);
+    if (eval_csv) eval_csv->close();
     const eval_metrics& last = evaluation.last();
     r.final_test_accuracy = last.test_accuracy;
     r.final_test_loss = last.test_loss;
@@ -283,11 +341,24 @@ void announce(const train_config& c, const Model& model, const model_choice& cho
   std::fflush(stdout);
 }
 
-/// The output files' directories must exist (checked before the data is read).
-inline void check_output_directories(const train_config& c) {
-  check_output_directory("--summary-json", c.summary_json);
-  check_output_directory("--log", c.log_path);
-  check_output_directory("--eval-log", c.eval_log);
+/// Samples the data sets will hold (for the memory estimate): --train-size and --test-size, or
+/// the synthetic defaults, or all of Fashion-MNIST (read whole before it is cut).
+inline double planned_samples(const train_config& c) {
+  if (c.dataset == "synthetic") {
+    return static_cast<double>(c.train_size.value_or(synthetic_default_train)) +
+           static_cast<double>(c.test_size.value_or(synthetic_default_test));
+  }
+  return 70000.0;
+}
+
+/// The checks before the data is read: the output paths (`check_outputs`) and the memory the run
+/// needs (`check_memory`).
+inline void preflight(const train_config& c, const model_choice& m) {
+  check_outputs(c);
+  const std::vector<long long> widths =
+      m.kind == model_kind::softmax ? std::vector<long long>{m.features, m.classes}
+                                    : std::vector<long long>(m.layers.begin(), m.layers.end());
+  check_memory(c, widths, planned_samples(c), m.features);
 }
 
 /// Rank 0's report: the summary block on stdout and --summary-json.
@@ -302,7 +373,9 @@ inline int report(const train_config& c, run_result& r, const model_choice& choi
   r.transport = transport;
   const std::size_t peak = peak_rss_bytes();
   print_summary(c, r, peak, stdout);
-  if (!c.summary_json.empty()) write_file_atomically(c.summary_json, summary_json(c, r, peak));
+  if (!c.summary_json.empty()) {
+    dho2::write_output_file(c.summary_json, summary_json(c, r, peak), "--summary-json");
+  }
   return 0;
 }
 

@@ -5,12 +5,9 @@
 #include <dho2/callbacks/events.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
+#include <dho2/io/output_file.hpp>
 
-#include <cerrno>
 #include <charconv>
-#include <cstdio>
-#include <cstring>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,10 +17,6 @@
 namespace dho2 {
 
 namespace detail::csv_history_impl {
-
-struct file_closer {
-  void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-};
 
 // Shortest text that reads back as exactly `v` ("nan", "inf", "-inf" for non-finite values).
 inline std::string number(double v) {
@@ -64,27 +57,18 @@ inline std::string field(std::string_view text) {
 ///   quoted.
 ///
 /// The file is opened (and truncated) by the constructor, so a bad path fails before any
-/// training; a file with no epoch written stays empty. Pass it after the callbacks that add
-/// metrics (hooks run in the order given). Move-only: it owns the open file.
+/// training; a file with no epoch written stays empty. The path is an output of
+/// `dho2/io/output_file.hpp` (`output_stream`): a symbolic link is followed, a character device
+/// or FIFO is written, a directory, socket or block device is refused. Pass it after the callbacks
+/// that add metrics (hooks run in the order given). Move-only: it owns the open file.
 class csv_history {
  public:
-  /// Opens (creates or truncates) `path` for writing.
-  /// @throws dho2::error naming the path and the cause if the file cannot be opened.
-  explicit csv_history(std::string path) : path_(std::move(path)) {
-    errno = 0;
-    file_.reset(std::fopen(path_.c_str(), "w"));
-    if (!file_) {
-      const int cause = errno;
-      std::string message = "csv_history: cannot open '";
-      message += path_;
-      message += "' for writing";
-      if (cause != 0) {
-        message += ": ";
-        message += std::strerror(cause);
-      }
-      throw error(message);
-    }
-  }
+  /// Opens (creates or truncates) `path` for writing; `label` names the path in error messages
+  /// (a command-line flag such as "--log").
+  /// @throws dho2::output_error "<label> '<path>': <defect>" if the path is refused or cannot be
+  /// opened.
+  explicit csv_history(std::string path, std::string label = "csv_history")
+      : path_(std::move(path)), file_(path_, std::move(label)) {}
 
   /// The path written to.
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -94,7 +78,8 @@ class csv_history {
   [[nodiscard]] index rows() const noexcept { return rows_; }
 
   /// Hook: writes the header (at the first call) and the epoch's row, and flushes.
-  /// @throws dho2::error naming the path if the write fails (e.g. the disk is full).
+  /// @throws dho2::output_error "<label> '<path>': write failed: <cause>" if the write fails
+  /// (e.g. "No space left on device").
   template <model_scalar S>
   void on_epoch_end(const epoch_info<S>& info) {
     using detail::csv_history_impl::field;
@@ -123,19 +108,13 @@ class csv_history {
       if (const std::optional<double> value = info.metric(name)) text += number(*value);
     }
     text += "\n";
-    if (std::fwrite(text.data(), 1, text.size(), file_.get()) != text.size() ||
-        std::fflush(file_.get()) != 0) {
-      std::string message = "csv_history: writing '";
-      message += path_;
-      message += "' failed";
-      throw error(message);
-    }
+    file_.write(text);
     ++rows_;
   }
 
  private:
   std::string path_;
-  std::unique_ptr<std::FILE, detail::csv_history_impl::file_closer> file_;
+  output_stream file_;
   std::vector<std::string> columns_;
   bool header_written_ = false;
   index rows_ = 0;

@@ -29,21 +29,21 @@
 /// sections by name, type and size, and checks the header against the running job
 /// (`checkpoint_reader::expect`).
 ///
-/// Atomic, durable writing (`write_file_atomically`): the bytes go to a temporary file
-/// `<target>.tmp.<pid>.<counter>` in the same directory, which is flushed, fsync'ed and closed,
-/// then renamed over the target, and the directory is fsync'ed. A crash at any moment leaves the
-/// old file or the new one, never a torn one; a stray temporary file is never read. POSIX only;
-/// little-endian hosts only (checked at compile time).
+/// Atomic, durable writing (`checkpoint_writer::write`, through `dho2::write_output_file` of
+/// `dho2/io/output_file.hpp`): the bytes go to a temporary file `<target>.tmp.<pid>.<counter>`
+/// in the target's directory, which is flushed, fsync'ed and closed, then renamed over the
+/// target, and the directory is fsync'ed. A crash at any moment leaves the old file or the new
+/// one, never a torn one; a stray temporary file is never read. A symbolic link in place of a
+/// checkpoint file is followed (its target is replaced, keeping its mode and owner); a target
+/// that is not a regular file or a new one (a directory, a device, a FIFO) is refused. POSIX
+/// only; little-endian hosts only (checked at compile time).
 #pragma once
 
 #include <dho2/checkpoint/checksum.hpp>
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
+#include <dho2/io/output_file.hpp>
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstddef>
@@ -139,69 +139,7 @@ inline std::string file_message(const std::filesystem::path& file, std::string_v
   return "checkpoint file '" + file.string() + "': " + std::string(defect);
 }
 
-inline std::atomic<std::uint64_t>& temp_counter() {
-  static std::atomic<std::uint64_t> counter{0};
-  return counter;
-}
-
-// fsync of a directory, so a rename in it is durable.
-inline bool sync_directory(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::fsync(fd) == 0;
-  return ::close(fd) == 0 && ok;
-}
-
 }  // namespace detail
-
-/// Writes `bytes` to `target` atomically and durably (see the file comment): a temporary file in
-/// the same directory, flushed and fsync'ed, renamed over `target`, then the directory fsync'ed.
-/// `before_rename`, when set, is called with the temporary file's path once it is complete and
-/// durable and before the rename (a fault-injection point for tests: if it throws, the temporary
-/// file is removed and the exception propagates; `target` is untouched). Throws
-/// `checkpoint_error` naming `target`, the system call and its error; on any failure before the
-/// rename the temporary file is removed and `target` is untouched.
-inline void write_file_atomically(
-    const std::filesystem::path& target, std::span<const std::byte> bytes,
-    const std::function<void(const std::filesystem::path&)>& before_rename = {}) {
-  const std::filesystem::path dir =
-      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
-  const std::filesystem::path temp =
-      dir / (target.filename().string() + ".tmp." + std::to_string(::getpid()) + "." +
-             std::to_string(detail::temp_counter().fetch_add(1)));
-  const auto fail = [&](std::string_view what, int err) {
-    throw checkpoint_error(detail::file_message(
-        target, std::string(what) + " failed: " + std::generic_category().message(err)));
-  };
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail("creating the temporary file '" + temp.string() + "'", errno);
-  const auto abandon = [&](std::string_view what, int err, bool open) {
-    if (open) ::close(fd);
-    ::unlink(temp.c_str());
-    fail(what, err);
-  };
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ::ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      abandon("write", errno, true);
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0) abandon("fsync", errno, true);
-  if (::close(fd) != 0) abandon("close", errno, false);
-  if (before_rename) {
-    try {
-      before_rename(temp);
-    } catch (...) {
-      ::unlink(temp.c_str());
-      throw;
-    }
-  }
-  if (::rename(temp.c_str(), target.c_str()) != 0) abandon("rename", errno, false);
-  if (!detail::sync_directory(dir)) fail("fsync of the directory '" + dir.string() + "'", errno);
-}
 
 /// Builds a checkpoint file in memory: the identity, then sections added by name, then `write`
 /// (atomic, durable) or `bytes`.
@@ -253,11 +191,21 @@ class checkpoint_writer {
     return out;
   }
 
-  /// Writes the file to `file` atomically and durably (`write_file_atomically`).
+  /// Writes the file to `file` atomically and durably (see the file comment). `before_rename`,
+  /// when set, is called with the temporary file's path once it is complete and durable and
+  /// before the rename (a fault-injection point for tests: if it throws, the temporary file is
+  /// removed and the exception propagates; `file` is untouched). Throws `checkpoint_error`
+  /// ("checkpoint file '<file>': <defect>", naming the failed step and the system's error); on
+  /// any failure before the rename the temporary file is removed and `file` is untouched.
   void write(const std::filesystem::path& file,
              const std::function<void(const std::filesystem::path&)>& before_rename = {}) const {
     const auto b = bytes();
-    write_file_atomically(file, b, before_rename);
+    try {
+      write_output_file(file, b, "checkpoint file",
+                        {.allow_streams = false, .before_rename = before_rename});
+    } catch (const output_error& e) {
+      throw checkpoint_error(e.what());
+    }
   }
 
  private:

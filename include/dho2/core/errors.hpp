@@ -88,6 +88,15 @@ class transport_error : public error {
   using error::error;
 };
 
+/// An output file could not be written, or its path names something that is not written (a
+/// directory, a socket, a block device; see `dho2/io/output_file.hpp`). The message has the form
+/// `"<label> '<path>': <defect>"`, the label naming what the path is for (a command-line flag, or
+/// "checkpoint file").
+class output_error : public error {
+ public:
+  using error::error;
+};
+
 /// A checkpoint could not be written, or a checkpoint file is unusable (missing, wrong magic,
 /// unknown version, checksum mismatch, truncated, a section missing or of the wrong size, or
 /// written by a job with another parameter count, world size, rank, partition or options). The

@@ -142,8 +142,10 @@ constexpr void options::for_each_field(Visitor&& visit) {
     if (o.k < 0) return ">= 0";
     if (!o.use_curvature || o.l < 0) return std::nullopt;  // (a negative l is reported first)
     const std::string l_text = std::to_string(o.l);
-    if (o.k + o.l < 1) return "k + l >= 1 when use_curvature is true (l = " + l_text + ")";
-    return unless(o.k + o.l < n, "k + l < n (l = " + l_text + ", n = " + std::to_string(n) + ")");
+    if (o.k == 0 && o.l == 0) return "k + l >= 1 when use_curvature is true (l = " + l_text + ")";
+    // k + l < n, compared without forming k + l (which overflows for k, l near 2^63).
+    return unless(o.k < n && o.l < n - o.k,
+                  "k + l < n (l = " + l_text + ", n = " + std::to_string(n) + ")");
   }));
   visit(field("options.l", &options::l,
               [](const options& o, index) -> rule { return unless(o.l >= 0, ">= 0"); }));
