@@ -13,7 +13,8 @@ endforeach()
 set(_failures "")
 set(_cases 0)
 
-# expect(<exit code> <stderr regex> <args>...)
+# expect(<exit code> <stderr regex> <args>...); with the variable `forbidden` set, stderr must
+# also not match that regex.
 function(expect code pattern)
   math(EXPR _n "${_cases} + 1")
   set(_cases ${_n} PARENT_SCOPE)
@@ -33,6 +34,9 @@ function(expect code pattern)
   endif()
   if(NOT err MATCHES "${pattern}")
     string(APPEND _problem " stderr does not match '${pattern}';")
+  endif()
+  if(DEFINED forbidden AND err MATCHES "${forbidden}")
+    string(APPEND _problem " stderr matches '${forbidden}', which it must not;")
   endif()
   string(REPLACE ";" " " _args "${ARGN}")
   if(_problem)
@@ -110,12 +114,72 @@ expect(2 "--time-budget: must be > 0" --time-budget 0)
 expect(2 "--eval-train-size: -1 is out of range" --eval-train-size -1)
 
 # Runtime errors: exit code 1, naming the file and the remedy.
-expect(1 "no-such-dir/.*file not found.*apt-get install dataset-fashion-mnist.*--dataset synthetic"
+# The advice to install Debian's package only for the default directory: a directory of the
+# user's own that lacks the files, or holds a corrupt one, gets a message naming the file.
+set(forbidden "apt-get")
+expect(1 "--data: Fashion-MNIST file '.*no-such-dir/train-images-idx3-ubyte.gz' not found.*--dataset synthetic"
        --data "${DHO2_WORK_DIR}/no-such-dir")
-expect(1 "--summary-json: directory '.*no-such-dir' does not exist"
+set(_fm "${DHO2_WORK_DIR}/bad-input-fashion-mnist")
+file(REMOVE_RECURSE "${_fm}")
+file(MAKE_DIRECTORY "${_fm}")
+foreach(_name IN ITEMS train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte
+                       t10k-labels-idx1-ubyte)
+  file(WRITE "${_fm}/${_name}" "this is not an IDX file\n")
+endforeach()
+expect(1 "--data: IDX file '.*bad-input-fashion-mnist/train-[a-z]+-idx[13]-ubyte': wrong magic.*the file is corrupt"
+       --data "${_fm}")
+# A test set whose images differ from the model's input (and from the training set's) is
+# refused before training, naming the file: 2 training images of 28x28, 2 test images of 10x10.
+# (printf writes the IDX headers' zero bytes, which CMake strings cannot hold.)
+function(write_idx file header payload_bytes)
+  execute_process(COMMAND sh -c "printf '${header}' > '${file}' && head -c ${payload_bytes} /dev/zero >> '${file}'"
+                  RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "check_bad_input.cmake: cannot write ${file}")
+  endif()
+endfunction()
+write_idx("${_fm}/train-images-idx3-ubyte" "\\000\\000\\010\\003\\000\\000\\000\\002\\000\\000\\000\\034\\000\\000\\000\\034" 1568)
+write_idx("${_fm}/train-labels-idx1-ubyte" "\\000\\000\\010\\001\\000\\000\\000\\002" 2)
+write_idx("${_fm}/t10k-images-idx3-ubyte" "\\000\\000\\010\\003\\000\\000\\000\\002\\000\\000\\000\\012\\000\\000\\000\\012" 200)
+write_idx("${_fm}/t10k-labels-idx1-ubyte" "\\000\\000\\010\\001\\000\\000\\000\\002" 2)
+expect(2 "--data: IDX file '.*bad-input-fashion-mnist/t10k-images-idx3-ubyte' holds images of 100 pixels; --model mlp:784-256-256-10 expects 784 inputs"
+       --data "${_fm}")
+unset(forbidden)
+
+# Output paths: checked at start, naming the flag and the path.
+get_filename_component(_work_leaf "${DHO2_WORK_DIR}" NAME)
+expect(1 "--summary-json '.*no-such-dir/summary.json': directory '.*no-such-dir' does not exist"
        --dataset synthetic --summary-json "${DHO2_WORK_DIR}/no-such-dir/summary.json")
-expect(1 "--eval-log: directory '.*no-such-dir' does not exist"
+expect(1 "--eval-log '.*no-such-dir/eval.csv': directory '.*no-such-dir' does not exist"
        --dataset synthetic --eval-log "${DHO2_WORK_DIR}/no-such-dir/eval.csv")
+expect(1 "--summary-json '.*': is a directory; expected a regular file"
+       --dataset synthetic --summary-json "${DHO2_WORK_DIR}")
+expect(1 "--log '.*': is a directory; expected a regular file"
+       --dataset synthetic --log "${DHO2_WORK_DIR}")
+expect(2 "--log '.*bad-input-same.csv' and --eval-log '.*/./bad-input-same.csv' are the same file"
+       --dataset synthetic --log "${DHO2_WORK_DIR}/bad-input-same.csv"
+       --eval-log "${DHO2_WORK_DIR}/./bad-input-same.csv")
+expect(2 "--summary-json '.*bad-input-same.json' and --save-parameters '.*bad-input-same.json' are the same file"
+       --dataset synthetic --summary-json "${DHO2_WORK_DIR}/bad-input-same.json"
+       --save-parameters "${DHO2_WORK_DIR}/../${_work_leaf}/bad-input-same.json")
+
+# Sizes that would wrap or overflow, and a model that does not fit in memory.
+expect(2 "--timeout: -9223372036854775808 is out of range \\(must be in \\[0.001, 1000000\\] seconds\\)"
+       --timeout -9223372036854775808)
+expect(2 "--timeout: 1e300 is out of range" --timeout 1e300)
+expect(2 "--timeout: 1e-9 is out of range" --timeout 1e-9)
+expect(2 "--timeout: 'nan' is not a finite number" --timeout nan)
+expect(2 "--timeout: 'inf' is not a finite number" --timeout inf)
+expect(2 "--model mlp:20-8-2147483648: the last width 2147483648 is out of range \\(must be <= 2147483647\\)"
+       --dataset synthetic --model mlp:20-8-2147483648)
+expect(2 "--model mlp:2147483648-2147483648-2147483648-10: 9223372062624579584 parameters is out of range"
+       --dataset synthetic --model mlp:2147483648-2147483648-2147483648-10)
+expect(2 "--curvature-ranks: 4294967297 is out of range \\(must be in \\[1, 2147483647\\]\\)"
+       --optimizer dho2 --schedule split --curvature-ranks 4294967297)
+expect(2 "--k: options.k = 9223372036854775807. Violated constraint: k \\+ l < n"
+       --dataset synthetic --k 9223372036854775807 --l 9223372036854775807)
+expect(1 "not enough memory: --model mlp:784-100000-100000-10 \\(10079600010 parameters\\).* needs an estimated [0-9]+ bytes \\(.*\\), more than the [0-9]+ bytes available"
+       --dataset synthetic --model mlp:784-100000-100000-10)
 
 if(_failures)
   message(FATAL_ERROR "dho2_train bad-input check failed:${_failures}")
