@@ -86,7 +86,8 @@ struct output_target {
   detail::file_identity identity;
 
   /// Whether both resolve to the same file (the same existing file, or the same name in the same
-  /// directory for new files), whichever paths, symbolic links or `./` spellings lead there.
+  /// directory for new files), whichever path leads there (symbolic links, dot and dot-dot
+  /// components).
   [[nodiscard]] bool same_file_as(const output_target& other) const noexcept {
     return identity == other.identity;
   }
@@ -226,10 +227,12 @@ class output_stream {
       fail.throw_errno("truncation failed", err);
     }
   }
+  /// Takes over the open file of `other`, which is left closed.
   output_stream(output_stream&& other) noexcept
       : path_(std::move(other.path_)),
         label_(std::move(other.label_)),
         fd_(std::exchange(other.fd_, -1)) {}
+  /// Closes this file (errors ignored) and takes over the open file of `other`.
   output_stream& operator=(output_stream&& other) noexcept {
     if (this != &other) {
       close_quietly();
