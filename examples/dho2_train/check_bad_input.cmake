@@ -144,6 +144,9 @@ write_idx("${_fm}/t10k-images-idx3-ubyte" "\\000\\000\\010\\003\\000\\000\\000\\
 write_idx("${_fm}/t10k-labels-idx1-ubyte" "\\000\\000\\010\\001\\000\\000\\000\\002" 2)
 expect(2 "--data: IDX file '.*bad-input-fashion-mnist/t10k-images-idx3-ubyte' holds images of 100 pixels; --model mlp:784-256-256-10 expects 784 inputs"
        --data "${_fm}")
+# An output that is one of the inputs is refused before anything is read or written.
+expect(2 "--save-parameters '.*t10k-labels-idx1-ubyte' is the input file '.*t10k-labels-idx1-ubyte' of --data: an output must not overwrite an input"
+       --data "${_fm}" --save-parameters "${_fm}/t10k-labels-idx1-ubyte")
 unset(forbidden)
 
 # Output paths: checked at start, naming the flag and the path.

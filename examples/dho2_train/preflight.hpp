@@ -14,11 +14,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -38,12 +40,35 @@ inline std::vector<std::pair<std::string_view, std::string>> output_paths(const 
   return out;
 }
 
+/// The input files that exist (Fashion-MNIST's four IDX files under --data, --secret-file), each
+/// with the flag that names it, for `check_outputs`.
+inline std::vector<std::pair<std::string, std::filesystem::path>> input_files(
+    const train_config& c) {
+  std::vector<std::pair<std::string, std::filesystem::path>> out;
+  std::error_code ec;
+  const auto add = [&](const std::string& flag, const std::filesystem::path& p) {
+    if (std::filesystem::is_regular_file(p, ec)) out.emplace_back(flag, p);
+  };
+  if (c.dataset == "fashion-mnist") {
+    for (const char* name : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
+      for (const char* suffix : {".gz", ""}) {
+        add("--data", std::filesystem::path(c.data_dir) / (std::string(name) + suffix));
+      }
+    }
+  }
+  if (!c.secret_file.empty()) add("--secret-file", c.secret_file);
+  return out;
+}
+
 /// Checks every output path before the run (`dho2::resolve_output`): a directory, a socket, a
 /// block device or a missing directory throws `dho2::output_error` naming the flag and the path;
-/// two flags naming the same file (after links, `./` and `..`; character devices such as
-/// /dev/null excepted, which any number of outputs may share) throw `usage_error` naming both.
+/// two flags naming the same file (after links, dot and dot-dot; character devices such as
+/// /dev/null excepted, which any number of outputs may share), or an output naming an input file
+/// (`input_files`), throw `usage_error` naming both flags.
 inline void check_outputs(const train_config& c) {
   std::vector<std::pair<std::string_view, dho2::output_target>> targets;
+  const auto inputs = input_files(c);
   for (const auto& [flag, path] : output_paths(c)) {
     dho2::output_target t = dho2::resolve_output(path, flag);
     for (const auto& [other_flag, other] : targets) {
@@ -51,6 +76,16 @@ inline void check_outputs(const train_config& c) {
         throw usage_error(std::string(other_flag) + " '" + other.path.string() + "' and " +
                           std::string(flag) + " '" + path +
                           "' are the same file: each output needs a file of its own");
+      }
+    }
+    if (t.kind == dho2::output_kind::regular_file) {
+      for (const auto& [input_flag, input] : inputs) {
+        std::error_code ec;
+        if (std::filesystem::equivalent(input, path, ec)) {
+          throw usage_error(std::string(flag) + " '" + path + "' is the input file '" +
+                            input.string() + "' of " + input_flag +
+                            ": an output must not overwrite an input");
+        }
       }
     }
     targets.emplace_back(flag, std::move(t));
