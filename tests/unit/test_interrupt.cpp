@@ -3,9 +3,11 @@
 // numerical_failure instead of "completed"), and signals (signal_guard, stop_on_signal: the step
 // is finished, every rank stops at the same step, on_stop runs there, the termination is
 // interrupted; a second signal ends the process at once).
+#include <dho2/admm/consensus.hpp>
 #include <dho2/base/sgd.hpp>
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/callbacks/stop_on_signal.hpp>
+#include <dho2/data/batcher.hpp>
 #include <dho2/data/synthetic.hpp>
 #include <dho2/fosi/optimizer.hpp>
 #include <dho2/kfac/kfac.hpp>
@@ -162,7 +164,7 @@ TEST_CASE("interrupt: a taken step resets the count; 0 turns the bound off") {
 TEST_CASE("interrupt: max_consecutive_skips < 0 is refused naming the field") {
   dho2::options o;
   o.max_consecutive_skips = -1;
-  CHECK_THROWS_WITH_AS(o.validate(2), doctest::Contains("options.max_consecutive_skips"),
+  CHECK_THROWS_WITH_AS(o.validate(100), doctest::Contains("options.max_consecutive_skips"),
                        dho2::invalid_options);
   dho2::kfac_options k;
   k.max_consecutive_skips = -3;
@@ -326,5 +328,6 @@ TEST_CASE("interrupt: a second signal ends the process at once; the guard restor
   }
   struct sigaction after {};
   ::sigaction(SIGINT, nullptr, &after);
-  CHECK(after.sa_handler == before.sa_handler);
+  const bool restored = after.sa_handler == before.sa_handler;
+  CHECK_MESSAGE(restored, "the guard's destructor must restore the previous SIGINT handler");
 }

@@ -201,7 +201,7 @@ class kfac {
                    Callbacks&&... callbacks) {
     // clang-format on
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
-    const index per_epoch = batches.num_batches();
+    [[maybe_unused]] const index per_epoch = batches.num_batches();  // unused without callbacks
     const auto run_start = clock::now();
     (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
     dho2::summary run;
