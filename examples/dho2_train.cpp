@@ -29,6 +29,7 @@
 #include <dho2/schedule/split.hpp>
 #include <dho2/transport/any.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <limits>
@@ -134,6 +135,7 @@ void for_each_option_flag(Visit&& visit) {
   visit(&o::momentum, "--beta", &train_config::beta);
   visit(&o::clip, "--clip", &train_config::clip);
   visit(&o::seed, "--seed", &train_config::seed);
+  visit(&o::max_consecutive_skips, "--max-skipped-steps", &train_config::max_skipped_steps);
 }
 
 /// FOSI's options from the flags (curvature on for fosi-* and dho2, off for a base alone).
@@ -157,6 +159,7 @@ dho2::kfac_options make_kfac_options(const train_config& c) {
   if (c.kfac_factor_every) o.factor_every = static_cast<dho2::index>(*c.kfac_factor_every);
   if (c.kfac_inverse_every) o.inverse_every = static_cast<dho2::index>(*c.kfac_inverse_every);
   if (c.kl_clip) o.kl_clip = *c.kl_clip == 0.0 ? std::nullopt : std::optional<double>(*c.kl_clip);
+  o.max_consecutive_skips = static_cast<dho2::index>(c.max_skipped_steps);
   return o;
 }
 
@@ -315,6 +318,7 @@ std::string flag_of_field(std::string_view field) {
       {"kfac_options.damping", "--damping"},
       {"kfac_options.factor_decay", "--kfac-factor-decay"},
       {"kfac_options.kl_clip", "--kl-clip"},
+      {"kfac_options.max_consecutive_skips", "--max-skipped-steps"},
       {"l2", "--l2"},
       {"split_schedule::curvature_group", "--curvature-ranks"},
       {"split_schedule::max_staleness", "--max-staleness"},
@@ -340,15 +344,7 @@ std::string flag_of_field(std::string_view field) {
 }
 
 /// Prints "dho2_train: error: <message>" as one line on stderr and returns `code`.
-int fail(int code, std::string_view message) {
-  std::string line(message);
-  for (char& ch : line) {
-    if (ch == '\n' || ch == '\r') ch = ' ';
-  }
-  std::fflush(stdout);
-  std::fprintf(stderr, "dho2_train: error: %s\n", line.c_str());
-  return code;
-}
+int fail(int code, std::string_view message) { return print_error(code, message); }
 
 /// Exit code and message of the exception in flight: 2 for bad usage and invalid options (which
 /// every rank detects alike), 1 for everything else.
@@ -378,6 +374,16 @@ int report_current_exception(std::optional<int> rank) {
   if (!rank) return fail(code, message);
   if (code == 2) return *rank == 0 ? fail(code, message) : code;
   return fail(code, "rank " + std::to_string(*rank) + ": " + message);
+}
+
+/// `code`, or 1 with a message when writing stdout failed (a closed pipe, a full disk) and
+/// nothing else went wrong.
+int check_stdout(int code) {
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!failed || code != 0) return code;
+  return fail(1,
+              "stdout: writing failed (a closed pipe or a full device); the run finished and "
+              "its other outputs were written");
 }
 
 /// Parses the command line, sets up MPI when it is the transport, and runs.
@@ -421,4 +427,14 @@ int run_command_line(int argc, char** argv) {
 }  // namespace
 }  // namespace dho2_train
 
-int main(int argc, char** argv) { return dho2_train::run_command_line(argc, argv); }
+int main(int argc, char** argv) {
+  // A closed stdout (`dho2_train ... | head -1`) must not end the run before its summary and
+  // checkpoints are written: writes to it fail instead, and the exit status says so.
+  std::signal(SIGPIPE, SIG_IGN);
+  // SIGINT / SIGTERM: every rank finishes its step, a checkpoint is saved (with
+  // --checkpoint-dir), the summary says "interrupted" and the exit status is 128 + the signal;
+  // a second signal ends the process at once.
+  const dho2::signal_guard guard;
+  const int code = dho2_train::run_command_line(argc, argv);
+  return dho2_train::check_stdout(code);
+}

@@ -108,11 +108,26 @@ class optional_callback {
     }
     return false;
   }
+  template <class Info>
+  void on_stop(const Info& info, const dho2::stop_cause& why) {
+    if constexpr (requires(C & c) { c.on_stop(info, why); }) {
+      if (inner_) inner_->on_stop(info, why);
+    }
+  }
+  [[nodiscard]] std::optional<dho2::stop_cause> stop_reason() const {
+    if constexpr (requires(const C& c) { c.stop_reason(); }) {
+      if (inner_) return inner_->stop_reason();
+    }
+    return std::nullopt;
+  }
   void on_end(const dho2::summary& s) {
     if constexpr (requires(C & c) { c.on_end(s); }) {
       if (inner_) inner_->on_end(s);
     }
   }
+
+  /// The wrapped callback, when there is one.
+  [[nodiscard]] const std::optional<C>& get() const noexcept { return inner_; }
 
  private:
   template <class F>
@@ -325,7 +340,9 @@ class run_monitor {
 /// --checkpoint-every N: saves a checkpoint (`optimizer::save_checkpoint`, collective: every rank
 /// runs this callback) after every N-th step call, recording where the data continues. While a
 /// background estimate is in flight (when saving is not possible) the save waits for the first
-/// step after it; every rank decides alike (the schedule is deterministic).
+/// step after it; every rank decides alike (the schedule is deterministic). With N = 0 it saves
+/// only when a signal interrupts the run (`on_stop`; the stop waits for a step without an
+/// estimate in flight, see `run_rank`).
 template <class Optimizer>
 class checkpointer {
  public:
@@ -337,23 +354,40 @@ class checkpointer {
     if (every_ <= 0) return;
     if ((info.iteration + 1) % every_ == 0) due_ = true;
     if (!due_ || opt_->estimate_in_flight()) return;
+    save(info);
+  }
+
+  /// An interrupted run saves the state it ends in (unless this step's was just saved).
+  template <dho2::model_scalar S>
+  void on_stop(const dho2::step_info<S>& info, const dho2::stop_cause& why) {
+    if (why.termination != dho2::termination_type::interrupted) return;
+    if (last_saved_ == info.iteration || opt_->estimate_in_flight()) return;
+    save(info);
+  }
+
+  /// Checkpoints written so far.
+  [[nodiscard]] long long saved() const noexcept { return saved_; }
+  /// Step (0-based iteration) of the last checkpoint written, -1 before the first.
+  [[nodiscard]] long long last_saved() const noexcept { return last_saved_; }
+
+ private:
+  Optimizer* opt_;
+  std::filesystem::path dir_;
+  template <dho2::model_scalar S>
+  void save(const dho2::step_info<S>& info) {
     const dho2::data_position next = info.batch + 1 < info.batches_per_epoch
                                          ? dho2::data_position{info.epoch, info.batch + 1}
                                          : dho2::data_position{info.epoch + 1, 0};
     opt_->save_checkpoint(dir_, info.parameters, next);
     due_ = false;
     ++saved_;
+    last_saved_ = static_cast<long long>(info.iteration);
   }
 
-  /// Checkpoints written so far.
-  [[nodiscard]] long long saved() const noexcept { return saved_; }
-
- private:
-  Optimizer* opt_;
-  std::filesystem::path dir_;
   long long every_;
   bool due_ = false;
   long long saved_ = 0;
+  long long last_saved_ = -1;
 };
 
 }  // namespace dho2_train

@@ -25,6 +25,18 @@ class usage_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// Prints "dho2_train: error: <message>" as one line on stderr (line breaks become spaces) and
+/// returns `code`, the exit status.
+inline int print_error(int code, std::string_view message) {
+  std::string line(message);
+  for (char& ch : line) {
+    if (ch == '\n' || ch == '\r') ch = ' ';
+  }
+  std::fflush(stdout);
+  std::fprintf(stderr, "dho2_train: error: %s\n", line.c_str());
+  return code;
+}
+
 /// Everything the command line controls. Optional fields are unset when the default depends on
 /// another flag (the learning rate and the momentum depend on the optimizer, the sizes on the
 /// data set).
@@ -50,6 +62,7 @@ struct train_config {
   std::optional<double> clip;  // 1 for Adam, 3 otherwise
   double l2 = 0.0;
   std::uint64_t seed = 1;
+  long long max_skipped_steps = 20;  // consecutive non-finite steps before numerical_failure
   long long threads = 1;
   std::optional<double> target_accuracy;
   std::optional<double> target_loss;  // test loss <= X
@@ -302,6 +315,12 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.l2 = parse_number("--l2", v); }},
       {"--seed", "N", "1", "seed of initial weights, shuffling, synthetic data, Lanczos",
        [](c& o, std::string_view v) { o.seed = parse_seed("--seed", v); }},
+      {"--max-skipped-steps", "N", "20",
+       "stop (numerical_failure, exit 1) after N consecutive steps skipped for a non-finite "
+       "loss or gradient (0: no bound)",
+       [](c& o, std::string_view v) {
+         o.max_skipped_steps = parse_integer("--max-skipped-steps", v, 0);
+       }},
       {"--threads", "N", "1", "Eigen threads (Eigen::setNbThreads; needs OpenMP)",
        [](c& o, std::string_view v) { o.threads = parse_integer("--threads", v, 1, 1024); }},
       {"--target-accuracy", "X", "none", "stop when test accuracy >= X; record time_to_target_s",

@@ -54,10 +54,11 @@ struct run_result {
   std::vector<evaluation_record> evaluations;
   std::vector<epoch_record> epochs;
   int eigen_threads = 1;
-  std::string transport = "inproc";                // resolved --transport
-  std::vector<rank_record> ranks;                  // every rank's measured costs, in rank order
-  std::optional<double> admm_rho;                  // mode A: the penalty in force at the end
-  std::optional<long long> resumed_at;             // --resume: the step of the checkpoint loaded
+  std::string transport = "inproc";     // resolved --transport
+  std::vector<rank_record> ranks;       // every rank's measured costs, in rank order
+  std::optional<double> admm_rho;       // mode A: the penalty in force at the end
+  std::optional<long long> resumed_at;  // --resume: the step of the checkpoint loaded
+  long long last_checkpoint = -1;  // 0-based step of the last checkpoint this run saved (-1: none)
   std::optional<dho2::kfac_summary> kfac;          // --optimizer kfac: rank 0's counters
   std::optional<dho2::kfac_options> kfac_options;  // --optimizer kfac: the options in force
 };
@@ -281,6 +282,12 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.key("resumed_from_step");
   if (r.resumed_at) {
     j.value(*r.resumed_at);
+  } else {
+    j.null();
+  }
+  j.key("last_checkpoint_step");
+  if (r.last_checkpoint >= 0) {
+    j.value(r.last_checkpoint + 1);
   } else {
     j.null();
   }

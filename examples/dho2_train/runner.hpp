@@ -361,6 +361,28 @@ inline void preflight(const train_config& c, const model_choice& m) {
   check_memory(c, widths, planned_samples(c), m.features);
 }
 
+/// The exit status of a run that ended (its summary written), with one error line on stderr
+/// unless it is 0: 0 when it completed or a callback (target, --max-steps, --time-budget)
+/// stopped it; 1 after a numerical failure (--max-skipped-steps, a non-finite estimate); 128 +
+/// the signal's number (130 for SIGINT, 143 for SIGTERM) when a signal interrupted it.
+inline int exit_status(const train_config& c, const run_result& r) {
+  const dho2::summary& s = r.summary;
+  if (s.termination == dho2::termination_type::numerical_failure) {
+    return print_error(
+        1, "numerical failure: " + s.message + " (lower --lr; --max-skipped-steps sets the bound)");
+  }
+  if (s.termination != dho2::termination_type::interrupted) return 0;
+  std::string message = s.message + " after step " + std::to_string(s.iterations);
+  if (!c.checkpoint_dir.empty()) {
+    message += r.last_checkpoint >= 0
+                   ? "; the checkpoint of step " + std::to_string(r.last_checkpoint + 1) +
+                         " is in " + c.checkpoint_dir + " (continue with --resume)"
+                   : "; no checkpoint was saved";
+  }
+  const int sig = dho2::signal_guard::received();
+  return print_error(sig > 0 ? 128 + sig : 1, message);
+}
+
 /// Rank 0's report: the summary block on stdout and --summary-json.
 inline int report(const train_config& c, run_result& r, const model_choice& choice,
                   const std::string& transport) {
@@ -376,7 +398,7 @@ inline int report(const train_config& c, run_result& r, const model_choice& choi
   if (!c.summary_json.empty()) {
     dho2::write_output_file(c.summary_json, summary_json(c, r, peak), "--summary-json");
   }
-  return 0;
+  return exit_status(c, r);
 }
 
 /// A run of dho2::optimizer (--optimizer fosi-*, dho2, or a base alone with curvature off): its
@@ -453,19 +475,31 @@ struct kfac_run {
   }
 };
 
-/// --checkpoint-every N: the checkpointing callback of `opt` (before the others), as a tuple of
-/// callbacks to pass; empty for an optimizer without checkpoints.
+/// --checkpoint-dir: the checkpointing callback of `opt` (before the others; it saves every
+/// --checkpoint-every steps and when a signal stops the run), as a tuple of callbacks to pass;
+/// empty for an optimizer without checkpoints.
 template <class Optimizer>
 auto checkpoint_callbacks(const train_config& c, Optimizer& opt) {
   if constexpr (checkpointable<Optimizer>) {
     using saver_type = checkpointer<Optimizer>;
     return std::tuple<optional_callback<saver_type>>(
-        c.checkpoint_every > 0
+        !c.checkpoint_dir.empty()
             ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every)
             : std::nullopt);
   } else {
     return std::tuple<>();
   }
+}
+
+/// The callback that stops the run after a SIGINT or SIGTERM (recorded by the signal_guard of
+/// `run_command_line`); with checkpoints, at the first step where one can be saved.
+template <class Optimizer>
+dho2::stop_on_signal interrupt_callback(const train_config& c, const Optimizer& opt) {
+  dho2::stop_on_signal stop;
+  if constexpr (checkpointable<Optimizer>) {
+    if (!c.checkpoint_dir.empty()) stop.ready = [&opt] { return !opt.estimate_in_flight(); };
+  }
+  return stop;
 }
 
 /// One rank of the run: trains `model` on its slice of every global batch with the optimizer
@@ -484,13 +518,14 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
   if constexpr (checkpointable<optimizer_type>) resumed_at = resume(c, opt, world, x);
   auto savers = checkpoint_callbacks(c, opt);
   rank_callbacks cbs(c, model, data, is_lead);
+  const dho2::stop_on_signal interrupt = interrupt_callback(c, opt);
 
   run_result r;
   const double cpu0 = process_cpu_seconds();
   r.summary = std::apply(
       [&](auto&... first) {
         return opt.optimize(model, x, batches, static_cast<dho2::index>(c.epochs), first...,
-                            cbs.monitor, cbs.log, cbs.progress);
+                            cbs.monitor, cbs.log, cbs.progress, interrupt);
       },
       savers);
   const double cpu_end = process_cpu_seconds();
@@ -500,6 +535,9 @@ rank_record run_rank(const train_config& c, const Model& model, const dataset& d
   r.ranks = gather_records(world, mine);
   if (!is_lead) return mine;
   r.resumed_at = resumed_at;
+  if constexpr (std::tuple_size_v < decltype(savers) >> 0) {
+    if (const auto& saver = std::get<0>(savers).get()) r.last_checkpoint = saver->last_saved();
+  }
   if (!c.save_parameters.empty()) save_parameters(c.save_parameters, x);
   cbs.finish(r, x, cpu_end);
   r.parameters = static_cast<long long>(model.num_parameters());

@@ -8,6 +8,7 @@
 /// | `early_stop_at`      | `on_begin`, `on_epoch_end`  | stops when a metric reaches a target   |
 /// | `csv_history`        | `on_epoch_end`              | one CSV row per epoch                  |
 /// | `progress_bar`       | all four                    | live bar on a terminal, lines elsewhere|
+/// | `stop_on_signal`     | `on_step`, `stop_reason`    | stops cleanly on SIGINT / SIGTERM      |
 ///
 /// Hooks run in the order the callbacks are passed: put the ones that set metrics (`evaluate`)
 /// first and the ones that print (`progress_bar`) last.
@@ -18,3 +19,4 @@
 #include <dho2/callbacks/evaluate.hpp>
 #include <dho2/callbacks/events.hpp>
 #include <dho2/callbacks/progress_bar.hpp>
+#include <dho2/callbacks/stop_on_signal.hpp>

@@ -3,16 +3,23 @@
 ///
 /// A callback is any object passed in the pack `optimize(model, x, batches, epochs, cbs...)`. Each
 /// hook below is optional and detected with `requires`; a hook that returns `bool` stops the run
-/// by returning true (the summary's termination is then `stopped_by_callback`). Hooks run in the
-/// order the callbacks were passed, so a callback that adds a metric at `on_epoch_end` must come
-/// before the ones that read it.
+/// by returning true (the summary's termination is then `stopped_by_callback`, or what the
+/// callback's `stop_reason()` says). Hooks run in the order the callbacks were passed, so a
+/// callback that adds a metric at `on_epoch_end` must come before the ones that read it.
 ///
-/// | hook                              | when                                   | may stop |
-/// |-----------------------------------|----------------------------------------|----------|
-/// | `on_begin(const run_info&)`       | before the first step                  | no       |
-/// | `on_step(const step_info<S>&)`    | after every step call                  | yes      |
-/// | `on_epoch_end(epoch_info<S>&)`    | after every epoch; may add metrics     | yes      |
-/// | `on_end(const summary&)`          | once, after the run                    | no       |
+/// | hook                                      | when                              | may stop |
+/// |-------------------------------------------|-----------------------------------|----------|
+/// | `on_begin(const run_info&)`               | before the first step             | no       |
+/// | `on_step(const step_info<S>&)`            | after every step call             | yes      |
+/// | `on_stop(const step_info<S>&, const stop_cause&)` | after the step the run stops at | no |
+/// | `on_epoch_end(epoch_info<S>&)`            | after every epoch; may add metrics | yes     |
+/// | `on_end(const summary&)`                  | once, after the run               | no       |
+///
+/// A stop asked at a step is agreed by every rank (each rank's callbacks see the same step), and
+/// then `on_stop` runs on every rank at that step, before the run ends: the place to save a
+/// checkpoint of the state the run ends in. A callback that knows why it stops says so with
+/// `std::optional<stop_cause> stop_reason() const` (say, `termination_type::interrupted` for a
+/// signal); an interruption on any rank makes every rank's termination `interrupted`.
 #pragma once
 
 #include <dho2/core/step_status.hpp>
@@ -98,7 +105,29 @@ struct epoch_info {
   }
 };
 
+/// Why callbacks stopped a run: the termination and message its summary gets. Returned by a
+/// callback's optional `stop_reason()` hook and given to the `on_stop` hook.
+struct stop_cause {
+  /// `stopped_by_callback`, or `interrupted` when a signal asked to stop.
+  termination_type termination = termination_type::stopped_by_callback;
+  /// A sentence for the summary's message.
+  std::string message = "a callback asked to stop";
+};
+
 namespace detail {
+// The cause callback c gives (nullopt when it has no stop_reason() hook or gives none).
+template <class C>
+std::optional<stop_cause> cause_of(const C& c) {
+  if constexpr (requires { c.stop_reason(); }) {
+    return c.stop_reason();
+  } else {
+    return std::nullopt;
+  }
+}
+template <class C, class Info>
+void call_on_stop(C& c, const Info& info, const stop_cause& why) {
+  if constexpr (requires { c.on_stop(info, why); }) c.on_stop(info, why);
+}
 // Invokes hook `f(cb, info)` if present; returns true if it asked to stop.
 template <class R>
 constexpr bool as_stop(R&& r) {

@@ -139,7 +139,7 @@ inline void read_summary_sections(const checkpoint_reader& r, summary& s) {
   for (std::size_t i = 0; i < nc; ++i) s.*summary_counters[i] = c[i];
   if (c[nc] < 0 || c[nc] > 2) r.fail("section 'summary.counters': unknown HVP source");
   s.hvp = static_cast<hvp_source>(c[nc]);
-  if (c[nc + 1] < 0 || c[nc + 1] > 3) {
+  if (c[nc + 1] < 0 || c[nc + 1] > static_cast<std::int64_t>(termination_type::interrupted)) {
     r.fail("section 'summary.counters': unknown termination type");
   }
   s.termination = static_cast<termination_type>(c[nc + 1]);

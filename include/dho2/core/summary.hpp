@@ -29,9 +29,13 @@ enum class termination_type {
   completed,
   /// A callback asked to stop (for example a target metric was reached).
   stopped_by_callback,
-  /// A non-finite value was met with `nonfinite_policy::stop`. The iterate is still usable: it is
-  /// the last finite one, since no state is ever updated with a non-finite value.
+  /// A non-finite value was met with `nonfinite_policy::stop`, or more consecutive steps than
+  /// `options::max_consecutive_skips` were skipped (the run diverged). The iterate is still
+  /// usable: it is the last finite one, since no state is ever updated with a non-finite value.
   numerical_failure,
+  /// A signal (SIGINT, SIGTERM) asked the run to stop (`dho2::stop_on_signal`): every rank
+  /// finished the step it was taking; the iterate is the one after that step.
+  interrupted,
 };
 
 /// Name of a termination type ("completed", …).
@@ -41,6 +45,7 @@ enum class termination_type {
     case termination_type::completed: return "completed";
     case termination_type::stopped_by_callback: return "stopped_by_callback";
     case termination_type::numerical_failure: return "numerical_failure";
+    case termination_type::interrupted: return "interrupted";
   }
   return "unknown";
 }

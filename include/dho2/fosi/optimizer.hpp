@@ -312,7 +312,9 @@ class optimizer {
           { policies_.admm.step(run_.consensus, ctx) } -> std::same_as<step_status>;
         },
         "DHO2: optimizer: the admm solver has no step(state, context) returning step_status");
-    return policies_.admm.step(run_.consensus, ctx);
+    const step_status status = policies_.admm.step(run_.consensus, ctx);
+    if (status == step_status::taken) run_.consecutive_skips = 0;
+    return status;
   }
 
   /// Whether a curvature estimate ran (or started) before the last step call.
@@ -370,8 +372,8 @@ class optimizer {
     if (run_.stopped) {
       stats.termination = termination_type::numerical_failure;
     } else if (out.stopped) {
-      stats.termination = termination_type::stopped_by_callback;
-      stats.message = "a callback asked to stop";
+      stats.termination = out.cause.termination;
+      stats.message = out.cause.message;
     } else {
       stats.termination = termination_type::completed;
       stats.message = "all " + std::to_string(epochs) + " epochs done";
@@ -412,7 +414,7 @@ class optimizer {
     [[nodiscard]] int slice_rank() { return opt.comm().rank(); }
     [[nodiscard]] int slice_ranks() { return opt.comm().size(); }
     [[nodiscard]] bool halted() const { return opt.run_.stopped; }
-    bool agree_on_stop(bool asked) { return opt.agree_on_stop(asked); }
+    detail::stop_vote agree_on_stop(detail::stop_vote v) { return opt.agree_on_stop(v); }
   };
 
   // A partitioner's result must be P + 1 non-decreasing offsets from 0 to n (a user-written one
@@ -534,10 +536,19 @@ class optimizer {
     summary& s = run_.stats;
     if (why == step_status::skipped_nonfinite_loss) ++s.skipped_nonfinite_loss;
     if (why == step_status::skipped_nonfinite_gradient) ++s.skipped_nonfinite_gradient;
-    if (opts_.on_nonfinite != nonfinite_policy::stop) return why;
+    ++run_.consecutive_skips;
+    const index bound = opts_.max_consecutive_skips;
+    const bool diverged = bound > 0 && run_.consecutive_skips >= bound;
+    if (opts_.on_nonfinite != nonfinite_policy::stop && !diverged) return why;
     s.message = std::string("non-finite ") +
                 (why == step_status::skipped_nonfinite_loss ? "loss" : "gradient") + " at step " +
                 std::to_string(s.iterations - 1);
+    if (opts_.on_nonfinite != nonfinite_policy::stop) {
+      s.message +=
+          ": " + std::to_string(run_.consecutive_skips) +
+          " steps skipped in a row (options.max_consecutive_skips = " + std::to_string(bound) +
+          "), the run diverged";
+    }
     if (when == stop_timing::now) {
       run_.stopped = true;
       s.termination = termination_type::numerical_failure;
@@ -603,11 +614,11 @@ class optimizer {
   transport_type& comm() noexcept { return group_ ? *group_ : policies_.transport; }
 
   // True on every rank of the working group if any rank asked to stop.
-  bool agree_on_stop(bool asked) {
-    if (!distributed()) return asked;
-    double flag = asked ? 1.0 : 0.0;
-    communicate([&] { comm().all_reduce_sum(std::span<double>(&flag, 1)); });
-    return flag != 0.0;
+  detail::stop_vote agree_on_stop(detail::stop_vote mine) {
+    if (!distributed()) return mine;
+    std::array<double, 2> flags{mine.asked ? 1.0 : 0.0, mine.interrupted ? 1.0 : 0.0};
+    communicate([&] { comm().all_reduce_sum(std::span<double>(flags)); });
+    return {flags[0] != 0.0, flags[1] != 0.0};
   }
 
   // --- estimates: requests, running them, booking and adopting them ---

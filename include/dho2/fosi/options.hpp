@@ -87,6 +87,10 @@ struct options {
   double eigenvalue_floor = 1e-4;
   /// What to do with a non-finite loss, gradient or Hessian-vector product.
   nonfinite_policy on_nonfinite = nonfinite_policy::skip;
+  /// Under `nonfinite_policy::skip`: the run stops with `termination_type::numerical_failure`
+  /// once this many consecutive steps were skipped for a non-finite loss or gradient (a diverged
+  /// run would otherwise skip every remaining step and end "completed"); 0 = no bound.
+  index max_consecutive_skips = 20;
   /// Seed of the curvature estimator's RNG.
   std::uint64_t seed = 0x5eed;
 
@@ -176,6 +180,9 @@ constexpr void options::for_each_field(Visitor&& visit) {
     return unless(detail::is_unit_interval(o.eigenvalue_floor), detail::unit_interval_rule);
   }));
   visit(field("options.on_nonfinite", &options::on_nonfinite));
+  visit(
+      field("options.max_consecutive_skips", &options::max_consecutive_skips,
+            [](const options& o, index) { return unless(o.max_consecutive_skips >= 0, ">= 0"); }));
   visit(field("options.seed", &options::seed));
 }
 

@@ -25,6 +25,8 @@ struct run_state {
   index requests = 0;
   /// The run has stopped on a non-finite value.
   bool stopped = false;
+  /// Steps skipped in a row for a non-finite loss or gradient (`options::max_consecutive_skips`).
+  index consecutive_skips = 0;
   /// Epoch and batch of the step `optimize` is taking (the split schedule's snapshot position).
   index batch_epoch = 0;
   /// See `batch_epoch`.

@@ -17,8 +17,9 @@
 ///  - `curvature.inverses`: f64 × K — ρᵢ = 1/|λᵢ + σ|;
 ///  - `curvature.eigenvectors`: S × m·K — this rank's rows of V, m × K column-major;
 ///  - `optimizer.scalars`: f64 × 2 — anchor decay δ, base scale s;
-///  - `optimizer.counters`: i64 × 5 — curvature requests made (the estimator's RNG stream
-///    position), top pairs retained, stopped, epoch and batch of the last `optimize` step;
+///  - `optimizer.counters`: i64 × 6 — curvature requests made (the estimator's RNG stream
+///    position), top pairs retained, stopped, epoch and batch of the last `optimize` step,
+///    consecutive skipped steps;
 ///  - `summary.*`: the summary (see `dho2/checkpoint/optimizer_state.hpp`);
 ///  - `data_position`: i64 × 2 — the user's epoch and batch.
 #pragma once
@@ -65,8 +66,9 @@ struct optimizer_snapshot {
     w.add("curvature.eigenvectors", detail::span_of(v.basis.data(), v.basis.size()));
     const std::vector<double> scalars{v.anchor_decay, v.scale};
     w.add("optimizer.scalars", std::span<const double>(scalars));
-    const std::vector<std::int64_t> counters{run.requests, v.num_top, run.stopped ? 1 : 0,
-                                             run.batch_epoch, run.batch_index};
+    const std::vector<std::int64_t> counters{run.requests,        v.num_top,
+                                             run.stopped ? 1 : 0, run.batch_epoch,
+                                             run.batch_index,     run.consecutive_skips};
     w.add("optimizer.counters", std::span<const std::int64_t>(counters));
     detail::write_summary_sections(w, run.stats);
     const std::vector<std::int64_t> pos{position.epoch, position.batch};
@@ -99,12 +101,16 @@ struct optimizer_snapshot {
     const auto scalars = r.read<double>("optimizer.scalars", 2);
     v.anchor_decay = scalars[0];
     v.scale = scalars[1];
-    const auto counters = r.read<std::int64_t>("optimizer.counters", 5);
+    const auto counters = r.read<std::int64_t>("optimizer.counters", 6);
     run.requests = counters[0];
     v.num_top = counters[1];
     run.stopped = counters[2] != 0;
     run.batch_epoch = counters[3];
     run.batch_index = counters[4];
+    run.consecutive_skips = counters[5];
+    if (run.consecutive_skips < 0) {
+      r.fail("section 'optimizer.counters': negative count of consecutive skipped steps");
+    }
     if (v.num_top < 0 || static_cast<std::size_t>(v.num_top) > k) {
       r.fail("section 'optimizer.counters': " + std::to_string(v.num_top) +
              " top pairs, more than the " + std::to_string(k) + " retained");

@@ -32,6 +32,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -155,9 +156,11 @@ class kfac {
     last_loss_ = buffer_(0) / total;
     if (!buffer_.allFinite()) {
       ++summary_.skipped_nonfinite;
+      ++consecutive_skips_;
       summary_.total_seconds += seconds(start, clock::now());
       return step_status::skipped_nonfinite_gradient;
     }
+    consecutive_skips_ = 0;
     buffer_ /= total;
 
     if (factor_step) timed(summary_.factor_seconds, [&] { update_factors(2 + n); });
@@ -183,8 +186,9 @@ class kfac {
   /// ranks agree by a one-double all-reduce after each step (only when some callback's `on_step`
   /// can ask, i.e. does not return void) and after each epoch end.
   ///
-  /// The returned `dho2::summary`: termination (`completed`, or `stopped_by_callback`) and
-  /// message; iterations, steps and skipped steps (`skipped_nonfinite_gradient`) since
+  /// The returned `dho2::summary`: termination (`completed`, `stopped_by_callback` or
+  /// `interrupted`, see `dho2::stop_cause`, or `numerical_failure` after more consecutive
+  /// skipped steps than `kfac_options::max_consecutive_skips`) and message; iterations, steps and skipped steps (`skipped_nonfinite_gradient`) since
   /// construction; `epochs` completed in this call and `final_loss` (the last one's
   /// `train_loss`); `total_seconds`, the wall time of this call; `gradient_seconds`,
   /// `update_seconds` and `communication_seconds` since construction (the factor and inverse
@@ -197,7 +201,7 @@ class kfac {
                    Callbacks&&... callbacks) {
     // clang-format on
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
-    const index per_epoch = batches.num_batches();
+    [[maybe_unused]] const index per_epoch = batches.num_batches();  // unused without callbacks
     const auto run_start = clock::now();
     (detail::call_on_begin(callbacks, run_info{model.num_parameters(), epochs, per_epoch}), ...);
     dho2::summary run;
@@ -208,9 +212,17 @@ class kfac {
     const bool stop = out.stopped;
     run.epochs = out.epochs;
     if (out.epochs > 0) run.final_loss = out.final_loss;
-    run.termination = stop ? termination_type::stopped_by_callback : termination_type::completed;
-    run.message =
-        stop ? "a callback asked to stop" : "all " + std::to_string(epochs) + " epochs done";
+    if (diverged()) {
+      run.termination = termination_type::numerical_failure;
+      run.message = "non-finite value at step " + std::to_string(summary_.iterations - 1) + ": " +
+                    std::to_string(consecutive_skips_) +
+                    " steps skipped in a row (kfac_options.max_consecutive_skips = " +
+                    std::to_string(opts_.max_consecutive_skips) +
+                    "), the run diverged; parameters are those before it";
+    } else {
+      run.termination = stop ? out.cause.termination : termination_type::completed;
+      run.message = stop ? out.cause.message : "all " + std::to_string(epochs) + " epochs done";
+    }
     run.iterations = summary_.iterations;
     run.steps = summary_.steps;
     run.skipped_nonfinite_gradient = summary_.skipped_nonfinite;
@@ -307,6 +319,7 @@ class kfac {
           {"kfac_options.factor_every", d(opts_.factor_every)},
           {"kfac_options.inverse_every", d(opts_.inverse_every)},
           {"kfac_options.kl_clip", opts_.kl_clip.value_or(-1.0)},
+          {"kfac_options.max_consecutive_skips", d(opts_.max_consecutive_skips)},
       };
       for (std::size_t l = 0; l < model.layers().size(); ++l) {
         fields.push_back({"model.layers()[" + std::to_string(l) + "]", d(model.layers()[l])});
@@ -348,25 +361,33 @@ class kfac {
     kfac& opt;
     const mlp<S>& model;
     vector_ref<S> x;
-    step_status step(const classification_batch<S>& batch) { return opt.step(model, x, batch); }
+    step_status step(const classification_batch<S>& batch) {
+      const step_status st = opt.step(model, x, batch);
+      return opt.diverged() ? step_status::stopped : st;
+    }
     void at_batch(index /*epoch*/, index /*i*/) {}
     [[nodiscard]] double last_loss() const { return opt.last_loss_; }
     [[nodiscard]] bool last_step_estimated() const { return false; }
     [[nodiscard]] index iterations() const { return opt.summary_.iterations; }
     [[nodiscard]] int slice_rank() const { return opt.comm_.rank(); }
     [[nodiscard]] int slice_ranks() const { return opt.comm_.size(); }
-    [[nodiscard]] bool halted() const { return false; }
-    bool agree_on_stop(bool asked) { return opt.agree_on_stop(asked); }
+    [[nodiscard]] bool halted() const { return opt.diverged(); }
+    detail::stop_vote agree_on_stop(detail::stop_vote v) { return opt.agree_on_stop(v); }
   };
 
+  // More consecutive skipped steps than the options allow (the same on every rank: the
+  // finiteness test is on all-reduced values).
+  [[nodiscard]] bool diverged() const noexcept {
+    return opts_.max_consecutive_skips > 0 && consecutive_skips_ >= opts_.max_consecutive_skips;
+  }
+
   // True on every rank if any rank asked to stop.
-  bool agree_on_stop(bool asked) {
-    if (comm_.size() <= 1) return asked;
-    double flag = asked ? 1.0 : 0.0;
-    timed(summary_.communication_seconds,
-          [&] { comm_.all_reduce_sum(std::span<double>(&flag, 1)); });
-    summary_.communicated_bytes += sizeof(double);
-    return flag != 0.0;
+  detail::stop_vote agree_on_stop(detail::stop_vote mine) {
+    if (comm_.size() <= 1) return mine;
+    std::array<double, 2> flags{mine.asked ? 1.0 : 0.0, mine.interrupted ? 1.0 : 0.0};
+    timed(summary_.communication_seconds, [&] { comm_.all_reduce_sum(std::span<double>(flags)); });
+    summary_.communicated_bytes += sizeof(flags);
+    return {flags[0] != 0.0, flags[1] != 0.0};
   }
 
   // Greedy largest-cost-first assignment of layers to ranks; offsets of the all-gather.
@@ -534,6 +555,7 @@ class kfac {
   std::vector<layer_state> layers_;
   index factor_size_ = 0;
   std::vector<index> gather_offsets_;
+  index consecutive_skips_ = 0;  // steps skipped in a row (kfac_options::max_consecutive_skips)
   bool have_factors_ = false;
   bool have_inverses_ = false;
   mlp_layer_signals<S> signals_;

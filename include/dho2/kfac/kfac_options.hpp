@@ -43,6 +43,9 @@ struct kfac_options {
   /// KL clipping κ > 0 (Ba et al. 2017): the preconditioned gradient is scaled by
   /// ν = min(1, √(κ / (η² Σₗ ⟨Pₗ, ∇W̄ₗ⟩))); `std::nullopt` disables it (ν = 1).
   std::optional<double> kl_clip = 1e-3;
+  /// The run (`optimize`) stops with `termination_type::numerical_failure` once this many
+  /// consecutive steps were skipped for a non-finite value (a diverged run); 0 = no bound.
+  index max_consecutive_skips = 20;
 
   /// Throws `dho2::invalid_options` ("kfac_options.<field> = <value>. Violated constraint: ...")
   /// naming the first field out of range.
@@ -57,6 +60,8 @@ struct kfac_options {
     detail::require(factor_every >= 1, "kfac_options.factor_every", factor_every, ">= 1");
     detail::require(inverse_every >= 1, "kfac_options.inverse_every", inverse_every, ">= 1");
     if (kl_clip) detail::require_finite_positive("kfac_options.kl_clip", *kl_clip);
+    detail::require(max_consecutive_skips >= 0, "kfac_options.max_consecutive_skips",
+                    max_consecutive_skips, ">= 0");
   }
 };
 

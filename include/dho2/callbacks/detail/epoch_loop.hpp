@@ -9,22 +9,63 @@
 #include <dho2/concepts/batch_source.hpp>
 #include <dho2/core/data_position.hpp>
 #include <dho2/core/step_status.hpp>
+#include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>
 
 #include <chrono>
 #include <limits>
+#include <optional>
+#include <utility>
 
 namespace dho2::detail {
 
 struct epoch_loop_result {
   index epochs = 0;  // epochs completed (counted from 0, so the last completed epoch + 1)
   double final_loss = std::numeric_limits<double>::quiet_NaN();  // its mean training loss
-  bool stopped = false;  // a callback asked to stop, or a step reported step_status::stopped
+  bool stopped = false;      // a callback asked to stop, or a step reported step_status::stopped
+  bool by_callback = false;  // the stop was a callbacks' (agreed); `cause` says why
+  stop_cause cause{};
 };
+
+// A rank's stop request and whether it is an interruption (a callback's stop_reason() says
+// `interrupted`); agreed across ranks by the driver's agree_on_stop (true on every rank when true
+// on any).
+struct stop_vote {
+  bool asked = false;
+  bool interrupted = false;
+};
+
+// This rank's vote: `asked`, and what the first callback giving a cause says.
+template <class... Callbacks>
+stop_vote vote_of(bool asked, stop_cause& cause, const Callbacks&... callbacks) {
+  stop_vote v{asked, false};
+  if (!asked) return v;
+  bool found = false;
+  [[maybe_unused]] const auto take = [&](const auto& c) {
+    if (found) return;
+    if (std::optional<stop_cause> why = cause_of(c)) {
+      cause = std::move(*why);
+      found = true;
+    }
+  };
+  (take(callbacks), ...);
+  v.interrupted = found && cause.termination == termination_type::interrupted;
+  return v;
+}
+
+// The cause every rank reports after the agreed vote `v` (this rank's own when it has one that
+// matches, else a generic one).
+inline stop_cause agreed_cause(const stop_vote& v, const stop_vote& mine, stop_cause local) {
+  if (v.interrupted && !mine.interrupted) {
+    return {termination_type::interrupted, "interrupted: another rank received a signal"};
+  }
+  if (!mine.asked) return {};
+  return local;
+}
 
 // Runs epochs start.epoch … epochs − 1 of `batches` (from batch start.batch of the first). The
 // driver `d` provides: `step(batch)` → step_status; `last_loss()`, `last_step_estimated()`,
-// `iterations()`; `agree_on_stop(bool)` (collective when distributed); `slice_rank()`,
+// `iterations()`; `agree_on_stop(stop_vote)` (collective when distributed); `slice_rank()`,
 // `slice_ranks()`; `halted()` (a numerical stop); `at_batch(epoch, i)` (bookkeeping before the
 // step). An epoch cut short is not counted.
 template <class S, class Driver, class Batches, class Batch, class... Callbacks>
@@ -61,7 +102,15 @@ epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch
       // A stop asked on one rank must stop every rank, or the others would wait in the next
       // collective; agreed only when some callback can ask at a step.
       if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
-        asked = d.agree_on_stop(asked);
+        stop_cause local;
+        const stop_vote mine = vote_of(asked, local, callbacks...);
+        const stop_vote agreed = d.agree_on_stop(mine);
+        asked = agreed.asked;
+        if (asked) {
+          out.by_callback = true;
+          out.cause = agreed_cause(agreed, mine, std::move(local));
+          (detail::call_on_stop(callbacks, info, out.cause), ...);
+        }
       }
       stop = asked || st == step_status::stopped;
     }
@@ -76,7 +125,15 @@ epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch
                        {}};
     out.epochs = e + 1;
     out.final_loss = info.train_loss;
-    if (d.agree_on_stop((detail::call_on_epoch_end(callbacks, info) | ... | false))) stop = true;
+    stop_cause local;
+    const stop_vote mine =
+        vote_of((detail::call_on_epoch_end(callbacks, info) | ... | false), local, callbacks...);
+    const stop_vote agreed = d.agree_on_stop(mine);
+    if (agreed.asked) {
+      stop = true;
+      out.by_callback = true;
+      out.cause = agreed_cause(agreed, mine, std::move(local));
+    }
   }
   out.stopped = stop;
   return out;
