@@ -122,7 +122,7 @@ expect(1 "--eval-log: directory '.*no-such-dir' does not exist"
 # flags/variables named when the rendezvous is not set. Before: /dev/zero was read until memory
 # ran out, a directory gave a raw basic_filebuf error, --world-size 999999999999 wrapped around
 # in an int, and a missing --rendezvous blamed "DHO2_WORLD_SIZE = <unset>".
-set(_asio --dataset synthetic --train-size 100 --test-size 10 --transport asio)
+set(_asio --dataset synthetic --train-size 200 --test-size 10 --transport asio)
 expect(2 "--world-size: 999999999999 is out of range \\(must be in \\[1, 65536\\]\\)"
        ${_asio} --rank 0 --world-size 999999999999 --rendezvous 127.0.0.1:1)
 expect(2 "--rank: 70000 is out of range \\(must be in \\[0, 65535\\]\\)"

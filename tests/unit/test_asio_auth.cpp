@@ -533,6 +533,8 @@ TEST_CASE("asio auth: options validate the secret and the policy and DHO2_SECRET
     std::ofstream f(path, std::ios::binary);
     f << job_secret << "\n";
   }
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   std::vector<std::pair<const char*, std::optional<std::string>>> saved;
   for (const char* name : {"DHO2_RANK", "DHO2_WORLD_SIZE", "DHO2_RENDEZVOUS", "DHO2_BIND_ADDRESS",
                            "DHO2_SECRET_FILE"}) {
@@ -576,6 +578,25 @@ TEST_CASE("asio auth: options validate the secret and the policy and DHO2_SECRET
 // must not delay the real peers, and refusals are reported at a bounded rate.
 
 namespace {
+
+// std::clog into a string until stop() or the end of the scope (also when a check throws).
+class clog_capture {
+ public:
+  clog_capture() : saved_(std::clog.rdbuf(text_.rdbuf())) {}
+  clog_capture(const clog_capture&) = delete;
+  clog_capture& operator=(const clog_capture&) = delete;
+  ~clog_capture() { stop(); }
+  // Restores std::clog; what it received meanwhile.
+  std::string stop() {
+    if (saved_ != nullptr) std::clog.rdbuf(saved_);
+    saved_ = nullptr;
+    return text_.str();
+  }
+
+ private:
+  std::ostringstream text_;
+  std::streambuf* saved_;
+};
 
 // The seconds until every rank of a P-rank job (rank 0 already listening with `o0`) has formed
 // and summed, with ranks 1..P-1 started now; every rank must succeed.
@@ -705,30 +726,29 @@ TEST_CASE("asio admission: a connection trickling bytes is refused at handshake_
 }
 
 TEST_CASE("asio admission: refusals are reported at most 10 per 10 s, the rest as one count") {
-  std::ostringstream captured;
-  std::streambuf* const saved = std::clog.rdbuf(captured.rdbuf());
+  clog_capture captured;
   const unsigned short port = unused_port();
   const auto results = guarded(60s, "many refusals", [&] {
     auto rank0 = std::async(std::launch::async, [&] {
       return run_rank(rank_options(0, 2, port, job_secret), sum_ranks);
     });
-    for (int i = 0; i < 40; ++i) {  // 40 strangers, one after the other, each refused
+    for (int i = 0; i < 40; ++i) {  // 40 strangers, one after the other, each refused at once
       raw_peer c(port);
-      const std::string junk = "GET / HTTP/1.1\r\n\r\n";
+      const std::string junk = "GET / HTTP/1.1\r\nHost: dho2\r\n\r\n  ";  // a whole header
       c.send(std::span(reinterpret_cast<const unsigned char*>(junk.data()), junk.size()));
       (void)c.rest();
     }
     const outcome rank1 = run_rank(rank_options(1, 2, port, job_secret), sum_ranks);
     return std::vector<outcome>{rank0.get(), rank1};
   });
-  std::clog.rdbuf(saved);
+  const std::string text = captured.stop();
   INFO("rank 0: " << results[0].error);
   CHECK(results[0].error == "");
   CHECK(results[1].error == "");
   std::vector<std::string> lines;
-  std::istringstream in(captured.str());
+  std::istringstream in(text);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
-  INFO("std::clog:\n" << captured.str());
+  INFO("std::clog:\n" << text);
   REQUIRE(lines.size() == 11);
   for (std::size_t i = 0; i < 10; ++i) CHECK(has(lines[i], ": bad magic 0x20544547"));
   CHECK(lines[10] ==
@@ -877,15 +897,14 @@ TEST_CASE("asio secret file: a file group or others can access is read with one 
                            "make it private: chmod 600 " +
                            path.string());
   // Without a callback: one line on std::clog.
-  std::ostringstream captured;
-  std::streambuf* const saved = std::clog.rdbuf(captured.rdbuf());
+  clog_capture captured;
   const std::string read_back = dho2::asio_options::read_secret_file(path.string());
-  std::clog.rdbuf(saved);
+  const std::string text = captured.stop();
   CHECK(read_back == job_secret);
-  CHECK(captured.str() == "dho2: warning: secret file \"" + path.string() +
-                              "\": the secret file is accessible by group or others (mode "
-                              "0644); make it private: chmod 600 " +
-                              path.string() + "\n");
+  CHECK(text == "dho2: warning: secret file \"" + path.string() +
+                    "\": the secret file is accessible by group or others (mode "
+                    "0644); make it private: chmod 600 " +
+                    path.string() + "\n");
   // A private file: no warning.
   fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
   warnings.clear();
