@@ -130,6 +130,12 @@ inline dho2::asio_options asio_options_of(const train_config& c) {
   if (!c.bind_address.empty()) {
     o.bind_address = c.bind_address;
   } else if (const auto v = env("DHO2_BIND_ADDRESS")) {
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address(*v, ec);
+    if (ec) {
+      throw usage_error("DHO2_BIND_ADDRESS: " + detail::quoted(*v) +
+                        " is not an IPv4 or IPv6 address");
+    }
     o.bind_address = *v;
   }
   const auto warn = [](const std::string& line) {
