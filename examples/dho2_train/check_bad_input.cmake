@@ -1,5 +1,6 @@
 # cmake -P check for dho2_train's error handling (CTest: example.dho2_train.bad_input).
 #   -DDHO2_TRAIN=<path of dho2_train>  -DDHO2_WORK_DIR=<a writable directory>
+#   [-DDHO2_TRAIN_WITH_ASIO=1: dho2_train has the asio transport; its cases run]
 # Every case must exit with its code (2: bad usage, 1: runtime error such as missing data files)
 # and print exactly one line on stderr, starting with "dho2_train: error: " and matching the
 # case's pattern. All cases run; the failures are listed together.
@@ -183,6 +184,26 @@ expect(2 "--k: options.k = 9223372036854775807. Violated constraint: k \\+ l < n
        --dataset synthetic --k 9223372036854775807 --l 9223372036854775807)
 expect(1 "not enough memory: --model mlp:784-100000-100000-10 \\(10079600010 parameters\\).* needs an estimated [0-9]+ bytes \\(.*\\), more than the [0-9]+ bytes available"
        --dataset synthetic --model mlp:784-100000-100000-10)
+
+# --- asio options (issue 13, item 3): bounded secret-file reads, the world-size cap, and the
+# flags/variables named when the rendezvous is not set. Before: /dev/zero was read until memory
+# ran out, a directory gave a raw basic_filebuf error, --world-size 999999999999 wrapped around
+# in an int, and a missing --rendezvous blamed "DHO2_WORLD_SIZE = <unset>".
+set(_asio --dataset synthetic --train-size 200 --test-size 10 --transport asio)
+expect(2 "--world-size: 999999999999 is out of range \\(must be in \\[1, 65536\\]\\)"
+       ${_asio} --rank 0 --world-size 999999999999 --rendezvous 127.0.0.1:1)
+expect(2 "--rank: 70000 is out of range \\(must be in \\[0, 65535\\]\\)"
+       ${_asio} --rank 70000 --world-size 2 --rendezvous 127.0.0.1:1)
+if(DHO2_TRAIN_WITH_ASIO)
+  expect(2 "--transport asio needs --rank, --world-size and --rendezvous \\(or the environment variables DHO2_RANK, DHO2_WORLD_SIZE and DHO2_RENDEZVOUS\\); missing rank 0's address: --rendezvous HOST:PORT or DHO2_RENDEZVOUS\n$"
+         ${_asio} --rank 0 --world-size 2)
+  expect(2 "missing the number of ranks: --world-size P or DHO2_WORLD_SIZE; this process's rank: --rank R or DHO2_RANK; rank 0's address"
+         ${_asio})
+  expect(2 "--secret-file = \"/dev/zero\"\\. Violated constraint: a regular file holding the secret \\(this is a character device\\)"
+         ${_asio} --rank 0 --world-size 2 --rendezvous 127.0.0.1:1 --secret-file /dev/zero)
+  expect(2 "--secret-file = \".*\"\\. Violated constraint: a regular file holding the secret \\(this is a directory\\)"
+         ${_asio} --rank 0 --world-size 2 --rendezvous 127.0.0.1:1 --secret-file "${DHO2_WORK_DIR}")
+endif()
 
 if(_failures)
   message(FATAL_ERROR "dho2_train bad-input check failed:${_failures}")

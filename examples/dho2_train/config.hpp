@@ -19,6 +19,9 @@
 
 namespace dho2_train {
 
+/// Largest --world-size (and DHO2_WORLD_SIZE): dho2::asio_options::max_size.
+inline constexpr long long max_world_size = 65536;
+
 /// Bad usage: the message goes to stderr as one line and the exit code is 2.
 class usage_error : public std::runtime_error {
  public:
@@ -153,9 +156,11 @@ namespace detail {
 // (Strings are built with append: GCC 12 at -O3 gives a false -Wrestrict for "literal" +
 // temporary.)
 inline std::string quoted(std::string_view s) {
+  constexpr std::size_t keep = 200;  // messages echo user input: keep them short
   std::string out(1, '\'');
-  out.append(s);
+  out.append(s.substr(0, keep));
   out += '\'';
+  if (s.size() > keep) out.append("... (" + std::to_string(s.size()) + " bytes)");
   return out;
 }
 
@@ -171,8 +176,9 @@ inline long long parse_integer(std::string_view flag, std::string_view text, lon
     if (max != std::numeric_limits<long long>::max()) {
       range = "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
     }
-    throw usage_error(std::string(flag) + ": " + std::string(text) + " is out of range (must be " +
-                      range + ")");
+    throw usage_error(std::string(flag) + ": " + std::string(text.substr(0, 200)) +
+                      (text.size() > 200 ? "..." : "") + " is out of range (must be " + range +
+                      ")");
   }
   return v;
 }
@@ -399,9 +405,12 @@ inline const std::vector<flag>& flags() {
          }
        }},
       {"--rank", "R", "$DHO2_RANK", "asio: this process's rank",
-       [](c& o, std::string_view v) { o.rank = parse_integer("--rank", v, 0); }},
-      {"--world-size", "P", "$DHO2_WORLD_SIZE", "asio: number of ranks",
-       [](c& o, std::string_view v) { o.world_size = parse_integer("--world-size", v, 1); }},
+       [](c& o,
+          std::string_view v) { o.rank = parse_integer("--rank", v, 0, max_world_size - 1); }},
+      {"--world-size", "P", "$DHO2_WORLD_SIZE", "asio: number of ranks (at most 65536)",
+       [](c& o, std::string_view v) {
+         o.world_size = parse_integer("--world-size", v, 1, max_world_size);
+       }},
       {"--rendezvous", "HOST:PORT", "$DHO2_RENDEZVOUS", "asio: address of rank 0",
        [](c& o, std::string_view v) { o.rendezvous = std::string(v); }},
       {"--bind", "ADDRESS", "loopback",
@@ -409,7 +418,7 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.bind_address = std::string(v); }},
       {"--secret-file", "PATH", "$DHO2_SECRET_FILE",
        "asio: file with the job's secret (>= 16 bytes, same on every rank) that peers prove; "
-       "needed if --bind is not loopback",
+       "a regular file of at most 4096 bytes, best chmod 600; needed if --bind is not loopback",
        [](c& o, std::string_view v) { o.secret_file = std::string(v); }},
       {"--checkpoint-dir", "DIR", "none",
        "checkpoints go to DIR (one file per rank and a manifest, committed atomically)",

@@ -19,6 +19,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -59,32 +60,94 @@ inline std::string resolved_transport(const train_config& c) {
 }
 
 #if DHO2_TRAIN_WITH_ASIO
-/// asio options from the flags, falling back on DHO2_RANK / DHO2_WORLD_SIZE / DHO2_RENDEZVOUS /
-/// DHO2_BIND_ADDRESS / DHO2_SECRET_FILE for what the flags leave out.
+static_assert(max_world_size == dho2::asio_options::max_size);
+
+/// asio options from the flags, each falling back on its environment variable (DHO2_RANK,
+/// DHO2_WORLD_SIZE, DHO2_RENDEZVOUS, DHO2_BIND_ADDRESS, DHO2_SECRET_FILE) when the flag is not
+/// given; what neither sets is named with both.
 inline dho2::asio_options asio_options_of(const train_config& c) {
-  const bool all_flags = c.rank && c.world_size && (!c.rendezvous.empty() || *c.world_size == 1);
-  dho2::asio_options o = all_flags ? dho2::asio_options{} : dho2::asio_options::from_environment();
-  if (c.rank) o.rank = static_cast<int>(*c.rank);
-  if (c.world_size) o.size = static_cast<int>(*c.world_size);
-  if (!c.rendezvous.empty()) {
-    const std::size_t colon = c.rendezvous.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      throw usage_error("--rendezvous: '" + c.rendezvous + "' is not HOST:PORT");
+  const auto env = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  dho2::asio_options o;
+  std::string missing;
+  const auto lack = [&](const char* what) {
+    missing += (missing.empty() ? "" : "; ") + std::string(what);
+  };
+  long long size = 0;
+  if (c.world_size) {
+    size = *c.world_size;
+  } else if (const auto v = env("DHO2_WORLD_SIZE")) {
+    size = detail::parse_integer("DHO2_WORLD_SIZE", *v, 1, max_world_size);
+  } else {
+    lack("the number of ranks: --world-size P or DHO2_WORLD_SIZE");
+  }
+  long long rank = 0;
+  if (c.rank) {
+    rank = *c.rank;
+  } else if (const auto v = env("DHO2_RANK")) {
+    rank = detail::parse_integer("DHO2_RANK", *v, 0, max_world_size - 1);
+  } else {
+    lack("this process's rank: --rank R or DHO2_RANK");
+  }
+  std::string rendezvous = c.rendezvous;
+  const char* rendezvous_source = "--rendezvous";
+  if (rendezvous.empty()) {
+    if (const auto v = env("DHO2_RENDEZVOUS")) {
+      rendezvous = *v;
+      rendezvous_source = "DHO2_RENDEZVOUS";
+    } else if (size != 1) {
+      lack("rank 0's address: --rendezvous HOST:PORT or DHO2_RENDEZVOUS");
     }
-    std::string host = c.rendezvous.substr(0, colon);
+  }
+  if (!missing.empty()) {
+    throw usage_error(
+        "--transport asio needs --rank, --world-size and --rendezvous (or the environment "
+        "variables DHO2_RANK, DHO2_WORLD_SIZE and DHO2_RENDEZVOUS); missing " +
+        missing);
+  }
+  if (rank >= size) {
+    throw usage_error("--rank: " + std::to_string(rank) + " is out of range (must be in [0, " +
+                      std::to_string(size - 1) + "], the world size being " + std::to_string(size) +
+                      ")");
+  }
+  o.rank = static_cast<int>(rank);
+  o.size = static_cast<int>(size);
+  if (!rendezvous.empty()) {
+    const std::size_t colon = rendezvous.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      throw usage_error(std::string(rendezvous_source) + ": " + detail::quoted(rendezvous) +
+                        " is not HOST:PORT");
+    }
+    std::string host = rendezvous.substr(0, colon);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
       host = host.substr(1, host.size() - 2);
     }
     o.host = host;
-    const long long port =
-        detail::parse_integer("--rendezvous port", c.rendezvous.substr(colon + 1), 1, 65535);
+    const long long port = detail::parse_integer(std::string(rendezvous_source) + " port",
+                                                 rendezvous.substr(colon + 1), 1, 65535);
     o.port = static_cast<unsigned short>(port);
   }
-  if (!c.bind_address.empty()) o.bind_address = c.bind_address;
+  if (!c.bind_address.empty()) {
+    o.bind_address = c.bind_address;
+  } else if (const auto v = env("DHO2_BIND_ADDRESS")) {
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address(*v, ec);
+    if (ec) {
+      throw usage_error("DHO2_BIND_ADDRESS: " + detail::quoted(*v) +
+                        " is not an IPv4 or IPv6 address");
+    }
+    o.bind_address = *v;
+  }
+  const auto warn = [](const std::string& line) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "dho2_train: warning: %s\n", line.c_str());
+  };
   if (!c.secret_file.empty()) {
-    o.secret = dho2::asio_options::read_secret_file(c.secret_file, "--secret-file");
-  } else if (const char* f = std::getenv("DHO2_SECRET_FILE"); all_flags && f != nullptr) {
-    o.secret = dho2::asio_options::read_secret_file(f, "DHO2_SECRET_FILE");
+    o.secret = dho2::asio_options::read_secret_file(c.secret_file, "--secret-file", warn);
+  } else if (const auto f = env("DHO2_SECRET_FILE")) {
+    o.secret = dho2::asio_options::read_secret_file(*f, "DHO2_SECRET_FILE", warn);
   }
   const auto ms = std::chrono::milliseconds(static_cast<long long>(c.timeout * 1000.0));
   o.timeout = ms;

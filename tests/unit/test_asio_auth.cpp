@@ -9,6 +9,7 @@
 #include <dho2/asio.hpp>
 #include <dho2/transport/detail/asio_auth.hpp>
 #include <dho2/transport/detail/asio_frame.hpp>
+#include <dho2/transport/detail/asio_mesh.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +17,7 @@
 #include <boost/asio/write.hpp>
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -25,6 +27,8 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <iostream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -529,6 +533,8 @@ TEST_CASE("asio auth: options validate the secret and the policy and DHO2_SECRET
     std::ofstream f(path, std::ios::binary);
     f << job_secret << "\n";
   }
+  std::filesystem::permissions(
+      path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   std::vector<std::pair<const char*, std::optional<std::string>>> saved;
   for (const char* name : {"DHO2_RANK", "DHO2_WORLD_SIZE", "DHO2_RENDEZVOUS", "DHO2_BIND_ADDRESS",
                            "DHO2_SECRET_FILE"}) {
@@ -566,4 +572,344 @@ TEST_CASE("asio auth: options validate the secret and the policy and DHO2_SECRET
       unsetenv(name);
     }
   }
+}
+
+// --- Concurrent handshakes (issue 13, item 3): idle, slow and hostile connections on a listener
+// must not delay the real peers, and refusals are reported at a bounded rate.
+
+namespace {
+
+// std::clog into a string until stop() or the end of the scope (also when a check throws).
+class clog_capture {
+ public:
+  clog_capture() : saved_(std::clog.rdbuf(text_.rdbuf())) {}
+  clog_capture(const clog_capture&) = delete;
+  clog_capture& operator=(const clog_capture&) = delete;
+  ~clog_capture() { stop(); }
+  // Restores std::clog; what it received meanwhile.
+  std::string stop() {
+    if (saved_ != nullptr) std::clog.rdbuf(saved_);
+    saved_ = nullptr;
+    return text_.str();
+  }
+
+ private:
+  std::ostringstream text_;
+  std::streambuf* saved_;
+};
+
+// The seconds until every rank of a P-rank job (rank 0 already listening with `o0`) has formed
+// and summed, with ranks 1..P-1 started now; every rank must succeed.
+struct timed_job {
+  std::vector<outcome> results;
+  double seconds = 0.0;  // from the start of ranks 1..P-1 until the last rank is done
+};
+
+timed_job start_rest(int p, unsigned short port, std::future<outcome>& rank0) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::future<outcome>> rest;
+  for (int r = 1; r < p; ++r) {
+    rest.push_back(std::async(std::launch::async, [r, p, port] {
+      return run_rank(rank_options(r, p, port, job_secret), sum_ranks);
+    }));
+  }
+  timed_job j;
+  j.results.push_back(rank0.get());
+  for (auto& f : rest) j.results.push_back(f.get());
+  j.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return j;
+}
+
+void check_formed(const timed_job& j) {
+  const double total = static_cast<double>(j.results.size() * (j.results.size() + 1)) / 2.0;
+  for (std::size_t r = 0; r < j.results.size(); ++r) {
+    CAPTURE(r);
+    INFO("expected rank " << r << " to form the job and sum, got error: " << j.results[r].error);
+    REQUIRE(j.results[r].error == "");
+    CHECK(j.results[r].values == std::vector<double>{total, 2 * total, 3 * total});
+  }
+}
+
+}  // namespace
+
+TEST_CASE("asio admission: a job starts at once while 0, 1, 5 or 50 idle connections wait") {
+  // Before: rank 0 served one connection at a time, so each idle connection held the rendezvous
+  // for a whole handshake step (here handshake_timeout = 5 s, timeout 10 s): 5 s or more each.
+  for (const int idle : {0, 1, 5, 50}) {
+    CAPTURE(idle);
+    refusal_log log;
+    const unsigned short port = unused_port();
+    const timed_job j = guarded(60s, "job behind idle connections", [&] {
+      auto rank0 = std::async(std::launch::async, [&] {
+        return run_rank(rank_options(0, 3, port, job_secret, &log), sum_ranks);
+      });
+      std::vector<std::unique_ptr<raw_peer>> silent;
+      for (int i = 0; i < idle; ++i) silent.push_back(std::make_unique<raw_peer>(port));
+      std::this_thread::sleep_for(100ms);  // rank 0 has accepted them all
+      return start_rest(3, port, rank0);
+    });
+    MESSAGE("P = 3 with " << idle << " idle connection(s) opened first: formed in " << j.seconds
+                          << " s");
+    check_formed(j);
+    INFO("expected the job to form well within handshake_timeout = 5 s, took " << j.seconds
+                                                                               << " s");
+    CHECK(j.seconds < 2.5);
+    // The idle connections are closed once the job has formed: reported, at most 10 one by one.
+    const auto lines = log.all();
+    INFO("refusals:\n" << log.joined());
+    CHECK(lines.size() == static_cast<std::size_t>(std::min(idle, 10) + (idle > 10 ? 1 : 0)));
+    for (std::size_t i = 0; i < lines.size() && i < 10; ++i) {
+      CHECK(has(lines[i], "closed before its handshake completed: every rank has joined"));
+    }
+    if (idle > 10) {
+      CHECK(has(lines.back(), ": refused " + std::to_string(idle - 10) +
+                                  " more connections, not reported one by one (at most 10 "
+                                  "reports per 10 s)"));
+    }
+  }
+}
+
+TEST_CASE("asio admission: a connection trickling bytes is refused at handshake_timeout") {
+  // Before: each byte restarted the step's timeout, so a trickle held rank 0 until
+  // connect_timeout. Now it is refused handshake_timeout (1 s) after its accept, and a second
+  // trickle in progress while the real rank joins does not delay it.
+  refusal_log log;
+  const unsigned short port = unused_port();
+  std::atomic<bool> stop{false};
+  const auto trickle = [&] {
+    try {
+      raw_peer c(port);
+      wire::header h;
+      h.type = wire::kind::auth;
+      h.length = au::offer_size;
+      const auto hb = wire::encode(h);
+      for (const unsigned char b : hb) {  // 32 header bytes, one per 100 ms: 3.2 s in all
+        if (stop.load()) break;
+        c.send(std::span(&b, 1));
+        std::this_thread::sleep_for(100ms);
+      }
+      (void)c.rest();
+    } catch (const std::exception&) {  // the listener closed the connection: expected
+    }
+  };
+  double rank1_seconds = 0.0;
+  const auto results = guarded(30s, "trickling connections", [&] {
+    auto rank0 = std::async(std::launch::async, [&] {
+      auto o = rank_options(0, 2, port, job_secret, &log);
+      o.handshake_timeout = 1s;
+      return run_rank(o, sum_ranks);
+    });
+    std::thread first(trickle);
+    std::this_thread::sleep_for(1500ms);  // the first trickle is refused at 1 s
+    std::thread second(trickle);
+    std::this_thread::sleep_for(300ms);  // the second is trickling now
+    const outcome rank1 = run_rank(rank_options(1, 2, port, job_secret), sum_ranks);
+    rank1_seconds = rank1.seconds;
+    std::vector<outcome> out{rank0.get(), rank1};
+    stop = true;
+    first.join();
+    second.join();
+    return out;
+  });
+  INFO("rank 0: " << results[0].error);
+  INFO("rank 1: " << results[1].error);
+  CHECK(results[0].error == "");
+  CHECK(results[1].error == "");
+  MESSAGE("rank 1 joined past a trickling connection in " << rank1_seconds << " s");
+  INFO("expected rank 1 to join at once (the trickle is concurrent), took " << rank1_seconds);
+  CHECK(rank1_seconds < 0.9);
+  const auto lines = log.all();
+  INFO("refusals:\n" << log.joined());
+  REQUIRE(lines.size() == 2);
+  CHECK(has(lines[0], "did not complete the handshake within handshake_timeout = 1.0 s"));
+  CHECK(has(lines[1], "closed before its handshake completed: every rank has joined"));
+}
+
+TEST_CASE("asio admission: refusals are reported at most 10 per 10 s, the rest as one count") {
+  clog_capture captured;
+  const unsigned short port = unused_port();
+  const auto results = guarded(60s, "many refusals", [&] {
+    auto rank0 = std::async(std::launch::async, [&] {
+      return run_rank(rank_options(0, 2, port, job_secret), sum_ranks);
+    });
+    for (int i = 0; i < 40; ++i) {  // 40 strangers, one after the other, each refused at once
+      raw_peer c(port);
+      const std::string junk = "GET / HTTP/1.1\r\nHost: dho2\r\n\r\n  ";  // a whole header
+      c.send(std::span(reinterpret_cast<const unsigned char*>(junk.data()), junk.size()));
+      (void)c.rest();
+    }
+    const outcome rank1 = run_rank(rank_options(1, 2, port, job_secret), sum_ranks);
+    return std::vector<outcome>{rank0.get(), rank1};
+  });
+  const std::string text = captured.stop();
+  INFO("rank 0: " << results[0].error);
+  CHECK(results[0].error == "");
+  CHECK(results[1].error == "");
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  INFO("std::clog:\n" << text);
+  REQUIRE(lines.size() == 11);
+  for (std::size_t i = 0; i < 10; ++i) CHECK(has(lines[i], ": bad magic 0x20544547"));
+  CHECK(lines[10] ==
+        "dho2: asio rendezvous [rank 0, world size 2]: refused 30 more connections, not reported "
+        "one by one (at most 10 reports per 10 s)");
+}
+
+TEST_CASE("asio admission: a mesh listener accepts its peer at once past idle connections") {
+  // The mesh (rank i accepting the ranks above it) had the same fault as the rendezvous: every
+  // idle connection on its port held it for a handshake step. Rank 1 of 3 here, its listener
+  // known, K idle connections, then rank 2 connects and authenticates.
+  namespace d = dho2::detail;
+  for (const int idle : {0, 5, 50}) {
+    CAPTURE(idle);
+    refusal_log log;
+    d::asio_settings s;
+    s.timeout = 10s;
+    s.connect_timeout = 20s;
+    s.secret = job_secret;
+    s.on_refusal = [&log](const std::string& peer, const std::string& reason) {
+      log.add(peer, reason);
+    };
+    d::asio_mesh one(1, 3, s);
+    one.set_token(77);
+    one.open_acceptor(0);
+    const unsigned short port = one.listen_endpoint().port();
+    std::vector<std::unique_ptr<raw_peer>> silent;
+    for (int i = 0; i < idle; ++i) silent.push_back(std::make_unique<raw_peer>(port));
+    std::string error;
+    const auto start = std::chrono::steady_clock::now();
+    const double seconds = guarded(60s, "mesh behind idle connections", [&] {
+      std::thread two([&] {
+        try {
+          d::asio_mesh m(2, 3, s);
+          m.set_token(77);
+          auto l = m.connect_until({tcp::endpoint(net::ip::make_address("127.0.0.1"), port)},
+                                   d::asio_clock::now() + 10s, false);
+          l->set_name("peer 1");
+          m.adopt(1, std::move(l));
+          m.connect_peer(1, 10s);
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+      });
+      try {
+        one.build_mesh({0, 0, 0}, 1);  // connects to no one, accepts rank 2
+      } catch (const std::exception& e) {
+        error += std::string(" rank 1: ") + e.what();
+      }
+      two.join();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+    MESSAGE("mesh accept with " << idle << " idle connection(s) first: " << seconds << " s");
+    INFO("expected no error, got: " << error);
+    CHECK(error.empty());
+    CHECK(one.has_link(2));
+    INFO("expected the peer to be accepted well within handshake_timeout = 5 s, took " << seconds
+                                                                                       << " s");
+    CHECK(seconds < 2.5);
+    INFO("refusals:\n" << log.joined());
+    CHECK(log.all().size() == static_cast<std::size_t>(std::min(idle, 10) + (idle > 10 ? 1 : 0)));
+  }
+}
+
+TEST_CASE("asio admission: handshake_timeout is validated") {
+  dho2::asio_options o;
+  o.handshake_timeout = 0ms;
+  std::string message;
+  try {
+    o.validate();
+  } catch (const dho2::invalid_options& e) {
+    message = e.what();
+  }
+  CHECK(message ==
+        "asio_options::handshake_timeout (ms) = 0. Violated constraint: > 0 and <= 86400000 (one "
+        "day)");
+  o.handshake_timeout = 25h;
+  CHECK_THROWS_AS(o.validate(), dho2::invalid_options);
+  o.handshake_timeout = 2s;
+  CHECK_NOTHROW(o.validate());
+}
+
+// --- Secret files (issue 13, item 3): bounded reads, clear messages, a warning when not private.
+
+TEST_CASE("asio secret file: devices, directories and large files are refused before reading") {
+  namespace fs = std::filesystem;
+  const auto message = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const dho2::invalid_options& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const auto read = [](const std::string& path) {
+    return [path] { (void)dho2::asio_options::read_secret_file(path, "--secret-file"); };
+  };
+  // Before: /dev/zero was read until memory ran out (guarded: a hang fails the test).
+  const std::string zero =
+      guarded(10s, "secret file /dev/zero", [&] { return message(read("/dev/zero")); });
+  CHECK(zero ==
+        "--secret-file = \"/dev/zero\". Violated constraint: a regular file holding the secret "
+        "(this is a character device)");
+  const fs::path dir =
+      fs::temp_directory_path() / ("dho2_secret_dir_" + std::to_string(unused_port()));
+  fs::create_directories(dir);
+  // Before: a raw basic_filebuf error.
+  CHECK(message(read(dir.string())) ==
+        "--secret-file = \"" + dir.string() +
+            "\". Violated constraint: a regular file holding the secret (this is a directory)");
+  const fs::path big = dir / "big";
+  {
+    std::ofstream f(big, std::ios::binary);
+    const std::string block(5000, 'x');
+    f << block;
+  }
+  CHECK(message(read(big.string())) ==
+        "--secret-file = \"" + big.string() +
+            "\". Violated constraint: a file of at most 4096 bytes holding the secret (this one "
+            "has 5000)");
+  CHECK(has(message(read((dir / "none").string())), "(it does not exist)"));
+  const std::string long_name = (dir / std::string(250, 'n')).string();
+  const std::string long_message = message(read(long_name));
+  INFO(long_message);
+  CHECK(long_message.size() < 400);  // the path is cut to 200 bytes
+  CHECK(has(long_message, "... (" + std::to_string(long_name.size()) + " bytes)"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("asio secret file: a file group or others can access is read with one warning") {
+  namespace fs = std::filesystem;
+  const fs::path path =
+      fs::temp_directory_path() / ("dho2_secret_mode_" + std::to_string(unused_port()));
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << job_secret << "\n";
+  }
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+  std::vector<std::string> warnings;
+  const auto warn = [&](const std::string& line) { warnings.push_back(line); };
+  CHECK(dho2::asio_options::read_secret_file(path.string(), "--secret-file", warn) == job_secret);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0] == "--secret-file \"" + path.string() +
+                           "\": the secret file is accessible by group or others (mode 0644); "
+                           "make it private: chmod 600 " +
+                           path.string());
+  // Without a callback: one line on std::clog.
+  clog_capture captured;
+  const std::string read_back = dho2::asio_options::read_secret_file(path.string());
+  const std::string text = captured.stop();
+  CHECK(read_back == job_secret);
+  CHECK(text == "dho2: warning: secret file \"" + path.string() +
+                    "\": the secret file is accessible by group or others (mode "
+                    "0644); make it private: chmod 600 " +
+                    path.string() + "\n");
+  // A private file: no warning.
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  warnings.clear();
+  CHECK(dho2::asio_options::read_secret_file(path.string(), "--secret-file", warn) == job_secret);
+  INFO("expected no warning for mode 0600, got: " << (warnings.empty() ? "" : warnings[0]));
+  CHECK(warnings.empty());
+  fs::remove(path);
 }

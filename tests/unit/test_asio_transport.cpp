@@ -788,3 +788,68 @@ TEST_CASE("asio wire: hello check, table, split records and abort scan on hand-m
   bytes[0] ^= 1U;  // bad magic on the first frame
   CHECK_FALSE(wire::find_abort(bytes).has_value());
 }
+
+TEST_CASE(
+    "asio_options: the world size is capped alike in code and environment, messages bounded") {
+  const auto message = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const dho2::invalid_options& e) {
+      return e.what();
+    }
+    return "";
+  };
+  dho2::asio_options o;
+  o.size = dho2::asio_options::max_size + 1;
+  o.port = 5000;
+  CHECK(message([&] { o.validate(); }) ==
+        "asio_options::size = 65537. Violated constraint: in [1, 65536]");
+  o.size = dho2::asio_options::max_size;
+  CHECK(message([&] { o.validate(); }) == "");
+
+  std::vector<std::pair<const char*, std::optional<std::string>>> saved;
+  for (const char* name : {"DHO2_RANK", "DHO2_WORLD_SIZE", "DHO2_RENDEZVOUS", "DHO2_BIND_ADDRESS",
+                           "DHO2_SECRET_FILE"}) {
+    const char* v = std::getenv(name);
+    saved.emplace_back(name, v ? std::optional<std::string>(v) : std::nullopt);
+    unsetenv(name);
+  }
+  setenv("DHO2_RANK", "0", 1);
+  setenv("DHO2_RENDEZVOUS", "127.0.0.1:5000", 1);
+  setenv("DHO2_WORLD_SIZE", "999999999999", 1);
+  CHECK(message([] { (void)dho2::asio_options::from_environment(); }) ==
+        "DHO2_WORLD_SIZE = \"999999999999\". Violated constraint: the number of ranks, an integer "
+        "in [1, 65536]");
+  setenv("DHO2_WORLD_SIZE", "65537", 1);
+  CHECK(contains(message([] { (void)dho2::asio_options::from_environment(); }),
+                 "DHO2_WORLD_SIZE = \"65537\""));
+  // A huge value is echoed cut to 200 bytes, with its length.
+  const std::string huge(100000, '9');
+  setenv("DHO2_WORLD_SIZE", huge.c_str(), 1);
+  const std::string m = message([] { (void)dho2::asio_options::from_environment(); });
+  INFO("message of " << m.size() << " bytes: " << m.substr(0, 300));
+  CHECK(m.size() < 400);
+  CHECK(contains(m, "... (100000 bytes)"));
+  for (const auto& [name, value] : saved) {
+    if (value) {
+      setenv(name, value->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+}
+
+TEST_CASE("asio_transport: the missing ranks of a large job are listed in a bounded message") {
+  // Rank 0 of 40 alone: before, the message listed every missing rank (a world size in the
+  // millions made it megabytes long).
+  const std::string error = with_watchdog(30s, "rank 0 of 40 alone", [] {
+    auto o = options_for(0, 40, free_port());
+    o.connect_timeout = 300ms;
+    return error_of([&] { dho2::asio_transport t(o); });
+  });
+  INFO(error);
+  CHECK(contains(error,
+                 "only 0 of 39 ranks joined within connect_timeout = 0.3 s (missing: 1, 2, 3, 4, "
+                 "5, 6, 7, 8, 9, 10, ... (39 in all))"));
+  CHECK(error.size() < 300);
+}

@@ -17,19 +17,23 @@
 /// network, a VPN or an SSH tunnel against an attacker on the wire).
 ///
 /// **Refusals**: the accepting side (rank 0 at the rendezvous, every rank's mesh listener)
-/// *refuses* a connection that does not complete the handshake (garbage, another protocol
-/// version, silence for `timeout`, a wrong world size, rank claim or proof, a rank that already
-/// joined): it sends it an abort frame with the reason, closes it, reports it to
+/// runs the handshakes of all its connections *concurrently* (up to 128 at once; beyond, the
+/// oldest not yet authenticated is dropped), each within `handshake_timeout` of its accept, so
+/// idle, slow or hostile connections never delay the real peers. It *refuses* a connection that
+/// does not complete the handshake (garbage, another protocol version, silence for `timeout`, no
+/// complete handshake within `handshake_timeout`, a wrong world size, rank claim or proof, a rank
+/// that already joined), and closes those still in their handshake once every rank has joined:
+/// it sends it an abort frame with the reason, closes it, reports it to
 /// `asio_options::on_refusal` (by default a `std::clog` line `"dho2: asio rendezvous [rank 0,
-/// world size 3]: refused the connection from 127.0.0.1:40123: authentication failed: ..."`) and
-/// *keeps waiting* for the right peer until `connect_timeout`. Then it throws
+/// world size 3]: refused the connection from 127.0.0.1:40123: authentication failed: ..."`;
+/// at most 10 reports per 10 s, the others summed up in one report) and *keeps waiting* for the
+/// right peer until `connect_timeout`. Then it throws
 /// `dho2::transport_error` naming the missing ranks and the first refusals, e.g. `"... only 1 of 2
 /// ranks joined within connect_timeout = 5.0 s (missing: 2); refused 1 connection:
 /// 127.0.0.1:40123: authentication failed: ..."`, which the ranks already joined learn from its
 /// abort frame. The connecting side cannot wait for a better peer: a refusal, a wrong proof or an
 /// unexpected offer fails its constructor at once (`"peer 0 (...) failed: ... refused the
-/// connection ...: authentication failed ..."`). Connections are served one at a time (a client
-/// that stalls holds up the others for at most `timeout` per handshake step). An authenticated
+/// connection ...: authentication failed ..."`). An authenticated
 /// rank whose hello then disagrees (options, byte order) is a misconfigured job, not a stranger:
 /// that fails the rendezvous on every rank at once.
 ///
@@ -150,6 +154,7 @@ class asio_transport {
     detail::asio_settings s;
     s.timeout = options.timeout;
     s.connect_timeout = options.connect_timeout;
+    s.handshake_timeout = options.handshake_timeout;
     s.max_frame_bytes = options.max_frame_bytes;
     s.direct_all_reduce_bytes = options.direct_all_reduce_bytes;
     s.bind_address = options.bind_address;

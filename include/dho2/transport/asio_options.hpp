@@ -15,10 +15,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
-#include <iterator>
+#include <iostream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -58,12 +60,19 @@ struct asio_options {
   /// `secret` is needed, see `asio_authentication`).
   std::string bind_address = "127.0.0.1";
   /// Longest wait without progress for one read or write of a collective or message. A peer
-  /// that is dead, silent or not reading for this long fails the call; a connection that is
-  /// silent this long in one step of the authentication is refused.
+  /// that is dead, silent or not reading for this long fails the call; an accepted connection
+  /// that is silent this long in one step of its handshake is refused (and one that takes
+  /// `handshake_timeout` in all).
   std::chrono::milliseconds timeout{30000};
   /// Longest wait for the rendezvous and for the mesh of a `split` (all ranks to start and
   /// connect).
   std::chrono::milliseconds connect_timeout{60000};
+  /// Longest time an accepted connection may take to complete its handshake (the
+  /// authentication and, at rank 0's rendezvous, the hello), counted from its accept; a
+  /// connection that is idle, slow or trickles bytes is refused when it runs out. Handshakes
+  /// run concurrently, so such connections never delay the real peers; a few seconds is plenty
+  /// for a peer on any network. Also bounded by what is left of `connect_timeout`.
+  std::chrono::milliseconds handshake_timeout{5000};
   /// Largest frame payload accepted or sent, and the most bytes of frames buffered ahead of
   /// their `recv`. A larger length in a header fails the call before anything is allocated.
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
@@ -79,23 +88,83 @@ struct asio_options {
   asio_authentication authentication = asio_authentication::automatic;
   /// Called with the peer's address ("127.0.0.1:40123") and the reason whenever a listener of
   /// this rank refuses a connection (see "Refusals" in the file comment of
-  /// `<dho2/transport/asio.hpp>`); the job keeps waiting. Empty (the default): a line on
-  /// `std::clog`. Called on the thread that constructs the transport (or calls `split`); an
-  /// exception it throws fails that call.
+  /// `<dho2/transport/asio.hpp>`); the job keeps waiting. At a bounded rate: at most 10 calls
+  /// per 10 s of one listener; the refusals beyond are counted and reported in one call with an
+  /// empty `peer` and the reason "refused N more connections, not reported one by one (...)",
+  /// once those 10 s are over or the listener closes. Empty (the default): a line on
+  /// `std::clog` per call. Called on the thread that constructs the transport (or calls
+  /// `split`); an exception it throws fails that call.
   std::function<void(const std::string& peer, const std::string& reason)> on_refusal;
 
+  /// Largest world size `size` (and `DHO2_WORLD_SIZE`) accepted: every rank holds one
+  /// connection per other rank, so this is far above what a full mesh can serve.
+  static constexpr int max_size = 1 << 16;
+  /// Largest secret file `read_secret_file` reads, in bytes (a secret needs 16 to 64).
+  static constexpr std::uintmax_t max_secret_file_bytes = 4096;
+
   /// The secret stored in the file at `path`: its bytes, without trailing "\n" / "\r" bytes (so
-  /// `echo ... > file` works; every rank strips them alike). Throws `dho2::invalid_options` naming
-  /// `field` (and never the contents) if the file cannot be read or is empty. Keep the file private
-  /// (`chmod 600`).
-  [[nodiscard]] static std::string read_secret_file(const std::string& path,
-                                                    const std::string& field = "secret file") {
+  /// `echo ... > file` works; every rank strips them alike). The file must be a regular file (a
+  /// symbolic link to one is followed) of at most `max_secret_file_bytes` bytes: a directory, a
+  /// device such as /dev/zero, a pipe or a larger file is refused before anything is read.
+  /// Throws `dho2::invalid_options` naming `field` and the constraint (and never the contents)
+  /// if the file is not such a file, cannot be read or is empty. A file that group or others
+  /// may access is read, but `warn` is called with one line naming the file and suggesting
+  /// `chmod 600` (empty `warn`: the line goes to `std::clog`, prefixed with "dho2: warning: ").
+  [[nodiscard]] static std::string read_secret_file(
+      const std::string& path, const std::string& field = "secret file",
+      const std::function<void(const std::string&)>& warn = {}) {
+    namespace fs = std::filesystem;
+    const std::string shown = quoted(path);
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (!fs::exists(st)) {
+      detail::throw_invalid(
+          field, shown,
+          "a readable file holding the secret (" +
+              (st.type() == fs::file_type::not_found || !ec ? std::string("it does not exist")
+                                                            : ec.message()) +
+              ")");
+    }
+    if (!fs::is_regular_file(st)) {
+      detail::throw_invalid(field, shown,
+                            "a regular file holding the secret (this is " + kind_of(st) + ")");
+    }
+    const std::uintmax_t bytes = fs::file_size(path, ec);
+    if (!ec && bytes > max_secret_file_bytes) {
+      detail::throw_invalid(field, shown,
+                            "a file of at most " + std::to_string(max_secret_file_bytes) +
+                                " bytes holding the secret (this one has " + std::to_string(bytes) +
+                                ")");
+    }
     std::ifstream in(path, std::ios::binary);
-    if (!in) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
-    std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) detail::throw_invalid(field, quoted(path), "a readable file holding the secret");
+    if (!in) detail::throw_invalid(field, shown, "a readable regular file holding the secret");
+    // At most one byte more than the cap: a file that grew since its size was read is refused.
+    std::string s(static_cast<std::size_t>(max_secret_file_bytes) + 1, '\0');
+    in.read(s.data(), static_cast<std::streamsize>(s.size()));
+    if (in.bad()) detail::throw_invalid(field, shown, "a readable regular file holding the secret");
+    s.resize(static_cast<std::size_t>(in.gcount()));
+    if (s.size() > max_secret_file_bytes) {
+      detail::throw_invalid(field, shown,
+                            "a file of at most " + std::to_string(max_secret_file_bytes) +
+                                " bytes holding the secret");
+    }
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-    if (s.empty()) detail::throw_invalid(field, quoted(path), "a file holding a non-empty secret");
+    if (s.empty()) detail::throw_invalid(field, shown, "a file holding a non-empty secret");
+    const fs::perms open = fs::perms::group_all | fs::perms::others_all;
+    if ((st.permissions() & open) != fs::perms::none) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o",
+                    static_cast<unsigned>(st.permissions() & fs::perms::mask));
+      const std::string line = field + " " + shown +
+                               ": the secret file is accessible by group or "
+                               "others (mode " +
+                               mode + "); make it private: chmod 600 " + clipped(path);
+      if (warn) {
+        warn(line);
+      } else {
+        std::clog << "dho2: warning: " << line << std::endl;
+      }
+    }
     return s;
   }
 
@@ -111,7 +180,9 @@ struct asio_options {
   /// [0, DHO2_WORLD_SIZE)"`.
   [[nodiscard]] static asio_options from_environment() {
     asio_options o;
-    o.size = env_int("DHO2_WORLD_SIZE", "the number of ranks, an integer >= 1", 1, 1 << 24);
+    o.size = env_int("DHO2_WORLD_SIZE",
+                     "the number of ranks, an integer in [1, " + std::to_string(max_size) + "]", 1,
+                     max_size);
     o.rank = env_int("DHO2_RANK",
                      "set to this process's rank, an integer in [0, DHO2_WORLD_SIZE = " +
                          std::to_string(o.size) + ")",
@@ -156,7 +227,8 @@ struct asio_options {
   /// Throws `dho2::invalid_options` for the first invalid field, with the message
   /// "asio_options::FIELD = VALUE. Violated constraint: CONSTRAINT".
   void validate() const {
-    detail::require(size >= 1, "asio_options::size", size, ">= 1");
+    detail::require(size >= 1 && size <= max_size, "asio_options::size", size,
+                    "in [1, " + std::to_string(max_size) + "]");
     detail::require(rank >= 0 && rank < size, "asio_options::rank", rank,
                     "0 <= rank < size (= " + std::to_string(size) + ")");
     detail::require(size == 1 || port != 0, "asio_options::port", port,
@@ -184,12 +256,33 @@ struct asio_options {
     detail::require(timeout.count() > 0, "asio_options::timeout (ms)", timeout.count(), "> 0");
     detail::require(connect_timeout.count() > 0, "asio_options::connect_timeout (ms)",
                     connect_timeout.count(), "> 0");
+    detail::require(handshake_timeout.count() > 0 && handshake_timeout <= std::chrono::hours(24),
+                    "asio_options::handshake_timeout (ms)", handshake_timeout.count(),
+                    "> 0 and <= 86400000 (one day)");
     detail::require(max_frame_bytes >= 65536, "asio_options::max_frame_bytes", max_frame_bytes,
                     ">= 65536");
   }
 
  private:
-  static std::string quoted(const std::string& s) { return "\"" + s + "\""; }
+  // `s`, cut to its first 200 bytes (with the total) when longer: messages echo user input.
+  static std::string clipped(const std::string& s) {
+    constexpr std::size_t keep = 200;
+    if (s.size() <= keep) return s;
+    return s.substr(0, keep) + "... (" + std::to_string(s.size()) + " bytes)";
+  }
+  static std::string quoted(const std::string& s) { return "\"" + clipped(s) + "\""; }
+
+  static std::string kind_of(const std::filesystem::file_status& st) {
+    namespace fs = std::filesystem;
+    switch (st.type()) {
+      case fs::file_type::directory: return "a directory";
+      case fs::file_type::character: return "a character device";
+      case fs::file_type::block: return "a block device";
+      case fs::file_type::fifo: return "a pipe";
+      case fs::file_type::socket: return "a socket";
+      default: return "not a regular file";
+    }
+  }
 
   static bool parse_int(std::string_view s, int& out) {
     if (s.empty()) return false;

@@ -1,9 +1,11 @@
 // Framed I/O of dho2::asio_transport: one io_context driven by the calling thread, framed reads
 // and writes with per-operation progress deadlines, the stash of frames that arrive ahead of
 // their call, the queue of messages a rank sends itself, abort frames, and the failure state
-// (poison). Every async operation is started and completed inside one call (run(), attempt(),
-// poll() or run_until()); on failure the owner closes the sockets and calls drain() before the
-// stack frames owning the operations unwind. Wire format: docs/asio_wire_protocol.md.
+// (poison). Every async operation is started and completed inside one call (run(), poll() or
+// run_until()), except those started alone (start_alone: the handshakes of accepted connections,
+// whose owner runs the io_context and keeps them alive until their `then` has been called); on
+// failure the owner closes the sockets and calls drain() before the objects owning the
+// operations are destroyed. Wire format: docs/asio_wire_protocol.md.
 #pragma once
 
 #include <dho2/detail/internal_header_check.hpp>
@@ -27,6 +29,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -43,6 +46,14 @@ struct asio_read {
   bool stash_one = false;     // done after parking one frame (poll)
   bool counted = true;        // payload counts in stats
   std::chrono::milliseconds timeout{};
+  // Set for a read started alone (asio_io::start_alone): called once when it ends, with "" or
+  // why it failed ("<link name>: ..."; "...: cancelled" when its socket was cancelled or
+  // closed), instead of failing a run(). Not called once the transport is poisoned.
+  std::function<void(const std::string&)> then;
+
+  bool done() const noexcept { return done_; }
+  // When the read fails for want of progress (its timeout after its last byte).
+  asio_clock::time_point due() const noexcept { return last_ + timeout; }
 
  private:
   friend class asio_io;
@@ -64,6 +75,11 @@ struct asio_write {
   std::span<const std::byte> payload;
   bool counted = true;
   std::chrono::milliseconds timeout{};
+  // As asio_read::then, for a write started alone.
+  std::function<void(const std::string&)> then;
+
+  bool done() const noexcept { return done_; }
+  asio_clock::time_point due() const noexcept { return last_ + timeout; }
 
  private:
   friend class asio_io;
@@ -187,6 +203,25 @@ class asio_io {
     wait(reads, writes);
   }
 
+  // Starts `op` (whose `then` is set) without waiting: the caller runs the io_context and
+  // checks op.due() itself. Several connections' operations may be in progress at once.
+  void start_alone(asio_read& op) {
+    start_read(op);
+    if (op.done_) end(op, {});
+  }
+  void start_alone(asio_write& op) { start_write(op); }
+
+  // Why `r` / `w`, not done, is late at its due() time.
+  static std::string late(const asio_read& r) {
+    std::string s = r.link->name_ + ": no data for " + asio_seconds(r.timeout);
+    if (r.state_ != asio_read::phase::header || r.got_ > 0) s += " (inside a frame)";
+    return s;
+  }
+  static std::string late(const asio_write& w) {
+    return w.link->name_ + ": could not send for " + asio_seconds(w.timeout) +
+           " (the peer is not receiving)";
+  }
+
   // Adds the counted payloads of completed `reads` and `writes` to traffic().
   void count(std::span<const asio_read> reads, std::span<const asio_write> writes) noexcept {
     for (const auto& r : reads) {
@@ -194,25 +229,6 @@ class asio_io {
     }
     for (const auto& w : writes) {
       if (w.counted) traffic_.sent += w.payload.size();
-    }
-  }
-
-  // run() on one not yet trusted connection, without failing: "" on success, else why (the
-  // connection's name removed); its pending operations are cancelled.
-  std::string attempt(std::span<asio_read> reads, std::span<asio_write> writes) {
-    asio_link* l = !reads.empty() ? reads.front().link : writes.front().link;
-    try {
-      run(reads, writes);
-      return {};
-    } catch (const std::exception& e) {
-      asio_error_code ec;
-      l->socket_.cancel(ec);
-      drain();
-      error_.clear();
-      std::string why = e.what();
-      const std::string name = l->name_ + ": ";
-      if (why.compare(0, name.size(), name) == 0) why.erase(0, name.size());
-      return why;
     }
   }
 
@@ -320,6 +336,25 @@ class asio_io {
     set_error(l.name_ + ": " + describe_error(ec));
   }
 
+  // Calls op.then once, moved out first: it may start the next operation in the same object.
+  template <class Op>
+  static void end(Op& op, std::string why) {
+    const auto then = std::move(op.then);
+    op.then = nullptr;
+    then(why);
+  }
+
+  // `message` ends `r`: through its `then` when it runs alone, else as the run's error.
+  void fail_read(asio_read& r, std::string message) {
+    if (r.then) return end(r, std::move(message));
+    set_error(std::move(message));
+  }
+  void read_failed(asio_read& r, const asio_error_code& ec) {
+    if (!r.then) return io_error(*r.link, ec);
+    end(r, r.link->name_ + ": " +
+               (ec == asio_net::error::operation_aborted ? "cancelled" : describe_error(ec)));
+  }
+
   // After a failed write on `l` with no read in progress on it: the frames that already arrived
   // (non-blocking, at most 64 KiB), scanned for the peer's abort frame; its message or "".
   static std::string harvest_abort(asio_link& l) noexcept {
@@ -370,14 +405,14 @@ class asio_io {
         asio_net::buffer(r.hbuf_.data() + r.got_, asio_wire::header_size - r.got_),
         [this, &r](const asio_error_code& ec, std::size_t n) {
           if (!failure_.empty()) return;
-          if (ec) return io_error(*r.link, ec);
+          if (ec) return read_failed(r, ec);
           r.last_ = asio_clock::now();
           r.got_ += n;
           if (r.got_ < asio_wire::header_size) return read_header(r);
           r.got_ = 0;
           r.h_ = asio_wire::decode(r.hbuf_);
           const std::string bad = classify(r);
-          if (!bad.empty()) return set_error(r.link->name_ + ": " + bad);
+          if (!bad.empty()) return fail_read(r, r.link->name_ + ": " + bad);
           if (r.target_.empty()) return complete(r);
           read_payload(r);
         });
@@ -388,7 +423,7 @@ class asio_io {
         asio_net::buffer(r.target_.data() + r.got_, r.target_.size() - r.got_),
         [this, &r](const asio_error_code& ec, std::size_t n) {
           if (!failure_.empty()) return;
-          if (ec) return io_error(*r.link, ec);
+          if (ec) return read_failed(r, ec);
           r.last_ = asio_clock::now();
           r.got_ += n;
           if (r.got_ < r.target_.size()) return read_payload(r);
@@ -448,13 +483,17 @@ class asio_io {
   void complete(asio_read& r) {
     switch (r.state_) {
       case asio_read::phase::header:
-      case asio_read::phase::payload: r.done_ = true; return;
+      case asio_read::phase::payload:
+        r.done_ = true;
+        if (r.then) end(r, {});
+        return;
       case asio_read::phase::stash:
         stashed_bytes_ += r.tmp_.size();
         r.link->stash_.push_back(asio_frame{r.h_, std::move(r.tmp_)});
         r.tmp_ = {};
         if (r.stash_one) {
           r.done_ = true;
+          if (r.then) end(r, {});
           return;
         }
         r.state_ = asio_read::phase::header;
@@ -462,7 +501,7 @@ class asio_io {
         read_header(r);
         return;
       case asio_read::phase::abort:
-        set_error(r.link->name_ + " failed: " + asio_printable(r.tmp_));
+        fail_read(r, r.link->name_ + " failed: " + asio_printable(r.tmp_));
         return;
     }
   }
@@ -491,7 +530,13 @@ class asio_io {
       bufs[1] = asio_net::const_buffer();
     }
     w.link->socket_.async_write_some(bufs, [this, &w](const asio_error_code& ec, std::size_t n) {
-      if (!failure_.empty() || ec == asio_net::error::operation_aborted) return;
+      if (!failure_.empty()) return;
+      if (ec && w.then) {
+        return end(
+            w, w.link->name_ + ": " +
+                   (ec == asio_net::error::operation_aborted ? "cancelled" : describe_error(ec)));
+      }
+      if (ec == asio_net::error::operation_aborted) return;
       if (ec) {
         w.broken_ = describe_error(ec);  // wait() decides: the peer's abort frame may follow
         return;
@@ -501,6 +546,7 @@ class asio_io {
       if (w.sent_ < asio_wire::header_size + w.payload.size()) return write_some(w);
       w.done_ = true;
       w.link->writing_ = false;
+      if (w.then) end(w, {});
     });
   }
 
@@ -538,16 +584,7 @@ class asio_io {
       }
       if (!late_read && !late_write) return;
       if (asio_clock::now() >= deadline) {
-        if (late_read) {
-          std::string s =
-              late_read->link->name_ + ": no data for " + asio_seconds(late_read->timeout);
-          if (late_read->state_ != asio_read::phase::header || late_read->got_ > 0) {
-            s += " (inside a frame)";
-          }
-          throw asio_defect(s);
-        }
-        throw asio_defect(late_write->link->name_ + ": could not send for " +
-                          asio_seconds(late_write->timeout) + " (the peer is not receiving)");
+        throw asio_defect(late_read ? late(*late_read) : late(*late_write));
       }
       if (ctx_.run_one_until(deadline) == 0 && ctx_.stopped()) {
         if (!error_.empty()) throw asio_defect(error_);

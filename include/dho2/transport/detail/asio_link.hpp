@@ -42,6 +42,7 @@ class asio_defect : public std::runtime_error {
 struct asio_settings {
   std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds connect_timeout{60000};
+  std::chrono::milliseconds handshake_timeout{5000};  // per accepted connection
   std::uint64_t max_frame_bytes = std::uint64_t{1} << 30;
   std::size_t direct_all_reduce_bytes = 8192;
   std::string bind_address = "127.0.0.1";

@@ -70,47 +70,38 @@ inline void asio_rendezvous_root(asio_mesh& m, unsigned short port) {
     std::vector<std::array<unsigned char, 16>> raw(static_cast<std::size_t>(size));
     std::vector<std::uint8_t> family(static_cast<std::size_t>(size), 0);
     std::vector<unsigned short> ports(static_cast<std::size_t>(size), 0);
-    for (int joined = 0; joined < size - 1;) {
-      auto link = m.accept_until(deadline);
-      if (!link) {
-        std::string missing;
-        for (int r = 1; r < size; ++r) {
-          if (!m.has_link(r)) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-        }
-        throw asio_defect(
-            "only " + std::to_string(joined) + " of " + std::to_string(size - 1) +
-            " ranks joined within connect_timeout = " + asio_seconds(settings.connect_timeout) +
-            " (missing: " + missing + ")" + m.refusal_summary());
-      }
-      link->set_name("connection from " + link->remote());
-      const int authenticated = m.admit(std::move(link), deadline);
-      if (authenticated < 0) continue;
-      asio_link& l = m.newcomer();
+    // Handshakes and hellos run concurrently (asio_mesh::admit_all): a connection that stalls
+    // holds up no other. An authenticated hello that disagrees fails the job.
+    const auto on_seated = [&](int rank, std::span<const unsigned char> bytes) {
       std::array<unsigned char, asio_wire::hello_size> buf{};
-      asio_wire::header want;
-      want.type = asio_wire::kind::hello;
-      asio_read rd = asio_io::handshake_read(l, want, std::as_writable_bytes(std::span(buf)),
-                                             m.step_timeout(deadline));
-      if (const std::string why = m.io().attempt(std::span(&rd, 1), {}); !why.empty()) {
-        m.refuse(why);
-        continue;
-      }
+      std::copy(bytes.begin(), bytes.end(), buf.begin());
       const asio_wire::hello h = asio_wire::decode_hello(buf);
+      asio_link& l = m.link(rank);
       if (const std::string why =
-              asio_wire::hello_defect(h, static_cast<std::uint32_t>(authenticated),
+              asio_wire::hello_defect(h, static_cast<std::uint32_t>(rank),
                                       static_cast<std::uint32_t>(size), asio_fingerprint(settings));
           !why.empty()) {
-        m.fail(m.prefix("rendezvous") + ": " + l.name() + ": " + why);
+        m.fail(m.prefix("rendezvous") + ": connection from " + l.remote() + ": " + why);
       }
-      const auto r = static_cast<std::size_t>(authenticated);
+      const auto r = static_cast<std::size_t>(rank);
       raw[r] = h.address;
       family[r] = h.family;
       ports[r] = h.port;
-      if (h.family == 0)
+      if (h.family == 0) {
         family[r] = asio_from_address(l.socket().remote_endpoint().address(), raw[r]);
-      m.set_address(authenticated, asio_to_address(family[r], raw[r]));
-      m.seat(authenticated);
-      ++joined;
+      }
+      m.set_address(rank, asio_to_address(family[r], raw[r]));
+    };
+    const int joined = m.admit_all(size - 1, deadline, true, on_seated);
+    if (joined < size - 1) {
+      std::vector<int> missing;
+      for (int r = 1; r < size; ++r) {
+        if (!m.has_link(r)) missing.push_back(r);
+      }
+      throw asio_defect(
+          "only " + std::to_string(joined) + " of " + std::to_string(size - 1) +
+          " ranks joined within connect_timeout = " + asio_seconds(settings.connect_timeout) +
+          " (missing: " + asio_mesh::rank_list(missing) + ")" + m.refusal_summary());
     }
     m.close_acceptor();
     std::random_device rd;
@@ -165,7 +156,7 @@ inline void asio_rendezvous_member(asio_mesh& m, const std::string& host, unsign
     root->set_name("peer 0 (" + root->remote() + ")");
     m.adopt(0, std::move(root));
     m.set_address(0, m.link(0).socket().remote_endpoint().address());
-    // Rank 0 serves one connection at a time: its challenge may take up to connect_timeout.
+    // Rank 0 answers at once (its handshakes run concurrently), but may still be starting up.
     m.connect_peer(0, settings.connect_timeout + settings.timeout);
     const auto hello_bytes = asio_wire::encode_hello(h);
     asio_wire::header hh;
