@@ -327,12 +327,16 @@ class run_monitor {
 /// --checkpoint-every N: saves a checkpoint (`optimizer::save_checkpoint`, collective: every rank
 /// runs this callback) after every N-th step call, recording where the data continues. While a
 /// background estimate is in flight (when saving is not possible) the save waits for the first
-/// step after it; every rank decides alike (the schedule is deterministic).
+/// step after it; every rank decides alike (the schedule is deterministic). A save that fails
+/// (every rank throws alike; the previous checkpoint stays committed) stops the run
+/// (--checkpoint-failure stop) or, with `keep_going`, is reported on stderr by `lead` and
+/// retried at the next multiple of N.
 template <class Optimizer>
 class checkpointer {
  public:
-  checkpointer(Optimizer& opt, std::filesystem::path dir, long long every)
-      : opt_(&opt), dir_(std::move(dir)), every_(every) {}
+  checkpointer(Optimizer& opt, std::filesystem::path dir, long long every, bool keep_going = false,
+               bool lead = false)
+      : opt_(&opt), dir_(std::move(dir)), every_(every), keep_going_(keep_going), lead_(lead) {}
 
   template <dho2::model_scalar S>
   void on_step(const dho2::step_info<S>& info) {
@@ -342,20 +346,42 @@ class checkpointer {
     const dho2::data_position next = info.batch + 1 < info.batches_per_epoch
                                          ? dho2::data_position{info.epoch, info.batch + 1}
                                          : dho2::data_position{info.epoch + 1, 0};
-    opt_->save_checkpoint(dir_, info.parameters, next);
     due_ = false;
+    try {
+      opt_->save_checkpoint(dir_, info.parameters, next);
+    } catch (const dho2::checkpoint_error& e) {
+      if (!keep_going_) {
+        throw dho2::checkpoint_error(std::string(e.what()) +
+                                     "; training stopped (--checkpoint-failure continue would "
+                                     "train on without this checkpoint)");
+      }
+      ++failed_;
+      if (lead_) {
+        std::fflush(stdout);
+        std::fprintf(stderr,
+                     "dho2_train: warning: %s; training goes on (--checkpoint-failure "
+                     "continue)\n",
+                     e.what());
+      }
+      return;
+    }
     ++saved_;
   }
 
   /// Checkpoints written so far.
   [[nodiscard]] long long saved() const noexcept { return saved_; }
+  /// Checkpoints that could not be saved (with `keep_going`).
+  [[nodiscard]] long long failed() const noexcept { return failed_; }
 
  private:
   Optimizer* opt_;
   std::filesystem::path dir_;
   long long every_;
+  bool keep_going_;
+  bool lead_;
   bool due_ = false;
   long long saved_ = 0;
+  long long failed_ = 0;
 };
 
 }  // namespace dho2_train

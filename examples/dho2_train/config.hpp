@@ -88,11 +88,13 @@ struct train_config {
   std::string rendezvous;                 // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
   std::string bind_address;               // asio: address to listen on (else loopback)
   // Checkpoints (see --help).
-  std::string checkpoint_dir;      // where checkpoints are committed
-  long long checkpoint_every = 0;  // steps between checkpoints (0: none)
-  bool resume = false;             // load the committed checkpoint, if any, before training
-  std::string save_parameters;     // file for the final parameters (raw float32)
-  std::string secret_file;         // asio: shared secret's file (else DHO2_SECRET_FILE)
+  std::string checkpoint_dir;         // where checkpoints are committed
+  long long checkpoint_every = 0;     // steps between checkpoints (0: none)
+  bool resume = false;                // load the committed checkpoint, if any, before training
+  bool overwrite_checkpoint = false;  // a fresh run may replace the checkpoint in the dir
+  std::string checkpoint_failure = "stop";  // a failed save: stop | continue (with a warning)
+  std::string save_parameters;              // file for the final parameters (raw float32)
+  std::string secret_file;                  // asio: shared secret's file (else DHO2_SECRET_FILE)
 };
 
 /// True when mode A (consensus ADMM) is asked for.
@@ -396,6 +398,16 @@ inline const std::vector<flag>& flags() {
       {"--resume", "", "off",
        "continue from the checkpoint in --checkpoint-dir (bit for bit); start fresh if none",
        [](c& o, std::string_view) { o.resume = true; }},
+      {"--overwrite-checkpoint", "", "off",
+       "a run without --resume may replace the checkpoint already in --checkpoint-dir (else it "
+       "refuses to start)",
+       [](c& o, std::string_view) { o.overwrite_checkpoint = true; }},
+      {"--checkpoint-failure", "NAME", "stop",
+       "a checkpoint that cannot be saved (disk full): stop (non-zero exit) | continue (warn "
+       "and train on); the previous checkpoint stays committed either way",
+       [](c& o, std::string_view v) {
+         o.checkpoint_failure = parse_choice("--checkpoint-failure", v, {"stop", "continue"});
+       }},
       {"--save-parameters", "FILE", "none", "write the final parameters (n float32, little-endian)",
        [](c& o, std::string_view v) { o.save_parameters = std::string(v); }},
       {"--help", "", "", "show this help and exit", [](c& o, std::string_view) { o.help = true; }},

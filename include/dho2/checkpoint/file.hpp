@@ -29,6 +29,11 @@
 /// sections by name, type and size, and checks the header against the running job
 /// (`checkpoint_reader::expect`).
 ///
+/// The job's settings beyond the header (`checkpoint_identity::settings`: the model's structure,
+/// the data layout, see `dho2/core/job_settings.hpp`) travel in the u8 section `job`: for each
+/// setting its name, the byte 0x1f, its value, the byte 0x1e. The writer adds it when there are
+/// settings; the reader reads it into the identity.
+///
 /// Atomic, durable writing (`write_file_atomically`): the bytes go to a temporary file
 /// `<target>.tmp.<pid>.<counter>` in the same directory, which is flushed, fsync'ed and closed,
 /// then renamed over the target, and the directory is fsync'ed. A crash at any moment leaves the
@@ -38,6 +43,7 @@
 
 #include <dho2/checkpoint/checksum.hpp>
 #include <dho2/core/errors.hpp>
+#include <dho2/core/job_settings.hpp>
 #include <dho2/core/types.hpp>
 
 #include <fcntl.h>
@@ -89,6 +95,9 @@ struct checkpoint_identity {
   std::uint64_t options_hash = 0;
   /// Step calls done when the checkpoint was taken.
   index step = 0;
+  /// The job's settings a resumed job must match (model structure, data layout; section `job`),
+  /// empty for none.
+  job_settings settings{};
 };
 
 /// Element type codes of sections (see the format table).
@@ -208,7 +217,15 @@ inline void write_file_atomically(
 class checkpoint_writer {
  public:
   /// A writer whose header holds `id`.
-  explicit checkpoint_writer(const checkpoint_identity& id) : id_(id) {}
+  explicit checkpoint_writer(const checkpoint_identity& id) : id_(id) {
+    if (id.settings.empty()) return;
+    std::string text;
+    for (const job_setting& s : id.settings) {
+      text.append(s.name).append(1, '\x1f').append(s.value).append(1, '\x1e');
+    }
+    add("job", std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                             text.size()));
+  }
 
   /// Adds section `name` (1 to 255 ASCII characters, unique) holding `values`. Throws
   /// `checkpoint_error` for a bad or repeated name.
@@ -294,7 +311,9 @@ class checkpoint_reader {
 
   /// Throws `checkpoint_error` naming the first header field that differs from the running job's
   /// `job`: "n", "world size", "rank" (only when `check_rank`), "partition" (the layout hash,
-  /// only when `check_rank`), "options". The step is not compared.
+  /// only when `check_rank`), "options", then each of `job.settings` the file does not record
+  /// with the same value (the message names the setting and both values; settings the job does
+  /// not name are not compared). The step is not compared.
   void expect(const checkpoint_identity& job, bool check_rank = true) const {
     const auto differ = [&](std::string_view what, auto file_value, auto job_value) {
       fail(std::string(what) + " differs: the checkpoint has " + std::to_string(file_value) +
@@ -312,6 +331,20 @@ class checkpoint_reader {
            " in the file, " + hex(job.options_hash) +
            " here): dho2::options, the scalar type, the ADMM solver's tau, the schedule and the "
            "base optimizer's state layout must be those of the job that saved it");
+    }
+    for (const job_setting& wanted : job.settings) {
+      const job_setting* found = nullptr;
+      for (const job_setting& s : id_.settings) {
+        if (s.name == wanted.name) found = &s;
+      }
+      if (found == nullptr) {
+        fail(wanted.name + " is not recorded (this job has " + wanted.value +
+             "): the checkpoint was written without it, so it cannot be checked");
+      }
+      if (found->value != wanted.value) {
+        fail(wanted.name + " differs: the checkpoint has " + found->value + ", this job has " +
+             wanted.value);
+      }
     }
   }
 
@@ -450,6 +483,13 @@ class checkpoint_reader {
       if (!sections_.emplace(std::move(name), sec).second) malformed("repeated section name");
     }
     if (at != end) malformed("bytes left after the last section");
+    if (const auto job = sections_.find("job"); job != sections_.end() && job->second.type == 1) {
+      const std::string_view text(reinterpret_cast<const char*>(bytes_.data() + job->second.offset),
+                                  job->second.count);
+      for (auto& [name, value] : detail::parse_settings(text)) {
+        id_.settings.push_back({std::move(name), std::move(value)});
+      }
+    }
   }
 
   std::filesystem::path file_;
