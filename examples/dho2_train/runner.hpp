@@ -244,6 +244,7 @@ inline dho2::job_settings agreed_flags(const train_config& c) {
   for (const double w : c.partition_weights) weights += (weights.empty() ? "" : ",") + number(w);
   dho2::job_settings s = {
       {"--dataset", c.dataset},
+      {"--train-size", optional_integer(c.train_size)},
       {"--model", c.model},
       {"--activation", c.activation},
       {"--optimizer", c.optimizer},
