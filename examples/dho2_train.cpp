@@ -374,6 +374,7 @@ std::optional<int> agree_on_command_line(const boost::mpi::communicator& world,
                                          const std::optional<std::pair<int, std::string>>& mine,
                                          const train_config& c) {
   dho2::mpi_transport t(world);
+  t.set_timeout(timeout_of(c));
   const std::vector<std::string> all =
       dho2::detail::all_gather_text(t, mine ? mine->second : std::string());
   std::vector<std::pair<std::string, std::vector<int>>> distinct;

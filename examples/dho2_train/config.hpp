@@ -82,7 +82,7 @@ struct train_config {
   long long curvature_ranks = 1;          // split: dedicated curvature ranks
   long long max_staleness = 4;            // split / background: steps an estimate may lag
   std::string on_late = "wait";           // split / background: wait | keep-previous
-  double timeout = 60.0;                  // inproc / asio: seconds a rank waits for its peers
+  double timeout = 60.0;                  // seconds a rank waits for its peers in one call
   std::optional<long long> rank;          // asio: this rank (else DHO2_RANK)
   std::optional<long long> world_size;    // asio: number of ranks (else DHO2_WORLD_SIZE)
   std::string rendezvous;                 // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
@@ -370,7 +370,9 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) {
          o.on_late = parse_choice("--on-late", v, {"wait", "keep-previous"});
        }},
-      {"--timeout", "SECONDS", "60", "inproc / asio: how long a rank waits for its peers",
+      {"--timeout", "SECONDS", "60",
+       "how long a rank waits for its peers in one call (inproc, asio; mpi: then the job is "
+       "aborted)",
        [](c& o, std::string_view v) {
          o.timeout = parse_number("--timeout", v);
          if (!(o.timeout > 0.0)) throw usage_error("--timeout: must be > 0");

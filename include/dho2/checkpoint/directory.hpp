@@ -154,7 +154,9 @@ class checkpoint_directory_lock {
       [[maybe_unused]] const ::ssize_t put = ::pwrite(fd_, pid.data(), pid.size(), 0);
     }
   }
+  /// Not copyable: one object holds the lock.
   checkpoint_directory_lock(const checkpoint_directory_lock&) = delete;
+  /// Not copyable.
   checkpoint_directory_lock& operator=(const checkpoint_directory_lock&) = delete;
   /// Takes over `other`'s lock.
   checkpoint_directory_lock(checkpoint_directory_lock&& other) noexcept
