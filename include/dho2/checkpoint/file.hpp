@@ -49,6 +49,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -217,15 +218,7 @@ inline void write_file_atomically(
 class checkpoint_writer {
  public:
   /// A writer whose header holds `id`.
-  explicit checkpoint_writer(const checkpoint_identity& id) : id_(id) {
-    if (id.settings.empty()) return;
-    std::string text;
-    for (const job_setting& s : id.settings) {
-      text.append(s.name).append(1, '\x1f').append(s.value).append(1, '\x1e');
-    }
-    add("job", std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()),
-                                             text.size()));
-  }
+  explicit checkpoint_writer(const checkpoint_identity& id) : id_(id) {}
 
   /// Adds section `name` (1 to 255 ASCII characters, unique) holding `values`. Throws
   /// `checkpoint_error` for a bad or repeated name.
@@ -239,26 +232,32 @@ class checkpoint_writer {
       if (n == name) throw checkpoint_error("checkpoint section '" + n + "' added twice");
     }
     names_.emplace_back(name);
-    detail::put_le(body_, static_cast<std::uint32_t>(name.size()));
-    const auto* chars = reinterpret_cast<const std::byte*>(name.data());
-    body_.insert(body_.end(), chars, chars + name.size());
-    detail::put_le(body_, checkpoint_type_code<T>());
-    detail::put_le(body_, static_cast<std::uint32_t>(sizeof(T)));
-    detail::put_le(body_, static_cast<std::uint64_t>(values.size()));
-    const auto raw = std::as_bytes(values);
-    body_.insert(body_.end(), raw.begin(), raw.end());
+    encode(body_, name, values);
   }
 
-  /// The whole file: header, sections, checksum.
+  /// The whole file: header, sections, checksum (and the section `job` of the identity's
+  /// settings, unless a section of that name was added).
   [[nodiscard]] std::vector<std::byte> bytes() const {
+    std::vector<std::byte> job;
+    if (!id_.settings.empty() && std::find(names_.begin(), names_.end(), "job") == names_.end()) {
+      std::string text;
+      for (const job_setting& s : id_.settings) {
+        text.append(s.name).append(1, '\x1f').append(s.value).append(1, '\x1e');
+      }
+      encode(job, "job",
+             std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                           text.size()));
+    }
+    const std::size_t sections = names_.size() + (job.empty() ? 0 : 1);
     std::vector<std::byte> out;
-    out.reserve(checkpoint_min_bytes + body_.size());
+    out.reserve(checkpoint_min_bytes + body_.size() + job.size());
     const char magic[8] = {'D', 'H', 'O', '2', 'C', 'K', 'P', 'T'};
     const auto* m = reinterpret_cast<const std::byte*>(magic);
     out.insert(out.end(), m, m + 8);
     detail::put_le(out, checkpoint_format_version);
-    detail::put_le(out, static_cast<std::uint32_t>(names_.size()));
-    detail::put_le(out, static_cast<std::uint64_t>(checkpoint_min_bytes + body_.size()));
+    detail::put_le(out, static_cast<std::uint32_t>(sections));
+    detail::put_le(out,
+                   static_cast<std::uint64_t>(checkpoint_min_bytes + body_.size() + job.size()));
     detail::put_le(out, static_cast<std::int64_t>(id_.n));
     detail::put_le(out, static_cast<std::uint32_t>(id_.world_size));
     detail::put_le(out, static_cast<std::uint32_t>(id_.rank));
@@ -266,6 +265,7 @@ class checkpoint_writer {
     detail::put_le(out, id_.options_hash);
     detail::put_le(out, static_cast<std::int64_t>(id_.step));
     out.insert(out.end(), body_.begin(), body_.end());
+    out.insert(out.end(), job.begin(), job.end());
     detail::put_le(out, crc32c(out));
     return out;
   }
@@ -278,6 +278,20 @@ class checkpoint_writer {
   }
 
  private:
+  // Appends section `name` holding `values` (see the format table).
+  template <class T>
+  static void encode(std::vector<std::byte>& out, std::string_view name,
+                     std::span<const T> values) {
+    detail::put_le(out, static_cast<std::uint32_t>(name.size()));
+    const auto* chars = reinterpret_cast<const std::byte*>(name.data());
+    out.insert(out.end(), chars, chars + name.size());
+    detail::put_le(out, checkpoint_type_code<T>());
+    detail::put_le(out, static_cast<std::uint32_t>(sizeof(T)));
+    detail::put_le(out, static_cast<std::uint64_t>(values.size()));
+    const auto raw = std::as_bytes(values);
+    out.insert(out.end(), raw.begin(), raw.end());
+  }
+
   checkpoint_identity id_;
   std::vector<std::string> names_;
   std::vector<std::byte> body_;
