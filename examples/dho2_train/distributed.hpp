@@ -120,7 +120,9 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
 #if DHO2_TRAIN_WITH_MPI
   if (transport == "mpi") {
     dho2::mpi_transport mpi;
-    mpi.set_timeout(timeout_of(c));  // collectives in different orders fail, never hang
+    // --timeout bounds every collective (in different orders they fail, never hang); opt-in,
+    // as MPI's non-blocking collectives are slower (bench_mpi_collectives --dho2_timeout).
+    if (c.timeout_given) mpi.set_timeout(timeout_of(c));
     dho2::any_transport t{std::move(mpi)};
     body(t);
     return;
