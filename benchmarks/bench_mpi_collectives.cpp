@@ -32,6 +32,9 @@
 //   --dho2_iterations=<N>               iterations per repetition for every size (default: 1000
 //                                       below 1e4 floats, 100 below 1e6, else 10)
 //   --dho2_repetitions=<R>              repetitions (default 5)
+//   --dho2_timeout=<seconds>            "ours" with mpi_transport::set_timeout (its collectives
+//                                       then run non-blocking, polled against the deadline);
+//                                       default 0: no timeout, the blocking routines
 //
 // Reproduce (from the build directory; as root add OMPI_ALLOW_RUN_AS_ROOT=1 and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to the environment):
@@ -61,6 +64,7 @@ int main() {
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -80,6 +84,7 @@ struct bench_options {
   std::vector<std::size_t> sizes{1000, 100000, 10000000};
   std::int64_t iterations = 0;  // 0: by size
   int repetitions = 5;
+  double timeout_seconds = 0.0;  // mpi_transport::set_timeout for "ours" (0: none)
 };
 
 std::int64_t iterations_for(const bench_options& o, std::size_t n) {
@@ -111,6 +116,8 @@ bench_options parse_options(int& argc, char** argv, bool root) {
       o.iterations = std::stoll(it);
     } else if (const char* rep = value(arg, "--dho2_repetitions=")) {
       o.repetitions = std::stoi(rep);
+    } else if (const char* timeout = value(arg, "--dho2_timeout=")) {
+      o.timeout_seconds = std::stod(timeout);
     } else if (arg.rfind("--benchmark_min_warmup_time", 0) == 0 ||
                arg.rfind("--benchmark_enable_random_interleaving", 0) == 0) {
       if (root)
@@ -402,6 +409,8 @@ int main(int argc, char** argv) {
   }
   {
     bench_world world;
+    world.transport.set_timeout(
+        std::chrono::milliseconds(static_cast<long long>(options.timeout_seconds * 1000.0)));
     register_all(world, options);
     if (root) {
       ratio_reporter reporter;

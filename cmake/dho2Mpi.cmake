@@ -157,6 +157,15 @@ if(DHO2_BUILD_TESTS)
   endif()
   dho2_add_mpi_test(mpi.transport dho2_mpi_tests ${DHO2_MPI_TEST_NPROCS})
 
+  # The transport's deadline (set_timeout): collectives in different orders end within a bound.
+  add_executable(dho2_mpi_deadline_tests ${_dho2_mpi_root}/tests/mpi/test_mpi_deadline.cpp)
+  target_link_libraries(dho2_mpi_deadline_tests PRIVATE dho2::mpi doctest::doctest dho2_warnings)
+  if(NOT CMAKE_RUNTIME_OUTPUT_DIRECTORY)
+    set_target_properties(dho2_mpi_deadline_tests PROPERTIES
+                          RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  endif()
+  dho2_add_mpi_test(mpi.deadline dho2_mpi_deadline_tests 2 3 TIMEOUT 120)
+
   # The optimizer over MPI (mode S and mode A) against the single-process run.
   add_executable(dho2_mpi_optimizer_tests ${_dho2_mpi_root}/tests/mpi/test_mpi_optimizer.cpp)
   target_link_libraries(dho2_mpi_optimizer_tests PRIVATE dho2::mpi dho2::data doctest::doctest

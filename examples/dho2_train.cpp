@@ -29,6 +29,7 @@
 #include <dho2/schedule/split.hpp>
 #include <dho2/transport/any.hpp>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <exception>
@@ -386,12 +387,58 @@ int check_stdout(int code) {
               "its other outputs were written");
 }
 
+#if DHO2_TRAIN_WITH_MPI
+/// Under mpirun: every rank's command-line error (`mine`, empty for none) gathered over `world`.
+/// Returns nullopt when no rank has one; otherwise rank 0 prints each distinct message once
+/// (naming the ranks when not all of them met it) and every rank gets the exit code (its own,
+/// or 2 when only its peers failed), so that a bad flag given to one rank only still ends the
+/// job with its message. Then the ranks agree on the flags that must agree (`agreed_flags`),
+/// so that the usage checks that follow meet every rank alike (throws dho2::invalid_options on
+/// every rank otherwise).
+std::optional<int> agree_on_command_line(const boost::mpi::communicator& world,
+                                         const std::optional<std::pair<int, std::string>>& mine,
+                                         const train_config& c) {
+  dho2::mpi_transport t(world);
+  t.set_timeout(timeout_of(c));
+  const std::vector<std::string> all =
+      dho2::detail::all_gather_text(t, mine ? mine->second : std::string());
+  std::vector<std::pair<std::string, std::vector<int>>> distinct;
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (all[r].empty()) continue;
+    auto it = std::find_if(distinct.begin(), distinct.end(),
+                           [&](const auto& d) { return d.first == all[r]; });
+    if (it == distinct.end()) it = distinct.insert(distinct.end(), {all[r], {}});
+    it->second.push_back(static_cast<int>(r));
+  }
+  if (distinct.empty()) {
+    const dho2::job_settings flags = agreed_flags(c);
+    dho2::check_settings_agree(t, std::span<const dho2::job_setting>(flags));
+    return std::nullopt;
+  }
+  if (t.rank() == 0) {
+    for (const auto& [message, ranks] : distinct) {
+      if (ranks.size() == all.size()) {
+        fail(2, message);
+        continue;
+      }
+      std::string who = ranks.size() == 1 ? "rank " : "ranks ";
+      for (std::size_t i = 0; i < ranks.size(); ++i) {
+        who += (i > 0 ? ", " : "") + std::to_string(ranks[i]);
+      }
+      fail(2, who + " (of " + std::to_string(all.size()) + "): " + message);
+    }
+  }
+  return mine ? mine->first : 2;
+}
+#endif
+
 /// Parses the command line, sets up MPI when it is the transport, and runs.
 int run_command_line(int argc, char** argv) {
   const std::vector<std::string_view> args(argv + (argc > 0 ? 1 : 0), argv + argc);
   const std::optional<int> launched_rank = launcher_rank();
   train_config c;
   std::string transport;
+  std::optional<std::pair<int, std::string>> usage_failure;
   try {
     c = parse_args(args);
     if (c.help) {
@@ -400,14 +447,24 @@ int run_command_line(int argc, char** argv) {
     }
     transport = resolved_transport(c);
   } catch (...) {
-    return report_current_exception(launched_rank);
+    usage_failure = describe_current_exception();
+    if (!launched_rank || !with_mpi) return report_current_exception(launched_rank);
   }
 #if DHO2_TRAIN_WITH_MPI
-  if (transport == "mpi") {
+  if (transport == "mpi" || usage_failure) {
     // Exceptions are reported here; a rank that fails alone aborts the job, so that no peer
-    // waits forever in a collective.
+    // waits forever in a collective. Command-line errors are first gathered from every rank,
+    // so that one rank's bad flag is printed and ends the job.
     const boost::mpi::environment env(argc, argv, false);
     const boost::mpi::communicator world;
+    try {
+      if (const std::optional<int> code = agree_on_command_line(world, usage_failure, c))
+        return *code;
+    } catch (...) {
+      const int code = report_current_exception(world.rank());
+      if (code != 2 && world.size() > 1) world.abort(code);
+      return code;
+    }
     try {
       return run(c, transport);
     } catch (...) {

@@ -342,12 +342,15 @@ class run_monitor {
 /// background estimate is in flight (when saving is not possible) the save waits for the first
 /// step after it; every rank decides alike (the schedule is deterministic). With N = 0 it saves
 /// only when a signal interrupts the run (`on_stop`; the stop waits for a step without an
-/// estimate in flight, see `run_rank`).
+/// estimate in flight, see `run_rank`). A save that fails (every rank throws alike; the previous
+/// checkpoint stays committed) stops the run (--checkpoint-failure stop) or, with `keep_going`,
+/// is reported on stderr by `lead` and retried at the next multiple of N.
 template <class Optimizer>
 class checkpointer {
  public:
-  checkpointer(Optimizer& opt, std::filesystem::path dir, long long every)
-      : opt_(&opt), dir_(std::move(dir)), every_(every) {}
+  checkpointer(Optimizer& opt, std::filesystem::path dir, long long every, bool keep_going = false,
+               bool lead = false)
+      : opt_(&opt), dir_(std::move(dir)), every_(every), keep_going_(keep_going), lead_(lead) {}
 
   template <dho2::model_scalar S>
   void on_step(const dho2::step_info<S>& info) {
@@ -367,26 +370,48 @@ class checkpointer {
 
   /// Checkpoints written so far.
   [[nodiscard]] long long saved() const noexcept { return saved_; }
+  /// Checkpoints that could not be saved (with `keep_going`).
+  [[nodiscard]] long long failed() const noexcept { return failed_; }
   /// Step (0-based iteration) of the last checkpoint written, -1 before the first.
   [[nodiscard]] long long last_saved() const noexcept { return last_saved_; }
 
  private:
-  Optimizer* opt_;
-  std::filesystem::path dir_;
   template <dho2::model_scalar S>
   void save(const dho2::step_info<S>& info) {
     const dho2::data_position next = info.batch + 1 < info.batches_per_epoch
                                          ? dho2::data_position{info.epoch, info.batch + 1}
                                          : dho2::data_position{info.epoch + 1, 0};
-    opt_->save_checkpoint(dir_, info.parameters, next);
     due_ = false;
+    try {
+      opt_->save_checkpoint(dir_, info.parameters, next);
+    } catch (const dho2::checkpoint_error& e) {
+      if (!keep_going_) {
+        throw dho2::checkpoint_error(std::string(e.what()) +
+                                     "; training stopped (--checkpoint-failure continue would "
+                                     "train on without this checkpoint)");
+      }
+      ++failed_;
+      if (lead_) {
+        std::fflush(stdout);
+        std::fprintf(stderr,
+                     "dho2_train: warning: %s; training goes on (--checkpoint-failure "
+                     "continue)\n",
+                     e.what());
+      }
+      return;
+    }
     ++saved_;
     last_saved_ = static_cast<long long>(info.iteration);
   }
 
+  Optimizer* opt_;
+  std::filesystem::path dir_;
   long long every_;
+  bool keep_going_;
+  bool lead_;
   bool due_ = false;
   long long saved_ = 0;
+  long long failed_ = 0;
   long long last_saved_ = -1;
 };
 

@@ -17,6 +17,7 @@
 #include <dho2/asio.hpp>
 #endif
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -157,6 +158,12 @@ inline dho2::asio_options asio_options_of(const train_config& c) {
 }
 #endif
 
+/// --timeout in milliseconds, in [1 ms, 10⁹ s].
+inline std::chrono::milliseconds timeout_of(const train_config& c) {
+  const double ms = std::clamp(c.timeout * 1000.0, 1.0, 1e12);
+  return std::chrono::milliseconds(static_cast<long long>(ms));
+}
+
 /// Runs `body(dho2::any_transport&)` once for every rank this process hosts: P threads for
 /// inproc, one rank for mpi and asio (and for inproc with P = 1, without a thread).
 template <class Body>
@@ -194,7 +201,11 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
   }
 #if DHO2_TRAIN_WITH_MPI
   if (transport == "mpi") {
-    dho2::any_transport t{dho2::mpi_transport()};
+    dho2::mpi_transport mpi;
+    // --timeout bounds every collective (in different orders they fail, never hang); opt-in,
+    // as MPI's non-blocking collectives are slower (bench_mpi_collectives --dho2_timeout).
+    if (c.timeout_given) mpi.set_timeout(timeout_of(c));
+    dho2::any_transport t{std::move(mpi)};
     body(t);
     return;
   }

@@ -12,6 +12,7 @@
 #include "report.hpp"
 #include <dho2/callbacks/callbacks.hpp>
 #include <dho2/checkpoint/directory.hpp>
+#include <dho2/core/job_settings.hpp>
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/idx.hpp>
 #include <dho2/data/synthetic.hpp>
@@ -269,6 +270,125 @@ std::optional<dho2::index> resume(const train_config& c, Optimizer& opt, dho2::a
   return step;
 }
 
+/// The job's settings a checkpoint records and a resumed run must match: the model's structure
+/// and the data layout (training samples, batch size, batches per epoch, sample size).
+template <class Model>
+dho2::job_settings job_of(const train_config& c, const Model& model, const dataset& data,
+                          dho2::index batches_per_epoch) {
+  dho2::job_settings job = dho2::model_settings(model);
+  const auto text = [](auto v) { return std::to_string(static_cast<long long>(v)); };
+  job.push_back({"data.train_size", text(data.train.size())});
+  job.push_back({"data.batch_size", text(c.batch)});
+  job.push_back({"data.batches_per_epoch", text(batches_per_epoch)});
+  job.push_back({"data.sample_size", text(data.train.num_features())});
+  return job;
+}
+
+/// The flags every rank must be given alike, by their name, with their effective value. Flags
+/// only rank 0 acts on (outputs, evaluations, stopping rules: the stop is agreed at every step)
+/// and per-rank ones (--rank, --threads, --bind, --timeout, ...) are not among them.
+inline dho2::job_settings agreed_flags(const train_config& c) {
+  const auto number = [](double v) { return dho2::detail::exact_text(v); };
+  const auto integer = [](long long v) { return std::to_string(v); };
+  const auto optional_number = [&](const std::optional<double>& v) {
+    return v ? number(*v) : std::string("default");
+  };
+  const auto optional_integer = [&](const std::optional<long long>& v) {
+    return v ? integer(*v) : std::string("default");
+  };
+  std::string weights;
+  for (const double w : c.partition_weights) weights += (weights.empty() ? "" : ",") + number(w);
+  dho2::job_settings s = {
+      {"--dataset", c.dataset},
+      {"--train-size", optional_integer(c.train_size)},
+      {"--model", c.model},
+      {"--activation", c.activation},
+      {"--optimizer", c.optimizer},
+      {"--lr", number(c.lr.value_or(default_learning_rate(c.optimizer)))},
+      {"--momentum", optional_number(c.momentum)},
+      {"--batch", integer(c.batch)},
+      {"--epochs", integer(c.epochs)},
+      {"--k", integer(c.k)},
+      {"--l", integer(c.l)},
+      {"--m", integer(c.lanczos_steps)},
+      {"--W", integer(c.warmup)},
+      {"--T", integer(c.refresh_every)},
+      {"--alpha", number(c.alpha)},
+      {"--beta", number(c.beta)},
+      {"--clip", optional_number(c.clip)},
+      {"--damping", optional_number(c.damping)},
+      {"--kfac-factor-decay", optional_number(c.kfac_factor_decay)},
+      {"--kfac-factor-every", optional_integer(c.kfac_factor_every)},
+      {"--kfac-inverse-every", optional_integer(c.kfac_inverse_every)},
+      {"--kl-clip", optional_number(c.kl_clip)},
+      {"--l2", number(c.l2)},
+      {"--seed", std::to_string(c.seed)},
+      {"--partitioner", c.partitioner + (weights.empty() ? "" : ":" + weights)},
+      {"--admm-rho", optional_number(c.admm_rho)},
+      {"--admm-every", optional_integer(c.admm_every)},
+      {"--admm-balance", c.admm_balance ? "on" : "off"},
+      {"--schedule", c.schedule},
+      {"--curvature-ranks", integer(c.curvature_ranks)},
+      {"--max-staleness", integer(c.max_staleness)},
+      {"--on-late", c.on_late},
+      {"--checkpoint-dir", c.checkpoint_dir},
+      {"--checkpoint-every", integer(c.checkpoint_every)},
+      {"--resume", c.resume ? "on" : "off"},
+      {"--checkpoint-failure", c.checkpoint_failure},
+      {"--max-skipped-steps", integer(c.max_skipped_steps)},
+  };
+  return s;
+}
+
+/// Checks, before any other collective of the run, that every rank was given the same training
+/// settings: `agreed_flags` and, from `job`, the training set's size and the model's structure.
+/// Throws the same dho2::invalid_options on every rank otherwise, naming the flag or setting and
+/// each rank's value.
+inline void check_ranks_agree(const train_config& c, dho2::any_transport& world,
+                              const dho2::job_settings& job) {
+  if (world.size() <= 1) return;
+  dho2::job_settings s = agreed_flags(c);
+  // The data as loaded (--train-size, and a --data directory with another training set).
+  for (const dho2::job_setting& j : job) {
+    if (j.name == "data.train_size") s.push_back({"--train-size (training samples)", j.value});
+    if (j.name == "model.structure") s.push_back({"model structure", j.value});
+  }
+  dho2::check_settings_agree(world, std::span<const dho2::job_setting>(s));
+}
+
+/// --checkpoint-dir (checkpoints are saved every --checkpoint-every steps and at an interrupt,
+/// and loaded with --resume): rank 0 locks the directory for the run
+/// (`dho2::checkpoint_directory_lock`, returned) and, for a run without --resume, refuses a
+/// directory that holds a committed checkpoint unless --overwrite-checkpoint. The ranks agree on
+/// the outcome (a collective when distributed): every rank throws the same usage_error.
+inline std::optional<dho2::checkpoint_directory_lock> guard_checkpoint_dir(
+    const train_config& c, dho2::any_transport& world) {
+  if (c.checkpoint_dir.empty()) return std::nullopt;
+  std::optional<dho2::checkpoint_directory_lock> lock;
+  std::string error;
+  if (world.rank() == 0) {
+    try {
+      lock.emplace(c.checkpoint_dir);
+      if (!c.resume && !c.overwrite_checkpoint && dho2::has_checkpoint(c.checkpoint_dir)) {
+        std::string which = "a checkpoint";
+        try {
+          which = "the checkpoint of step " +
+                  std::to_string(dho2::read_checkpoint_manifest(c.checkpoint_dir).identity().step);
+        } catch (const dho2::checkpoint_error&) {  // NOLINT(bugprone-empty-catch): "a checkpoint"
+        }
+        error = "--checkpoint-dir " + c.checkpoint_dir + ": holds " + which +
+                " of an earlier run, which this run would replace; pass --resume to continue "
+                "it, or --overwrite-checkpoint to replace it";
+      }
+    } catch (const dho2::checkpoint_error& e) {
+      error = std::string("--checkpoint-dir: ") + e.what();
+    }
+  }
+  if (world.size() > 1) error = dho2::detail::all_gather_text(world, error).front();
+  if (!error.empty()) throw usage_error(error);
+  return lock;
+}
+
 /// --save-parameters FILE: the final parameters as n little-endian float32 values
 /// (`dho2::write_output_file`: a regular file replaced atomically, a link followed, a device or
 /// FIFO written directly).
@@ -479,12 +599,13 @@ struct kfac_run {
 /// --checkpoint-every steps and when a signal stops the run), as a tuple of callbacks to pass;
 /// empty for an optimizer without checkpoints.
 template <class Optimizer>
-auto checkpoint_callbacks(const train_config& c, Optimizer& opt) {
+auto checkpoint_callbacks(const train_config& c, Optimizer& opt, bool lead) {
   if constexpr (checkpointable<Optimizer>) {
     using saver_type = checkpointer<Optimizer>;
     return std::tuple<optional_callback<saver_type>>(
         !c.checkpoint_dir.empty()
-            ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every)
+            ? std::optional<saver_type>(std::in_place, opt, c.checkpoint_dir, c.checkpoint_every,
+                                        c.checkpoint_failure == "continue", lead)
             : std::nullopt);
   } else {
     return std::tuple<>();
@@ -510,13 +631,21 @@ template <class Run, class Model>
 rank_record run_rank(const train_config& c, const Model& model, const dataset& data, const Run& run,
                      dho2::any_transport world, std::optional<run_result>& lead) {
   const bool is_lead = world.rank() == 0;
+  dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
+  const dho2::job_settings job = job_of(c, model, data, batches.num_batches());
+  // The first collectives of the run: the ranks agree on every setting, then on the checkpoint
+  // directory (locked by rank 0 for the run).
+  check_ranks_agree(c, world, job);
+  const std::optional<dho2::checkpoint_directory_lock> lock = guard_checkpoint_dir(c, world);
   auto opt = run.make_optimizer(world);
   using optimizer_type = decltype(opt);
   dho2::vector<scalar> x = initial_parameters(model, c.seed);
-  dho2::shuffling_batcher<scalar> batches(data.train, c.batch, c.seed);
   std::optional<dho2::index> resumed_at;
-  if constexpr (checkpointable<optimizer_type>) resumed_at = resume(c, opt, world, x);
-  auto savers = checkpoint_callbacks(c, opt);
+  if constexpr (checkpointable<optimizer_type>) {
+    opt.describe_job(job);  // what its checkpoints record and a resumed run must match
+    resumed_at = resume(c, opt, world, x);
+  }
+  auto savers = checkpoint_callbacks(c, opt, is_lead);
   rank_callbacks cbs(c, model, data, is_lead);
   const dho2::stop_on_signal interrupt = interrupt_callback(c, opt);
 

@@ -640,4 +640,29 @@ TEST_CASE("kfac: invalid options are rejected naming the field") {
       CHECK(m.find("[x changed]") == std::string::npos);
     }
   }
+
+  SUBCASE("a model with another hidden activation on one rank is rejected, naming both") {
+    const distributed_problem p;
+    const auto messages = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
+      const int rank = t.rank();
+      const dho2::mlp<double> model(p.model.layers(),
+                                    rank == 0 ? dho2::activation::tanh : dho2::activation::relu,
+                                    1e-3, p.model.output_loss());
+      dho2::kfac<double, dho2::inproc_transport> opt(p.options, std::move(t));
+      dho2::shuffling_batcher<double> batches(p.data.train, 25, 17);
+      VectorXd x = p.x0;
+      std::string message;
+      try {
+        dho2_test::train_steps(opt, model, x, batches, 1, rank, 2);
+      } catch (const dho2::invalid_options& e) {
+        message = e.what();
+      }
+      return message;
+    });
+    for (const auto& m : messages) {
+      CHECK(m ==
+            "model.hidden_activation() = 1 on rank 0, 0 on rank 1. Violated constraint: "
+            "identical on all 2 ranks");
+    }
+  }
 }

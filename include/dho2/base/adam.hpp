@@ -5,11 +5,13 @@
 #define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/agreement.hpp>
 #include <dho2/detail/validate.hpp>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace dho2 {
 
@@ -54,6 +56,13 @@ struct adam {
     }
   };
 
+  /// The hyper-parameters as text, "adam" then each as name=value (what the ranks of a job
+  /// must share; `dho2::optimizer` checks it at its first step).
+  [[nodiscard]] std::string identity() const {
+    return std::string("adam") + " learning_rate=" + detail::exact_text(learning_rate) +
+           " beta1=" + detail::exact_text(beta1) + " beta2=" + detail::exact_text(beta2) +
+           " epsilon=" + detail::exact_text(epsilon);
+  }
   /// Throws `dho2::invalid_options` for bad hyper-parameters.
   void validate() const {
     detail::require_finite_positive("adam::learning_rate", learning_rate);

@@ -6,6 +6,7 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
 
@@ -21,6 +22,12 @@ struct heavy_ball {
   template <model_scalar S>
   using state = detail::momentum_state<S>;
 
+  /// The hyper-parameters as text, "heavy_ball" then each as name=value (what the ranks of a job
+  /// must share; `dho2::optimizer` checks it at its first step).
+  [[nodiscard]] std::string identity() const {
+    return std::string("heavy_ball") + " learning_rate=" + detail::exact_text(learning_rate) +
+           " momentum=" + detail::exact_text(momentum);
+  }
   /// Throws `dho2::invalid_options` for a bad learning rate or momentum.
   void validate() const { detail::validate_momentum("heavy_ball", learning_rate, momentum); }
 

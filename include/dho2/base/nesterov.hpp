@@ -6,6 +6,7 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
 
@@ -21,6 +22,12 @@ struct nesterov {
   template <model_scalar S>
   using state = detail::momentum_state<S>;
 
+  /// The hyper-parameters as text, "nesterov" then each as name=value (what the ranks of a job
+  /// must share; `dho2::optimizer` checks it at its first step).
+  [[nodiscard]] std::string identity() const {
+    return std::string("nesterov") + " learning_rate=" + detail::exact_text(learning_rate) +
+           " momentum=" + detail::exact_text(momentum);
+  }
   /// Throws `dho2::invalid_options` for a bad learning rate or momentum.
   void validate() const { detail::validate_momentum("nesterov", learning_rate, momentum); }
 

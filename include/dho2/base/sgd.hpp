@@ -5,9 +5,11 @@
 #define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/detail/agreement.hpp>
 #include <dho2/detail/validate.hpp>
 
 #include <cstddef>
+#include <string>
 
 namespace dho2 {
 
@@ -26,6 +28,11 @@ struct sgd {
     void visit_fields(F&& /*f*/) {}
   };
 
+  /// The hyper-parameters as text, "sgd" then each as name=value (what the ranks of a job
+  /// must share; `dho2::optimizer` checks it at its first step).
+  [[nodiscard]] std::string identity() const {
+    return std::string("sgd") + " learning_rate=" + detail::exact_text(learning_rate);
+  }
   /// Throws `dho2::invalid_options` if `learning_rate` is not finite and positive.
   void validate() const { detail::require_finite_positive("sgd::learning_rate", learning_rate); }
 

@@ -21,10 +21,16 @@
 
 #include <dho2/checkpoint/file.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 namespace dho2 {
@@ -94,5 +100,90 @@ inline void remove_stale_checkpoint_files(const std::filesystem::path& dir, int 
   } catch (...) {  // NOLINT(bugprone-empty-catch): clean-up is best effort
   }
 }
+
+/// The lock file of a checkpoint directory: `<dir>/lock`.
+[[nodiscard]] inline std::filesystem::path checkpoint_lock_file(const std::filesystem::path& dir) {
+  return dir / "lock";
+}
+
+/// An exclusive lock on a checkpoint directory, held while the object lives, so that a second
+/// job cannot write into (or delete the files of) a directory in use. It is a `flock` on
+/// `<dir>/lock` (created if needed, never removed; it holds the process id of the holder, for
+/// messages): the kernel releases it when the holding process ends, even by a crash or
+/// `SIGKILL`, so a stale lock cannot outlive its job. One process of a job takes it (e.g. the
+/// process of rank 0, before any rank writes). `flock` locks are advisory and, on network file
+/// systems, as reliable as the file system's lock support. Move-only.
+class checkpoint_directory_lock {
+ public:
+  /// Creates `dir` if needed and locks it without waiting. Throws `checkpoint_error` naming the
+  /// directory when it is locked by another process (with that process's id when known) or when
+  /// the directory or lock file cannot be created or locked.
+  explicit checkpoint_directory_lock(const std::filesystem::path& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (!std::filesystem::is_directory(dir)) {
+      throw checkpoint_error("checkpoint directory '" + dir.string() +
+                             "': cannot be created: " + ec.message());
+    }
+    const std::filesystem::path file = checkpoint_lock_file(dir);
+    fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail(dir, "cannot open the lock file '" + file.string() + "'", errno);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      std::string holder;
+      if (err == EWOULDBLOCK) {
+        char text[32] = {};
+        const ::ssize_t got = ::pread(fd_, text, sizeof text - 1, 0);
+        if (got > 0) holder = std::string(text, static_cast<std::size_t>(got));
+        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) {
+          holder.pop_back();
+        }
+      }
+      ::close(fd_);
+      fd_ = -1;
+      if (err == EWOULDBLOCK) {
+        throw checkpoint_error(
+            "checkpoint directory '" + dir.string() + "': in use by another job (" +
+            (holder.empty() ? std::string("its lock file") : "process " + holder + " holds") +
+            " '" + file.string() + "'); wait for it to end or use another directory");
+      }
+      fail(dir, "cannot lock '" + file.string() + "'", err);
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) == 0) {
+      [[maybe_unused]] const ::ssize_t put = ::pwrite(fd_, pid.data(), pid.size(), 0);
+    }
+  }
+  /// Not copyable: one object holds the lock.
+  checkpoint_directory_lock(const checkpoint_directory_lock&) = delete;
+  /// Not copyable.
+  checkpoint_directory_lock& operator=(const checkpoint_directory_lock&) = delete;
+  /// Takes over `other`'s lock.
+  checkpoint_directory_lock(checkpoint_directory_lock&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)) {}
+  /// Releases this lock (if any) and takes over `other`'s.
+  checkpoint_directory_lock& operator=(checkpoint_directory_lock&& other) noexcept {
+    if (this != &other) {
+      release();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  /// Releases the lock.
+  ~checkpoint_directory_lock() { release(); }
+
+ private:
+  [[noreturn]] static void fail(const std::filesystem::path& dir, const std::string& what,
+                                int err) {
+    throw checkpoint_error("checkpoint directory '" + dir.string() + "': " + what + ": " +
+                           std::generic_category().message(err));
+  }
+  void release() noexcept {
+    if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
+    fd_ = -1;
+  }
+
+  int fd_ = -1;
+};
 
 }  // namespace dho2

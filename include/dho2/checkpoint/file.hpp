@@ -29,6 +29,11 @@
 /// sections by name, type and size, and checks the header against the running job
 /// (`checkpoint_reader::expect`).
 ///
+/// The job's settings beyond the header (`checkpoint_identity::settings`: the model's structure,
+/// the data layout, see `dho2/core/job_settings.hpp`) travel in the u8 section `job`: for each
+/// setting its name, the byte 0x1f, its value, the byte 0x1e. The writer adds it when there are
+/// settings; the reader reads it into the identity.
+///
 /// Atomic, durable writing (`checkpoint_writer::write`, through `dho2::write_output_file` of
 /// `dho2/io/output_file.hpp`): the bytes go to a temporary file `<target>.tmp.<pid>.<counter>`
 /// in the target's directory, which is flushed, fsync'ed and closed, then renamed over the
@@ -41,9 +46,11 @@
 
 #include <dho2/checkpoint/checksum.hpp>
 #include <dho2/core/errors.hpp>
+#include <dho2/core/job_settings.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/io/output_file.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstddef>
@@ -89,6 +96,9 @@ struct checkpoint_identity {
   std::uint64_t options_hash = 0;
   /// Step calls done when the checkpoint was taken.
   index step = 0;
+  /// The job's settings a resumed job must match (model structure, data layout; section `job`),
+  /// empty for none.
+  job_settings settings{};
 };
 
 /// Element type codes of sections (see the format table).
@@ -160,26 +170,32 @@ class checkpoint_writer {
       if (n == name) throw checkpoint_error("checkpoint section '" + n + "' added twice");
     }
     names_.emplace_back(name);
-    detail::put_le(body_, static_cast<std::uint32_t>(name.size()));
-    const auto* chars = reinterpret_cast<const std::byte*>(name.data());
-    body_.insert(body_.end(), chars, chars + name.size());
-    detail::put_le(body_, checkpoint_type_code<T>());
-    detail::put_le(body_, static_cast<std::uint32_t>(sizeof(T)));
-    detail::put_le(body_, static_cast<std::uint64_t>(values.size()));
-    const auto raw = std::as_bytes(values);
-    body_.insert(body_.end(), raw.begin(), raw.end());
+    encode(body_, name, values);
   }
 
-  /// The whole file: header, sections, checksum.
+  /// The whole file: header, sections, checksum (and the section `job` of the identity's
+  /// settings, unless a section of that name was added).
   [[nodiscard]] std::vector<std::byte> bytes() const {
+    std::vector<std::byte> job;
+    if (!id_.settings.empty() && std::find(names_.begin(), names_.end(), "job") == names_.end()) {
+      std::string text;
+      for (const job_setting& s : id_.settings) {
+        text.append(s.name).append(1, '\x1f').append(s.value).append(1, '\x1e');
+      }
+      encode(job, "job",
+             std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(text.data()),
+                                           text.size()));
+    }
+    const std::size_t sections = names_.size() + (job.empty() ? 0 : 1);
     std::vector<std::byte> out;
-    out.reserve(checkpoint_min_bytes + body_.size());
+    out.reserve(checkpoint_min_bytes + body_.size() + job.size());
     const char magic[8] = {'D', 'H', 'O', '2', 'C', 'K', 'P', 'T'};
     const auto* m = reinterpret_cast<const std::byte*>(magic);
     out.insert(out.end(), m, m + 8);
     detail::put_le(out, checkpoint_format_version);
-    detail::put_le(out, static_cast<std::uint32_t>(names_.size()));
-    detail::put_le(out, static_cast<std::uint64_t>(checkpoint_min_bytes + body_.size()));
+    detail::put_le(out, static_cast<std::uint32_t>(sections));
+    detail::put_le(out,
+                   static_cast<std::uint64_t>(checkpoint_min_bytes + body_.size() + job.size()));
     detail::put_le(out, static_cast<std::int64_t>(id_.n));
     detail::put_le(out, static_cast<std::uint32_t>(id_.world_size));
     detail::put_le(out, static_cast<std::uint32_t>(id_.rank));
@@ -187,6 +203,7 @@ class checkpoint_writer {
     detail::put_le(out, id_.options_hash);
     detail::put_le(out, static_cast<std::int64_t>(id_.step));
     out.insert(out.end(), body_.begin(), body_.end());
+    out.insert(out.end(), job.begin(), job.end());
     detail::put_le(out, crc32c(out));
     return out;
   }
@@ -209,6 +226,20 @@ class checkpoint_writer {
   }
 
  private:
+  // Appends section `name` holding `values` (see the format table).
+  template <class T>
+  static void encode(std::vector<std::byte>& out, std::string_view name,
+                     std::span<const T> values) {
+    detail::put_le(out, static_cast<std::uint32_t>(name.size()));
+    const auto* chars = reinterpret_cast<const std::byte*>(name.data());
+    out.insert(out.end(), chars, chars + name.size());
+    detail::put_le(out, checkpoint_type_code<T>());
+    detail::put_le(out, static_cast<std::uint32_t>(sizeof(T)));
+    detail::put_le(out, static_cast<std::uint64_t>(values.size()));
+    const auto raw = std::as_bytes(values);
+    out.insert(out.end(), raw.begin(), raw.end());
+  }
+
   checkpoint_identity id_;
   std::vector<std::string> names_;
   std::vector<std::byte> body_;
@@ -242,7 +273,9 @@ class checkpoint_reader {
 
   /// Throws `checkpoint_error` naming the first header field that differs from the running job's
   /// `job`: "n", "world size", "rank" (only when `check_rank`), "partition" (the layout hash,
-  /// only when `check_rank`), "options". The step is not compared.
+  /// only when `check_rank`), "options", then each of `job.settings` the file does not record
+  /// with the same value (the message names the setting and both values; settings the job does
+  /// not name are not compared). The step is not compared.
   void expect(const checkpoint_identity& job, bool check_rank = true) const {
     const auto differ = [&](std::string_view what, auto file_value, auto job_value) {
       fail(std::string(what) + " differs: the checkpoint has " + std::to_string(file_value) +
@@ -260,6 +293,20 @@ class checkpoint_reader {
            " in the file, " + hex(job.options_hash) +
            " here): dho2::options, the scalar type, the ADMM solver's tau, the schedule and the "
            "base optimizer's state layout must be those of the job that saved it");
+    }
+    for (const job_setting& wanted : job.settings) {
+      const job_setting* found = nullptr;
+      for (const job_setting& s : id_.settings) {
+        if (s.name == wanted.name) found = &s;
+      }
+      if (found == nullptr) {
+        fail(wanted.name + " is not recorded (this job has " + wanted.value +
+             "): the checkpoint was written without it, so it cannot be checked");
+      }
+      if (found->value != wanted.value) {
+        fail(wanted.name + " differs: the checkpoint has " + found->value + ", this job has " +
+             wanted.value);
+      }
     }
   }
 
@@ -398,6 +445,13 @@ class checkpoint_reader {
       if (!sections_.emplace(std::move(name), sec).second) malformed("repeated section name");
     }
     if (at != end) malformed("bytes left after the last section");
+    if (const auto job = sections_.find("job"); job != sections_.end() && job->second.type == 1) {
+      const std::string_view text(reinterpret_cast<const char*>(bytes_.data() + job->second.offset),
+                                  job->second.count);
+      for (auto& [name, value] : detail::parse_settings(text)) {
+        id_.settings.push_back({std::move(name), std::move(value)});
+      }
+    }
   }
 
   std::filesystem::path file_;

@@ -15,7 +15,11 @@
 ///  - `m.batch_size(batch)`: number of samples, used to weight per-rank slices in distributed runs
 ///    (without it, slices are weighted equally);
 ///  - `m.parameter_blocks()`: a range of block lengths summing to n (e.g. one per layer), used by
-///    the `block_aligned` partitioner.
+///    the `block_aligned` partitioner;
+///  - `m.structure()`: a `std::string` fingerprint of the model's architecture (kind, layer
+///    widths, activation, loss: what tells two models with the same n apart), which the ranks of
+///    a job must share and a checkpoint records (see `dho2::model_structure` in
+///    `dho2/core/job_settings.hpp`; without it the fingerprint is n alone).
 ///
 /// Semantic requirements: const member functions are pure functions of their arguments and are
 /// safe to call concurrently from several threads (curvature may run beside training).

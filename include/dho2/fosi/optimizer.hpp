@@ -23,6 +23,7 @@
 #include <dho2/concepts/hvp_model.hpp>
 #include <dho2/core/data_position.hpp>
 #include <dho2/core/errors.hpp>
+#include <dho2/core/job_settings.hpp>
 #include <dho2/core/step_status.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/detail/agreement.hpp>
@@ -123,6 +124,29 @@ class optimizer {
   [[nodiscard]] const Policies& policies() const noexcept { return policies_; }
   /// The run summary so far.
   [[nodiscard]] const summary& get_summary() const noexcept { return run_.stats; }
+
+  /// Names what else every rank of this job must share and a checkpoint must match, beyond the
+  /// options and the policies: typically `model_settings(model)` followed by the data layout
+  /// ("data.batch_size", "data.train_size", …). Call it before the first `step`, `optimize` or
+  /// checkpoint call. The first step's set-up checks, in one collective, that every rank has the
+  /// same options, policies (their `identity()`: the base optimizer's hyper-parameters, the
+  /// schedule, the ADMM solver, the partitioner) and settings; every checkpoint records the
+  /// settings and `load_checkpoint` refuses one whose settings differ, naming the setting and
+  /// both values. Without it the first `step` or `optimize` call uses `model_settings(model)`
+  /// (and a checkpoint call before any step records and checks no settings). A "model.structure"
+  /// setting is checked against the model at the first step or `optimize` call. Throws
+  /// `invalid_options` after the set-up.
+  void describe_job(job_settings settings) {
+    if (initialized_) {
+      throw invalid_options("describe_job", "called after the first step's set-up",
+                            "before the first step, optimize or checkpoint call");
+    }
+    job_ = std::move(settings);
+    job_described_ = true;
+  }
+
+  /// The settings of this job (see `describe_job`).
+  [[nodiscard]] const job_settings& job_description() const noexcept { return job_; }
   /// Everything this rank carries from step to step (what a checkpoint saves).
   [[nodiscard]] const run_state_type& state() const noexcept { return run_; }
   /// Retained eigenvalues (largest first, then smallest), empty before the first estimate.
@@ -157,6 +181,8 @@ class optimizer {
     group_.reset();
     initialized_ = false;
     curvature_rank_ = false;
+    model_checked_ = false;
+    if (!job_described_) job_.clear();
     resume_ = {};
     run_ = {};
   }
@@ -438,6 +464,16 @@ class optimizer {
     const index n = model.num_parameters();
     detail::require(x.size() == n, "parameter vector size", x.size(),
                     "equal to model.num_parameters() = " + std::to_string(n));
+    if (!model_checked_) {
+      if (!initialized_ && !job_described_) job_ = model_settings(model);
+      for (const job_setting& s : job_) {
+        if (s.name != "model.structure") continue;
+        const std::string structure = model_structure(model);
+        detail::require(structure == s.value, "model.structure", structure,
+                        "the structure the job was described with (" + s.value + ")");
+      }
+      model_checked_ = true;
+    }
     if (initialized_) {
       detail::require(n == n_, "model.num_parameters()", n,
                       "unchanged since the first step (" + std::to_string(n_) + ")");
@@ -451,10 +487,22 @@ class optimizer {
   // the state layout the consensus policy asks for.
   void setup(const_vector_ref<S> x) {
     const index n = x.size();
-    // Every rank must run with the same options and parameter count; checked with one broadcast
-    // and one all-reduce before any other collective, so all ranks throw the same error.
+    // Every rank must run with the same options, parameter count, policies and job settings;
+    // checked with two all-gathers before any other collective, so all ranks throw the same
+    // error naming each rank's value.
     if (policies_.transport.size() > 1) {
-      detail::check_fields_agree(policies_.transport, detail::option_fields(opts_, n));
+      std::vector<std::pair<std::string, std::string>> agreed;
+      for (const auto& f : detail::option_fields(opts_, n)) {
+        agreed.emplace_back(f.name, detail::exact_text(f.value));
+      }
+      agreed.emplace_back("scalar type", sizeof(S) == sizeof(float) ? "float" : "double");
+      agreed.emplace_back("policies.base", identity_of(policies_.base));
+      agreed.emplace_back("policies.schedule", identity_of(policies_.schedule));
+      agreed.emplace_back("policies.admm", identity_of(policies_.admm));
+      agreed.emplace_back("policies.partitioner", identity_of(policies_.partitioner));
+      for (const job_setting& s : job_) agreed.emplace_back(s.name, s.value);
+      detail::check_settings_agree(policies_.transport,
+                                   std::span<const std::pair<std::string, std::string>>(agreed));
     }
     n_ = n;
     sched_ = {};
@@ -795,7 +843,7 @@ class optimizer {
         .add_u64(std::bit_cast<std::uint64_t>(clip_))
         .add(detail::state_signature<typename base_type::template state<S>>())
         .add(detail::state_signature<typename admm_type::template state<S>>());
-    return {n_, job().size(), job().rank(), layout.value(), opts.value(), step};
+    return {n_, job().size(), job().rank(), layout.value(), opts.value(), step, job_};
   }
 
   template <class P>
@@ -841,7 +889,10 @@ class optimizer {
   std::optional<transport_type> group_;
   bool initialized_ = false;
   bool curvature_rank_ = false;
-  bool sharded_ = false;  // mode S over several ranks: the update works on shards
+  job_settings job_;            // what else the ranks share and checkpoints record
+  bool job_described_ = false;  // job_ set by describe_job (else the model's settings)
+  bool model_checked_ = false;  // job_'s model.structure checked against the model
+  bool sharded_ = false;        // mode S over several ranks: the update works on shards
   bool last_estimated_ = false;
   double last_loss_ = std::numeric_limits<double>::quiet_NaN();
   index n_ = 0;

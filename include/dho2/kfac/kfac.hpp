@@ -324,6 +324,10 @@ class kfac {
       for (std::size_t l = 0; l < model.layers().size(); ++l) {
         fields.push_back({"model.layers()[" + std::to_string(l) + "]", d(model.layers()[l])});
       }
+      if constexpr (requires { model.hidden_activation(); }) {
+        fields.push_back(
+            {"model.hidden_activation()", d(static_cast<int>(model.hidden_activation()))});
+      }
       timed(summary_.communication_seconds, [&] { detail::check_fields_agree(comm_, fields); });
     }
     widths_ = model.layers();

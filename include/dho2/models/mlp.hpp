@@ -222,6 +222,18 @@ class mlp {
   [[nodiscard]] double l2() const noexcept { return l2_; }
   /// Number of parameters n = Σₗ sₗ(sₗ₋₁ + 1).
   [[nodiscard]] index num_parameters() const noexcept { return offsets_.back(); }
+  /// The architecture as text, e.g. "mlp 784-256-10 relu softmax_cross_entropy": widths, hidden
+  /// activation and output loss (the model's fingerprint, see `dho2::model_structure`).
+  [[nodiscard]] std::string structure() const {
+    std::string out = "mlp ";
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      if (l > 0) out += '-';
+      out += std::to_string(static_cast<long long>(layers_[l]));
+    }
+    out += hidden_ == dho2::activation::relu ? " relu " : " tanh ";
+    out.append(to_string(loss_));
+    return out;
+  }
   /// Number of samples in a batch.
   [[nodiscard]] index batch_size(const batch_type& batch) const noexcept { return batch.size(); }
 

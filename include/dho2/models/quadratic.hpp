@@ -11,8 +11,10 @@
 #include <Eigen/Core>
 #include <Eigen/QR>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -87,6 +89,26 @@ class quadratic {
 
   /// Number of parameters n (the number of planted eigenvalues).
   [[nodiscard]] index num_parameters() const noexcept { return eigenvalues_.size(); }
+  /// The problem as text, "quadratic n=N seed=S spectrum=H" with H a hash of the planted
+  /// eigenvalues and the minimiser (the model's fingerprint, see `dho2::model_structure`).
+  [[nodiscard]] std::string structure() const {
+    std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 of the doubles' bytes
+    const auto feed = [&h](const vector<double>& v) {
+      for (index i = 0; i < v.size(); ++i) {
+        const auto bits = std::bit_cast<std::uint64_t>(v(i));
+        for (int b = 0; b < 8; ++b) {
+          h ^= (bits >> (8 * b)) & 0xffU;
+          h *= 0x100000001b3ULL;
+        }
+      }
+    };
+    feed(eigenvalues_);
+    feed(minimizer_.template cast<double>());
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    return "quadratic n=" + std::to_string(static_cast<long long>(num_parameters())) +
+           " seed=" + std::to_string(seed_) + " spectrum=" + hex;
+  }
 
   /// The planted eigenvalues λ, in the order given to the constructor.
   [[nodiscard]] const vector<double>& eigenvalues() const noexcept { return eigenvalues_; }

@@ -144,6 +144,12 @@ class softmax_regression {
   [[nodiscard]] double l2() const noexcept { return l2_; }
   /// Number of parameters n = C·F + C.
   [[nodiscard]] index num_parameters() const noexcept { return classes_ * features_ + classes_; }
+  /// The architecture as text, "softmax_regression F-C" (the model's fingerprint, see
+  /// `dho2::model_structure`).
+  [[nodiscard]] std::string structure() const {
+    return "softmax_regression " + std::to_string(static_cast<long long>(features_)) + "-" +
+           std::to_string(static_cast<long long>(classes_));
+  }
   /// Block lengths of the parameter vector: {C·F (W), C (b)}.
   [[nodiscard]] std::vector<index> parameter_blocks() const {
     return {classes_ * features_, classes_};

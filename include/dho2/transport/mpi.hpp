@@ -54,13 +54,26 @@
 /// throw the same type before any communication. The transport stays usable after a throw
 /// (MPI communicators are not poisoned).
 ///
-/// **What this level does not do — timeouts and lost peers.** MPI has no deadline on a blocking
-/// call, and neither does this transport: a rank waits in a collective or a `recv` until its
-/// peers arrive. A lost peer is handled by the launcher: under `mpirun`, a process that dies or
-/// exits without `MPI_Finalize` (including through an uncaught exception) makes `mpirun` kill the
-/// whole job, so the surviving ranks are terminated rather than thrown at. A rank that *catches*
-/// an exception and stops taking part while its peers wait leaves them waiting; bound the job
-/// with the launcher (`mpirun --timeout <seconds>`, a batch system's wall-clock limit, a CTest
+/// **Deadline (opt-in, `set_timeout`).** With a timeout set, every collective runs as its
+/// non-blocking form (`MPI_Iallreduce`, `MPI_Ireduce_scatter`, `MPI_Iallgatherv`, `MPI_Ibcast`,
+/// `MPI_Ibarrier`, and `MPI_Iallgather` in `split`) and `recv` as `MPI_Irecv`, polled with
+/// `MPI_Test` until it completes or the timeout passes; then the call throws
+/// `dho2::transport_error` ("… did not complete within timeout = 60.0 s: …"), so that ranks
+/// that call collectives in different orders, or wait for a peer that stopped taking part, end
+/// in bounded time instead of hanging. A collective that timed out cannot be cancelled (MPI has
+/// no cancel for collectives) and leaves the communicator unusable: the transport throws at
+/// once on every later call, and the job should end (`MPI_Abort`; `dho2_train` does). The
+/// non-blocking collectives are the MPI library's own algorithms for them, which may differ from
+/// the blocking ones (see `benchmarks/bench_mpi_collectives.cpp`, `--dho2_timeout`). No timeout
+/// (the default): the blocking routines below, as before.
+///
+/// **What this level does not do — lost peers.** Without a timeout MPI has no deadline on a
+/// blocking call, and neither does this transport: a rank waits in a collective or a `recv`
+/// until its peers arrive. A lost peer is handled by the launcher: under `mpirun`, a process that
+/// dies or exits without `MPI_Finalize` (including through an uncaught exception) makes `mpirun`
+/// kill the whole job, so the surviving ranks are terminated rather than thrown at. A rank that
+/// *catches* an exception and stops taking part while its peers wait leaves them waiting; bound the
+/// job with the launcher (`mpirun --timeout <seconds>`, a batch system's wall-clock limit, a CTest
 /// TIMEOUT). Ranks that call collectives with mismatched lengths or in a different order are
 /// erroneous MPI programs (undefined: an error, a hang or wrong data).
 ///
@@ -86,9 +99,11 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 #include <string>
 #include <utility>
@@ -233,6 +248,8 @@ class mpi_transport {
         rank_(other.rank_),
         size_(other.size_),
         tag_ub_(other.tag_ub_),
+        timeout_(other.timeout_),
+        broken_(std::move(other.broken_)),
         stats_(other.stats_) {}
 
   /// Frees this transport's communicator (if any), then takes over `other`'s.
@@ -242,6 +259,8 @@ class mpi_transport {
       rank_ = other.rank_;
       size_ = other.size_;
       tag_ub_ = other.tag_ub_;
+      timeout_ = other.timeout_;
+      broken_ = std::move(other.broken_);
       stats_ = other.stats_;
     }
     return *this;
@@ -255,6 +274,13 @@ class mpi_transport {
   /// Number of ranks in the group.
   [[nodiscard]] int size() const noexcept { return size_; }
 
+  /// Bounds every later collective and `recv` by `timeout` (see the file comment, "Deadline");
+  /// zero or negative: no bound (the blocking MPI routines). Transports made by `split` inherit
+  /// it. Every rank of the group should set the same timeout.
+  void set_timeout(std::chrono::milliseconds timeout) noexcept { timeout_ = timeout; }
+  /// The timeout in force (zero: none).
+  [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
   /// The duplicated communicator this transport owns (`MPI_COMM_NULL` once moved from), for
   /// inspection or for the caller's own MPI calls on DHO2's context; do not free it.
   [[nodiscard]] MPI_Comm native_handle() const noexcept { return comm_.get(); }
@@ -267,8 +293,14 @@ class mpi_transport {
     const MPI_Comm comm = handle(routine);
     detail::call_timer timer{stats_};
     const int n = checked_count(routine, values.size(), "values.size()");
-    check(routine, "MPI_Allreduce",
-          MPI_Allreduce(MPI_IN_PLACE, values.data(), n, detail::mpi_datatype<E>(), MPI_SUM, comm));
+    const MPI_Datatype type = detail::mpi_datatype<E>();
+    run(
+        routine, "MPI_Allreduce",
+        [&] { return MPI_Allreduce(MPI_IN_PLACE, values.data(), n, type, MPI_SUM, comm); },
+        "MPI_Iallreduce",
+        [&](MPI_Request* r) {
+          return MPI_Iallreduce(MPI_IN_PLACE, values.data(), n, type, MPI_SUM, comm, r);
+        });
     const auto total = values.size();
     const auto p = static_cast<std::size_t>(size_);
     const auto r = static_cast<std::size_t>(rank_);
@@ -290,9 +322,14 @@ class mpi_transport {
         detail::buffers_overlap(in.data(), in.size_bytes(), out.data(), out.size_bytes());
     std::vector<E> buffer(overlap ? out.size() : 0);
     E* dst = overlap ? buffer.data() : out.data();
-    check(routine, "MPI_Reduce_scatter",
-          MPI_Reduce_scatter(in.data(), dst, counts_.data(), detail::mpi_datatype<E>(), MPI_SUM,
-                             comm));
+    const MPI_Datatype type = detail::mpi_datatype<E>();
+    run(
+        routine, "MPI_Reduce_scatter",
+        [&] { return MPI_Reduce_scatter(in.data(), dst, counts_.data(), type, MPI_SUM, comm); },
+        "MPI_Ireduce_scatter",
+        [&](MPI_Request* r) {
+          return MPI_Ireduce_scatter(in.data(), dst, counts_.data(), type, MPI_SUM, comm, r);
+        });
     if (overlap) std::copy(buffer.begin(), buffer.end(), out.begin());
     const auto p = static_cast<std::size_t>(size_);
     timer.count((in.size() - out.size()) * sizeof(E), (p - 1) * out.size() * sizeof(E));
@@ -315,11 +352,19 @@ class mpi_transport {
     std::vector<E> copy(overlap ? in.begin() : in.end(), in.end());
     const E* src = overlap ? copy.data() : in.data();
     const MPI_Datatype type = detail::mpi_datatype<E>();
-    const int rc = in_place ? MPI_Allgatherv(MPI_IN_PLACE, 0, type, out.data(), counts_.data(),
-                                             displacements_.data(), type, comm)
-                            : MPI_Allgatherv(src, static_cast<int>(in.size()), type, out.data(),
-                                             counts_.data(), displacements_.data(), type, comm);
-    check(routine, "MPI_Allgatherv", rc);
+    const void* send = in_place ? MPI_IN_PLACE : static_cast<const void*>(src);
+    const int count = in_place ? 0 : static_cast<int>(in.size());
+    run(
+        routine, "MPI_Allgatherv",
+        [&] {
+          return MPI_Allgatherv(send, count, type, out.data(), counts_.data(),
+                                displacements_.data(), type, comm);
+        },
+        "MPI_Iallgatherv",
+        [&](MPI_Request* r) {
+          return MPI_Iallgatherv(send, count, type, out.data(), counts_.data(),
+                                 displacements_.data(), type, comm, r);
+        });
     const auto p = static_cast<std::size_t>(size_);
     timer.count((p - 1) * in.size() * sizeof(E), (out.size() - in.size()) * sizeof(E));
   }
@@ -333,7 +378,10 @@ class mpi_transport {
       fail(routine, detail::out_of_range_error("root", root, size_));
     }
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
-    check(routine, "MPI_Bcast", MPI_Bcast(bytes.data(), n, MPI_BYTE, root, comm));
+    run(
+        routine, "MPI_Bcast", [&] { return MPI_Bcast(bytes.data(), n, MPI_BYTE, root, comm); },
+        "MPI_Ibcast",
+        [&](MPI_Request* r) { return MPI_Ibcast(bytes.data(), n, MPI_BYTE, root, comm, r); });
     if (rank_ == root) {
       timer.count(static_cast<std::size_t>(size_ - 1) * bytes.size(), 0);
     } else {
@@ -346,7 +394,9 @@ class mpi_transport {
     const char* routine = "barrier";
     const MPI_Comm comm = handle(routine);
     detail::call_timer timer{stats_};
-    check(routine, "MPI_Barrier", MPI_Barrier(comm));
+    run(
+        routine, "MPI_Barrier", [&] { return MPI_Barrier(comm); }, "MPI_Ibarrier",
+        [&](MPI_Request* r) { return MPI_Ibarrier(comm, r); });
   }
 
   /// Collective over this group: returns the transport of this rank in the new group of the
@@ -358,15 +408,22 @@ class mpi_transport {
     const MPI_Comm comm = handle(routine);
     detail::call_timer timer{stats_};
     std::vector<int> colors(static_cast<std::size_t>(size_));
-    check(routine, "MPI_Allgather",
-          MPI_Allgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, comm));
+    run(
+        routine, "MPI_Allgather",
+        [&] { return MPI_Allgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, comm); },
+        "MPI_Iallgather",
+        [&](MPI_Request* r) {
+          return MPI_Iallgather(&color, 1, MPI_INT, colors.data(), 1, MPI_INT, comm, r);
+        });
     std::sort(colors.begin(), colors.end());
     colors.erase(std::unique(colors.begin(), colors.end()), colors.end());
     const auto dense =
         static_cast<int>(std::lower_bound(colors.begin(), colors.end(), color) - colors.begin());
     MPI_Comm child = MPI_COMM_NULL;
     check(routine, "MPI_Comm_split", MPI_Comm_split(comm, dense, key, &child));
-    return mpi_transport(detail::mpi_comm_owner(child), routine, rank_, size_);
+    mpi_transport out(detail::mpi_comm_owner(child), routine, rank_, size_);
+    out.timeout_ = timeout_;
+    return out;
   }
 
   /// Sends `bytes` to `peer` with `tag` (`MPI_Send`; see the file comment for when it returns).
@@ -402,7 +459,14 @@ class mpi_transport {
     check_peer_tag(routine, peer, tag);
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
     MPI_Status status;
-    const int rc = MPI_Recv(bytes.data(), n, MPI_BYTE, peer, tag, comm, &status);
+    int rc = MPI_SUCCESS;
+    if (timeout_.count() > 0) {
+      MPI_Request request = MPI_REQUEST_NULL;
+      check(routine, "MPI_Irecv", MPI_Irecv(bytes.data(), n, MPI_BYTE, peer, tag, comm, &request));
+      rc = wait(routine, "MPI_Irecv", request, &status, true);
+    } else {
+      rc = MPI_Recv(bytes.data(), n, MPI_BYTE, peer, tag, comm, &status);
+    }
     const std::string message =
         "the message from peer " + std::to_string(peer) + " with tag " + std::to_string(tag);
     if (rc != MPI_SUCCESS) {
@@ -470,7 +534,47 @@ class mpi_transport {
 
   MPI_Comm handle(const char* routine) const {
     if (comm_.get() == MPI_COMM_NULL) fail(routine, "this transport was moved from");
+    if (!broken_.empty()) fail(routine, "unusable since an earlier call timed out: " + broken_);
     return comm_.get();
+  }
+
+  // A collective: `blocking()` without a timeout; with one, `start(&request)` and `wait`.
+  template <class Blocking, class Start>
+  void run(const char* routine, const char* blocking_name, Blocking&& blocking,
+           const char* start_name, Start&& start) {
+    if (timeout_.count() <= 0) {
+      check(routine, blocking_name, blocking());
+      return;
+    }
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(routine, start_name, start(&request));
+    check(routine, start_name, wait(routine, start_name, request, MPI_STATUS_IGNORE, false));
+  }
+
+  // Polls `request` (MPI_Test) until it completes (returns its code) or the timeout passes
+  // (cancels a point-to-point request, marks the transport unusable and throws).
+  int wait(const char* routine, const char* mpi_routine, MPI_Request& request, MPI_Status* status,
+           bool cancellable) {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + timeout_;
+    for (unsigned spin = 1;; ++spin) {
+      int done = 0;
+      const int rc = MPI_Test(&request, &done, status);
+      if (rc != MPI_SUCCESS || done != 0) return rc;
+      if (spin % 64 == 0 && clock::now() > deadline) break;
+    }
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f", static_cast<double>(timeout_.count()) / 1000.0);
+    const std::string cause =
+        std::string(mpi_routine) + " did not complete within timeout = " + seconds +
+        " s: the peers did not take part (ranks called collectives in different orders or with "
+        "different arguments, or a peer stopped or is stuck)";
+    if (cancellable) {
+      MPI_Cancel(&request);
+      MPI_Request_free(&request);
+    }
+    broken_ = cause;
+    fail(routine, cause);
   }
 
   int checked_count(const char* routine, std::size_t n, const char* what) const {
@@ -514,6 +618,8 @@ class mpi_transport {
   int rank_ = 0;
   int size_ = 0;
   int tag_ub_ = 32767;
+  std::chrono::milliseconds timeout_{0};  // 0: blocking routines, no deadline
+  std::string broken_;                    // why a timed-out call left the transport unusable
   transport_stats stats_;
   std::vector<int> counts_;         // per-rank element counts of the last shard call
   std::vector<int> displacements_;  // and their displacements
