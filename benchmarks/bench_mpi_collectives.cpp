@@ -35,6 +35,8 @@
 //   --dho2_timeout=<seconds>            "ours" with mpi_transport::set_timeout (its collectives
 //                                       then run non-blocking, polled against the deadline);
 //                                       default 0: no timeout, the blocking routines
+//   --dho2_watchdog=<seconds>           "ours" with mpi_transport::set_watchdog (blocking
+//                                       routines, watched by a thread); default 0: none
 //
 // Reproduce (from the build directory; as root add OMPI_ALLOW_RUN_AS_ROOT=1 and
 // OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 to the environment):
@@ -84,7 +86,8 @@ struct bench_options {
   std::vector<std::size_t> sizes{1000, 100000, 10000000};
   std::int64_t iterations = 0;  // 0: by size
   int repetitions = 5;
-  double timeout_seconds = 0.0;  // mpi_transport::set_timeout for "ours" (0: none)
+  double timeout_seconds = 0.0;   // mpi_transport::set_timeout for "ours" (0: none)
+  double watchdog_seconds = 0.0;  // mpi_transport::set_watchdog for "ours" (0: none)
 };
 
 std::int64_t iterations_for(const bench_options& o, std::size_t n) {
@@ -118,6 +121,8 @@ bench_options parse_options(int& argc, char** argv, bool root) {
       o.repetitions = std::stoi(rep);
     } else if (const char* timeout = value(arg, "--dho2_timeout=")) {
       o.timeout_seconds = std::stod(timeout);
+    } else if (const char* watchdog = value(arg, "--dho2_watchdog=")) {
+      o.watchdog_seconds = std::stod(watchdog);
     } else if (arg.rfind("--benchmark_min_warmup_time", 0) == 0 ||
                arg.rfind("--benchmark_enable_random_interleaving", 0) == 0) {
       if (root)
@@ -411,6 +416,8 @@ int main(int argc, char** argv) {
     bench_world world;
     world.transport.set_timeout(
         std::chrono::milliseconds(static_cast<long long>(options.timeout_seconds * 1000.0)));
+    world.transport.set_watchdog(
+        std::chrono::milliseconds(static_cast<long long>(options.watchdog_seconds * 1000.0)));
     register_all(world, options);
     if (root) {
       ratio_reporter reporter;

@@ -32,6 +32,8 @@
 #                           Does nothing when DHO2_WITH_MPI is OFF.
 #   with DHO2_BUILD_TESTS:  dho2_mpi_tests (tests/mpi/test_mpi_transport.cpp) and the tests
 #                           mpi.transport.np<N> for N in DHO2_MPI_TEST_NPROCS (default 1 2 3 4);
+#                           dho2_mpi_deadline_tests (mpi.deadline.np2, .np3: set_timeout);
+#                           dho2_mpi_watchdog_probe (mpi.watchdog.np2, .np3: set_watchdog);
 #                           dho2_mpi_optimizer_tests (mpi.optimizer.np<N>, the same N);
 #                           dho2_mpi_load_tests (mpi.load.np8, label load: 2,000 steps on 8 ranks).
 #   with DHO2_BUILD_BENCHMARKS: bench_mpi_collectives (benchmarks/bench_mpi_collectives.cpp) and
@@ -165,6 +167,22 @@ if(DHO2_BUILD_TESTS)
                           RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
   endif()
   dho2_add_mpi_test(mpi.deadline dho2_mpi_deadline_tests 2 3 TIMEOUT 120)
+
+  # The watchdog (set_watchdog): ranks stuck in calls that cannot complete end the job within
+  # seconds, with the watchdog's line (tests/mpi/mpi_watchdog_probe.cpp).
+  add_executable(dho2_mpi_watchdog_probe ${_dho2_mpi_root}/tests/mpi/mpi_watchdog_probe.cpp)
+  target_link_libraries(dho2_mpi_watchdog_probe PRIVATE dho2::mpi dho2_warnings)
+  if(NOT CMAKE_RUNTIME_OUTPUT_DIRECTORY)
+    set_target_properties(dho2_mpi_watchdog_probe PROPERTIES
+                          RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  endif()
+  dho2_add_mpi_test(mpi.watchdog dho2_mpi_watchdog_probe 2 3 TIMEOUT 60)
+  foreach(_np IN ITEMS 2 3)
+    if(TEST mpi.watchdog.np${_np})
+      set_tests_properties(mpi.watchdog.np${_np} PROPERTIES PASS_REGULAR_EXPRESSION
+                           "did not complete within timeout = 1\\.0 s")
+    endif()
+  endforeach()
 
   # The optimizer over MPI (mode S and mode A) against the single-process run.
   add_executable(dho2_mpi_optimizer_tests ${_dho2_mpi_root}/tests/mpi/test_mpi_optimizer.cpp)

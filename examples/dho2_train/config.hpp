@@ -398,9 +398,9 @@ inline const std::vector<flag>& flags() {
          o.on_late = parse_choice("--on-late", v, {"wait", "keep-previous"});
        }},
       {"--timeout", "SECONDS", "60",
-       "how long a rank waits for its peers in one call (inproc, asio; mpi only when given: "
-       "its collectives then run non-blocking, about 1.3-1.8x slower, and a late one aborts the "
-       "job)",
+       "how long a rank waits for its peers in one call (mpi: a watchdog ends a stuck rank; "
+       "given explicitly, mpi collectives run non-blocking against the deadline, about "
+       "1.3-1.8x slower, and a late one aborts the job)",
        [](c& o, std::string_view v) {
          // At least a millisecond (asio counts whole milliseconds), at most 10^6 s (so that
          // milliseconds and deadlines stay far from overflow).

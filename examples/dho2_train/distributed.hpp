@@ -202,9 +202,15 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
 #if DHO2_TRAIN_WITH_MPI
   if (transport == "mpi") {
     dho2::mpi_transport mpi;
-    // --timeout bounds every collective (in different orders they fail, never hang); opt-in,
-    // as MPI's non-blocking collectives are slower (bench_mpi_collectives --dho2_timeout).
-    if (c.timeout_given) mpi.set_timeout(timeout_of(c));
+    // Every call is bounded (in different orders collectives fail, never hang). --timeout
+    // given: a late call throws (non-blocking collectives polled against the deadline: slower,
+    // see bench_mpi_collectives --dho2_timeout); else a watchdog of the default --timeout ends a
+    // rank stuck in a blocking call, at the blocking collectives' speed.
+    if (c.timeout_given) {
+      mpi.set_timeout(timeout_of(c));
+    } else {
+      mpi.set_watchdog(timeout_of(c));
+    }
     dho2::any_transport t{std::move(mpi)};
     body(t);
     return;

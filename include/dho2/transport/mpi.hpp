@@ -67,15 +67,24 @@
 /// the blocking ones (see `benchmarks/bench_mpi_collectives.cpp`, `--dho2_timeout`). No timeout
 /// (the default): the blocking routines below, as before.
 ///
-/// **What this level does not do — lost peers.** Without a timeout MPI has no deadline on a
-/// blocking call, and neither does this transport: a rank waits in a collective or a `recv`
-/// until its peers arrive. A lost peer is handled by the launcher: under `mpirun`, a process that
-/// dies or exits without `MPI_Finalize` (including through an uncaught exception) makes `mpirun`
-/// kill the whole job, so the surviving ranks are terminated rather than thrown at. A rank that
-/// *catches* an exception and stops taking part while its peers wait leaves them waiting; bound the
-/// job with the launcher (`mpirun --timeout <seconds>`, a batch system's wall-clock limit, a CTest
-/// TIMEOUT). Ranks that call collectives with mismatched lengths or in a different order are
-/// erroneous MPI programs (undefined: an error, a hang or wrong data).
+/// **Watchdog (opt-in, `set_watchdog`).** The blocking routines stay, and a thread of the
+/// transport watches them: a call that has not returned within the deadline writes one line
+/// (`"dho2: mpi [rank 1, world size 2]: all_reduce_sum did not complete within timeout = 60.0
+/// s: …"`) to stderr and ends the process with `std::_Exit(70)`, and `mpirun` then ends the
+/// job. It costs two atomic stores per call (the collectives keep their speed), bounds a job
+/// whose ranks call collectives in different orders, and suits a program that cannot recover
+/// from such a call anyway (`dho2_train` sets it to `--timeout`, 60 s, unless `--timeout` is
+/// given, which selects the deadline above).
+///
+/// **What this level does not do — lost peers.** Without a timeout or a watchdog MPI has no
+/// deadline on a blocking call, and neither does this transport: a rank waits in a collective or a
+/// `recv` until its peers arrive. A lost peer is handled by the launcher: under `mpirun`, a process
+/// that dies or exits without `MPI_Finalize` (including through an uncaught exception) makes
+/// `mpirun` kill the whole job, so the surviving ranks are terminated rather than thrown at. A rank
+/// that *catches* an exception and stops taking part while its peers wait leaves them waiting;
+/// bound the job with the launcher (`mpirun --timeout <seconds>`, a batch system's wall-clock
+/// limit, a CTest TIMEOUT). Ranks that call collectives with mismatched lengths or in a different
+/// order are erroneous MPI programs (undefined: an error, a hang or wrong data).
 ///
 /// Example (run with `mpirun -np 4 ./program`):
 /// ```
@@ -92,6 +101,7 @@
 #include <dho2/core/errors.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/transport/detail/call_timer.hpp>
+#include <dho2/transport/detail/call_watchdog.hpp>
 #include <dho2/transport/detail/collective_checks.hpp>
 #include <dho2/transport/transport_stats.hpp>
 
@@ -104,6 +114,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -249,6 +260,7 @@ class mpi_transport {
         size_(other.size_),
         tag_ub_(other.tag_ub_),
         timeout_(other.timeout_),
+        watchdog_(std::move(other.watchdog_)),
         broken_(std::move(other.broken_)),
         stats_(other.stats_) {}
 
@@ -260,6 +272,7 @@ class mpi_transport {
       size_ = other.size_;
       tag_ub_ = other.tag_ub_;
       timeout_ = other.timeout_;
+      watchdog_ = std::move(other.watchdog_);
       broken_ = std::move(other.broken_);
       stats_ = other.stats_;
     }
@@ -280,6 +293,24 @@ class mpi_transport {
   void set_timeout(std::chrono::milliseconds timeout) noexcept { timeout_ = timeout; }
   /// The timeout in force (zero: none).
   [[nodiscard]] std::chrono::milliseconds timeout() const noexcept { return timeout_; }
+
+  /// Ends the process when a blocking call of this transport (collective, `send`, `recv`,
+  /// `split`) has not returned within `deadline` (see the file comment, "Watchdog"); zero or
+  /// negative: no watchdog (the default). Starts one thread per transport that has a watchdog;
+  /// transports made by `split` get their own with the same deadline.
+  void set_watchdog(std::chrono::milliseconds deadline) {
+    if (deadline.count() <= 0) {
+      watchdog_.reset();
+      return;
+    }
+    watchdog_ = std::make_unique<detail::call_watchdog>(
+        deadline,
+        "mpi [rank " + std::to_string(rank_) + ", world size " + std::to_string(size_) + "]");
+  }
+  /// The watchdog's deadline (zero: none).
+  [[nodiscard]] std::chrono::milliseconds watchdog() const noexcept {
+    return watchdog_ ? watchdog_->deadline() : std::chrono::milliseconds(0);
+  }
 
   /// The duplicated communicator this transport owns (`MPI_COMM_NULL` once moved from), for
   /// inspection or for the caller's own MPI calls on DHO2's context; do not free it.
@@ -420,9 +451,13 @@ class mpi_transport {
     const auto dense =
         static_cast<int>(std::lower_bound(colors.begin(), colors.end(), color) - colors.begin());
     MPI_Comm child = MPI_COMM_NULL;
-    check(routine, "MPI_Comm_split", MPI_Comm_split(comm, dense, key, &child));
+    {
+      const detail::watched_call watch(watchdog_.get(), routine);
+      check(routine, "MPI_Comm_split", MPI_Comm_split(comm, dense, key, &child));
+    }
     mpi_transport out(detail::mpi_comm_owner(child), routine, rank_, size_);
     out.timeout_ = timeout_;
+    out.set_watchdog(watchdog());
     return out;
   }
 
@@ -434,6 +469,7 @@ class mpi_transport {
     detail::call_timer timer{stats_};
     check_peer_tag(routine, peer, tag);
     const int n = checked_count(routine, bytes.size(), "bytes.size()");
+    const detail::watched_call watch(watchdog_.get(), routine);
     check(routine, "MPI_Send", MPI_Send(bytes.data(), n, MPI_BYTE, peer, tag, comm));
     timer.count(bytes.size(), 0);
   }
@@ -465,6 +501,7 @@ class mpi_transport {
       check(routine, "MPI_Irecv", MPI_Irecv(bytes.data(), n, MPI_BYTE, peer, tag, comm, &request));
       rc = wait(routine, "MPI_Irecv", request, &status, true);
     } else {
+      const detail::watched_call watch(watchdog_.get(), routine);
       rc = MPI_Recv(bytes.data(), n, MPI_BYTE, peer, tag, comm, &status);
     }
     const std::string message =
@@ -543,6 +580,7 @@ class mpi_transport {
   void run(const char* routine, const char* blocking_name, Blocking&& blocking,
            const char* start_name, Start&& start) {
     if (timeout_.count() <= 0) {
+      const detail::watched_call watch(watchdog_.get(), routine);
       check(routine, blocking_name, blocking());
       return;
     }
@@ -618,8 +656,9 @@ class mpi_transport {
   int rank_ = 0;
   int size_ = 0;
   int tag_ub_ = 32767;
-  std::chrono::milliseconds timeout_{0};  // 0: blocking routines, no deadline
-  std::string broken_;                    // why a timed-out call left the transport unusable
+  std::chrono::milliseconds timeout_{0};             // 0: blocking routines, no deadline
+  std::unique_ptr<detail::call_watchdog> watchdog_;  // ends the process on a stuck call
+  std::string broken_;  // why a timed-out call left the transport unusable
   transport_stats stats_;
   std::vector<int> counts_;         // per-rank element counts of the last shard call
   std::vector<int> displacements_;  // and their displacements
