@@ -1,7 +1,9 @@
 /// @file
 /// `dho2::mpi_transport`: the transport of P ranks that are the processes of an MPI communicator.
 /// Opt-in: include `<dho2/mpi.hpp>` and link `dho2::mpi` (Boost.MPI 1.74 or later and an MPI
-/// library, e.g. Open MPI 4.1).
+/// library, e.g. Open MPI 4.1). (Its length is mostly this contract: each routine's MPI call,
+/// checks, deadline and watchdog are a few lines; the watchdog's thread is
+/// `transport/detail/call_watchdog.hpp`.)
 ///
 /// **Communicator**: the constructor *duplicates* the caller's communicator (`MPI_Comm_dup`) and
 /// never uses the caller's one again, so DHO2's messages and collectives cannot match the

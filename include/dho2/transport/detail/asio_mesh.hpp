@@ -3,7 +3,8 @@
 // to every rank j < i, accepts the ranks above it), the authentication of every connection (the
 // accepted ones concurrently, each within handshake_timeout; refusals: close, log at a bounded
 // rate, keep waiting), and failure handling (abort frames, close, poison).
-// Handshake and frames: docs/asio_wire_protocol.md.
+// Handshake and frames: docs/asio_wire_protocol.md. Its size (~750 lines) is the admission
+// state machine and its failure paths, which belong together; framed I/O is asio_io.hpp.
 #pragma once
 
 #include <dho2/detail/internal_header_check.hpp>
