@@ -27,17 +27,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 args=(--dataset synthetic --model mlp:784-128-10 --epochs 4 --optimizer dho2 --W 10 --T 40
       --quiet "${extra[@]}")
-run() {  # run <output file> <dho2_train arguments...>: in the background, sets `job`
-  local out=$1
-  shift
-  if [[ $launch == mpi2 ]]; then
-    mpirun -np 2 --oversubscribe "$train" "${args[@]}" "$@" >"$out" 2>"$out.err" &
-  else
-    "$train" "${args[@]}" "$@" >"$out" 2>"$out.err" &
-  fi
-  job=$!
-  pids+=("$job")
-}
 # wait_for <seconds> <pid>: waits for the job; fails when it outlives the bound.
 wait_for() {
   local bound=$1 pid=$2 t=0
@@ -128,12 +117,12 @@ if [[ $launch == basics ]]; then
 fi
 
 # 1. The uninterrupted reference.
-run "$work/reference.txt" --save-parameters "$work/reference.bin"
+start_train "$work/reference.txt" --save-parameters "$work/reference.bin"
 wait "$job" || fail "the reference run failed"
 
 # 2. The run that gets SIGTERM once its first checkpoint is committed.
 ckpt="$work/checkpoints"
-run "$work/stopped.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 \
+start_train "$work/stopped.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 \
   --summary-json "$work/stopped.json" --save-parameters "$work/stopped.bin"
 victim=$job
 until [[ -f $ckpt/manifest.dho2ckpt ]]; do
@@ -145,7 +134,7 @@ wait_for 60 "$victim"
 rc=$?
 [[ $rc -ne 0 ]] || fail "the interrupted run exited 0"
 [[ $launch == local && $rc -ne 143 ]] && fail "exit status $rc, expected 143 (128 + SIGTERM)"
-one_error_line "$work/stopped.txt.err" \
+one_error_line "$work/stopped.txt.err.txt" \
   "interrupted by SIGTERM after step [0-9]+; the checkpoint of step [0-9]+ is in .*--resume"
 [[ $(json_field "$work/stopped.json" termination) == interrupted ]] ||
   fail "the summary's termination is not 'interrupted'"
@@ -155,7 +144,7 @@ saved=$(latest_step "$ckpt")
 [[ -f $work/stopped.bin ]] || fail "the interrupted run did not write --save-parameters"
 
 # 3. The restart.
-run "$work/resumed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 --resume \
+start_train "$work/resumed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 --resume \
   --save-parameters "$work/resumed.bin" --summary-json "$work/resumed.json"
 wait "$job" || fail "the resumed run failed"
 resumed_from=$(json_field "$work/resumed.json" resumed_from_step)

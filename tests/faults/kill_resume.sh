@@ -24,25 +24,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 args=(--dataset synthetic --model mlp:784-128-10 --epochs 4 --optimizer dho2 --W 10 --T 40
       --quiet "${extra[@]}")
-run() {  # run <output file> <dho2_train arguments...>: in the background, sets `job`
-  local out=$1
-  shift
-  if [[ $launch == mpi2 ]]; then
-    mpirun -np 2 --oversubscribe "$train" "${args[@]}" "$@" >"$out" 2>&1 &
-  else
-    "$train" "${args[@]}" "$@" >"$out" 2>&1 &
-  fi
-  job=$!
-  pids+=("$job")
-}
 
 # 1. The uninterrupted reference.
-run "$work/reference.txt" --save-parameters "$work/reference.bin"
+start_train "$work/reference.txt" --save-parameters "$work/reference.bin"
 wait "$job" || fail "the reference run failed"
 
 # 2. The run that is killed.
 ckpt="$work/checkpoints"
-run "$work/killed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 \
+start_train "$work/killed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 \
   --save-parameters "$work/killed.bin"
 victim_job=$job
 kill_at=$((20 + 10 * (RANDOM % 24)))
@@ -73,7 +62,7 @@ wait "$victim_job" 2>/dev/null
 committed=$(ls "$ckpt" | tr '\n' ' ')
 
 # 3. The restart.
-run "$work/resumed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 --resume \
+start_train "$work/resumed.txt" --checkpoint-dir "$ckpt" --checkpoint-every 10 --resume \
   --save-parameters "$work/resumed.bin" --summary-json "$work/resumed.json"
 wait "$job" || fail "the resumed run failed"
 # A restart that ignored the checkpoint would also end bit-identical: check that it resumed.
