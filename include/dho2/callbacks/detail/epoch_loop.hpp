@@ -22,9 +22,8 @@ namespace dho2::detail {
 struct epoch_loop_result {
   index epochs = 0;  // epochs completed (counted from 0, so the last completed epoch + 1)
   double final_loss = std::numeric_limits<double>::quiet_NaN();  // its mean training loss
-  bool stopped = false;      // a callback asked to stop, or a step reported step_status::stopped
-  bool by_callback = false;  // the stop was a callbacks' (agreed); `cause` says why
-  stop_cause cause{};
+  bool stopped = false;  // a callback asked to stop, or a step reported step_status::stopped
+  stop_cause cause{};    // why, when the callbacks' agreed stop it was
 };
 
 // A rank's stop request and whether it is an interruption (a callback's stop_reason() says
@@ -61,6 +60,17 @@ inline stop_cause agreed_cause(const stop_vote& v, const stop_vote& mine, stop_c
   }
   if (!mine.asked) return {};
   return local;
+}
+
+// Agrees this rank's stop request `asked` with the other ranks (the driver's agree_on_stop) and,
+// when the agreed answer is to stop, records the cause in `out`; returns that answer.
+template <class Driver, class... Callbacks>
+bool agree_stop(Driver& d, bool asked, epoch_loop_result& out, const Callbacks&... callbacks) {
+  stop_cause local;
+  const stop_vote mine = vote_of(asked, local, callbacks...);
+  const stop_vote agreed = d.agree_on_stop(mine);
+  if (agreed.asked) out.cause = agreed_cause(agreed, mine, std::move(local));
+  return agreed.asked;
 }
 
 // Runs epochs start.epoch … epochs − 1 of `batches` (from batch start.batch of the first). The
@@ -102,15 +112,8 @@ epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch
       // A stop asked on one rank must stop every rank, or the others would wait in the next
       // collective; agreed only when some callback can ask at a step.
       if constexpr ((detail::can_stop_on_step<Callbacks, step_info<S>> || ...)) {
-        stop_cause local;
-        const stop_vote mine = vote_of(asked, local, callbacks...);
-        const stop_vote agreed = d.agree_on_stop(mine);
-        asked = agreed.asked;
-        if (asked) {
-          out.by_callback = true;
-          out.cause = agreed_cause(agreed, mine, std::move(local));
-          (detail::call_on_stop(callbacks, info, out.cause), ...);
-        }
+        asked = agree_stop(d, asked, out, callbacks...);
+        if (asked) (detail::call_on_stop(callbacks, info, out.cause), ...);
       }
       stop = asked || st == step_status::stopped;
     }
@@ -125,14 +128,9 @@ epoch_loop_result run_epochs(Driver& d, vector_ref<S> x, Batches& batches, Batch
                        {}};
     out.epochs = e + 1;
     out.final_loss = info.train_loss;
-    stop_cause local;
-    const stop_vote mine =
-        vote_of((detail::call_on_epoch_end(callbacks, info) | ... | false), local, callbacks...);
-    const stop_vote agreed = d.agree_on_stop(mine);
-    if (agreed.asked) {
+    if (agree_stop(d, (detail::call_on_epoch_end(callbacks, info) | ... | false), out,
+                   callbacks...)) {
       stop = true;
-      out.by_callback = true;
-      out.cause = agreed_cause(agreed, mine, std::move(local));
     }
   }
   out.stopped = stop;
