@@ -1,6 +1,7 @@
 /// @file
 /// The DHO2 core umbrella header: concepts, the FOSI optimizer and its single-process policies,
-/// the built-in models, callbacks and testing helpers. Needs Eigen only.
+/// the built-in models, the in-memory data helpers (classification sets, `shuffling_batcher`,
+/// synthetic problems) and the callbacks. Needs Eigen only.
 ///
 /// Opt-in headers not included here: `<dho2/data/idx.hpp>` (needs zlib; link `dho2::data`),
 /// `<dho2/mpi.hpp>` and `<dho2/asio.hpp>` (the MPI and TCP transports).
@@ -32,9 +33,16 @@
 #include <dho2/core/types.hpp>
 #include <dho2/curvature/finite_difference_hvp.hpp>
 #include <dho2/curvature/lanczos.hpp>
+#include <dho2/data/batcher.hpp>
+#include <dho2/data/classification_batch.hpp>
+#include <dho2/data/classification_set.hpp>
+#include <dho2/data/synthetic.hpp>
 #include <dho2/fosi/optimizer.hpp>
 #include <dho2/fosi/options.hpp>
 #include <dho2/fosi/policies.hpp>
+#include <dho2/models/mlp.hpp>
+#include <dho2/models/quadratic.hpp>
+#include <dho2/models/softmax_regression.hpp>
 #include <dho2/partition/even.hpp>
 #include <dho2/schedule/synchronous.hpp>
 #include <dho2/transport/single_process.hpp>

@@ -3,6 +3,9 @@
 #   DHO2_MODE=install           `cmake --install` this build tree into DHO2_PREFIX (a fresh prefix
 #                                inside the build tree) and check the installed package files;
 #                                the fixture of consumer.find_package.
+#   DHO2_MODE=install_only      configure the source with `--preset install` (no tests, examples,
+#                                benchmarks, docs), check that it looked for none of their
+#                                dependencies and builds nothing, and install it.
 #   DHO2_MODE=find_package      consumer does find_package(dho2 <version> CONFIG REQUIRED) from
 #                                DHO2_PREFIX only (no package registries).
 #   DHO2_MODE=add_subdirectory  consumer does add_subdirectory(<DHO2 source dir>).
@@ -96,6 +99,36 @@ if(DHO2_MODE STREQUAL "install")
     endif()
   endforeach()
   dho2_step("installed package in ${_pkgdir} is complete; version ${DHO2_VERSION} is SameMajorVersion")
+  return()
+endif()
+
+# ---- install_only: the `install` preset configures, builds nothing and installs -----------------
+# An install-only configure (README, "Installing") must not build or look for what the tests,
+# examples, benchmarks, docs or the LibTorch peer need.
+if(DHO2_MODE STREQUAL "install_only")
+  set(_bin "${DHO2_WORK_DIR}/install_only")
+  file(REMOVE_RECURSE "${_bin}")
+  dho2_run("configure with --preset install"
+           "${CMAKE_COMMAND}" -S "${DHO2_SOURCE_DIR}" --preset install -B "${_bin}/build"
+           -G "${DHO2_GENERATOR}" "-DCMAKE_CXX_COMPILER=${DHO2_CXX_COMPILER}"
+           "-DCMAKE_INSTALL_PREFIX=${_bin}/prefix")
+  file(STRINGS "${_bin}/build/CMakeCache.txt" _looked_for
+       REGEX "^(doctest_DIR|benchmark_DIR|Torch_DIR|OpenMP_CXX_FLAGS|DOXYGEN_EXECUTABLE|Python3_EXECUTABLE)[:=]")
+  if(_looked_for)
+    message(FATAL_ERROR "the install preset looked for developer dependencies: ${_looked_for}")
+  endif()
+  execute_process(COMMAND "${CMAKE_COMMAND}" --build "${_bin}/build" OUTPUT_VARIABLE _out
+                  ERROR_VARIABLE _out RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0 OR _out MATCHES "Building CXX|Linking CXX")
+    message(FATAL_ERROR "the install preset's build must build nothing (exit ${_rc}):\n${_out}")
+  endif()
+  dho2_run("cmake --install" "${CMAKE_COMMAND}" --install "${_bin}/build")
+  foreach(_f IN ITEMS "include/dho2/dho2.hpp" "share/cmake/dho2/dho2Config.cmake")
+    if(NOT EXISTS "${_bin}/prefix/${_f}")
+      message(FATAL_ERROR "not installed by the install preset: ${_f}")
+    endif()
+  endforeach()
+  dho2_step("the install preset built nothing, looked for no developer dependency, installed")
   return()
 endif()
 

@@ -306,7 +306,7 @@ class optimizer {
   optimizer& operator=(const optimizer&) = delete;
 
   /// One FOSI step on `batch`, estimating curvature on the same batch when the schedule says so.
-  template <differentiable_model M>
+  template <detail::checked_model M>
   step_status step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch) {
     return step(model, x, batch, batch);
   }
@@ -314,7 +314,7 @@ class optimizer {
   /// One FOSI step on `batch`; a curvature estimate due before it uses `curvature_batch`.
   /// Throws `dho2::invalid_options` (changing nothing) when the options do not fit the model or
   /// `x` has the wrong length; never throws for numerical trouble (see `step_status`).
-  template <differentiable_model M>
+  template <detail::checked_model M>
   step_status step(const M& model, vector_ref<S> x, const model_batch_t<M>& batch,
                    const model_batch_t<M>& curvature_batch) {
     static_assert(std::is_same_v<model_scalar_t<M>, S>,
@@ -357,7 +357,7 @@ class optimizer {
   /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way. On a
   /// rank that only serves estimates (`is_curvature_rank`) it serves them until the trainers
   /// finish.
-  template <differentiable_model M, class Batches, class... Callbacks>
+  template <detail::checked_model M, class Batches, class... Callbacks>
     requires batch_source<Batches, model_batch_t<M>>
   summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
                    Callbacks&&... callbacks) {
