@@ -18,6 +18,8 @@
 #include "dho2_train/config.hpp"
 #include "dho2_train/distributed.hpp"
 #include "dho2_train/runner.hpp"
+#include <dho2/admm/diloco.hpp>
+#include <dho2/admm/local_sgd.hpp>
 #include <dho2/dho2.hpp>
 #include <dho2/kfac/kfac.hpp>
 #include <dho2/models/mlp.hpp>
@@ -228,15 +230,24 @@ template <class Base, class Schedule, class Admm>
 using run_policies =
     dho2::policies<Base, dho2::lanczos, dho2::any_partitioner, Schedule, dho2::any_transport, Admm>;
 
-/// Calls `f(policies)` with the bundle --schedule and --admm-* ask for. Only the Adam base has
-/// the split and background schedules and consensus ADMM (--optimizer dho2, fosi-adam, adam), so
-/// that the other bases add one instantiation each.
+/// Calls `f(policies)` with the bundle --schedule, --admm-* and --consensus ask for. Only the
+/// Adam base has the split and background schedules, consensus ADMM, Local SGD and DiLoCo
+/// (--optimizer dho2, fosi-adam, adam), so that the other bases add one instantiation each.
 template <class Base, class F>
 int with_policies(const train_config& c, const Base& base, F&& f) {
   if constexpr (std::is_same_v<Base, dho2::adam>) {
     if (uses_admm(c)) {
       using P = run_policies<Base, dho2::synchronous_schedule, dho2::consensus_admm>;
       return f(P{.base = base, .admm = make_admm<dho2::consensus_admm>(c)});
+    }
+    const auto tau = static_cast<dho2::index>(c.tau.value_or(8));
+    if (c.consensus == "local-sgd") {
+      using P = run_policies<Base, dho2::synchronous_schedule, dho2::local_sgd>;
+      return f(P{.base = base, .admm = {.tau = tau}});
+    }
+    if (c.consensus == "diloco") {
+      using P = run_policies<Base, dho2::synchronous_schedule, dho2::diloco>;
+      return f(P{.base = base, .admm = {.tau = tau}});
     }
     if (c.schedule == "split") {
       using P = run_policies<Base, dho2::split_schedule, dho2::synchronous_admm>;
@@ -329,6 +340,8 @@ std::string flag_of_field(std::string_view field) {
       {"transport size", "--schedule background"},
       {"consensus_admm::rho", "--admm-rho"},
       {"consensus_admm::tau", "--admm-every"},
+      {"local_sgd::tau", "--tau"},
+      {"diloco::tau", "--tau"},
       {"weighted_partitioner ranks", "--partitioner"},
       {"weighted_partitioner weights", "--partitioner"},
       {"weighted_partitioner sum of the weights", "--partitioner"},

@@ -112,6 +112,7 @@ else()
   endforeach()
   get(_parameters parameters)
   get(_admm admm)
+  get(_consensus consensus)  # synchronous (mode S), admm, local-sgd, diloco
   # K-FAC is data parallel: every rank keeps the whole model.
   math(EXPR _kfac_sum "${_parameters} * ${DHO2_EXPECT_RANKS}")
   if(_optimizer STREQUAL "kfac")
@@ -119,7 +120,7 @@ else()
       string(APPEND _problems " kfac: shards sum to ${_shard_sum}, expected ${DHO2_EXPECT_RANKS} x "
                               "${_parameters} (every rank keeps the whole model);")
     endif()
-  elseif(NOT _admm AND NOT _shard_sum EQUAL _parameters)
+  elseif(_consensus STREQUAL "synchronous" AND NOT _shard_sum EQUAL _parameters)
     string(APPEND _problems " trainer shards sum to ${_shard_sum}, expected the ${_parameters} "
                             "parameters (mode S);")
   endif()

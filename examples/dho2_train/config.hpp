@@ -3,6 +3,7 @@
 
 #include <dho2/data/idx.hpp>
 #include <dho2/kfac/kfac_options.hpp>
+#include <dho2/transport/simulated_link.hpp>
 
 #include <charconv>
 #include <cmath>
@@ -94,6 +95,10 @@ struct train_config {
   std::optional<double> admm_rho;         // consensus ADMM penalty (turns mode A on)
   std::optional<long long> admm_every;    // consensus ADMM local steps per round (mode A)
   bool admm_balance = false;              // residual balancing of rho (mode A)
+  std::string consensus = "synchronous";  // synchronous | local-sgd | diloco (admm: --admm-*)
+  std::optional<long long> tau;           // local-sgd / diloco: local steps per round
+  std::optional<double> link_latency;     // simulated link: alpha, seconds per message
+  std::optional<double> link_bandwidth;   // simulated link: beta, bytes per second
   std::string schedule = "synchronous";   // synchronous | split | background
   long long curvature_ranks = 1;          // split: dedicated curvature ranks
   long long max_staleness = 4;            // split / background: steps an estimate may lag
@@ -116,6 +121,21 @@ struct train_config {
 
 /// True when mode A (consensus ADMM) is asked for.
 inline bool uses_admm(const train_config& c) { return c.admm_rho || c.admm_every; }
+
+/// True when Local SGD or DiLoCo (--consensus local-sgd | diloco) is asked for.
+inline bool uses_local_steps(const train_config& c) { return c.consensus != "synchronous"; }
+
+/// True when the transport is to be wrapped in a simulated link (--link-latency/-bandwidth).
+inline bool uses_link(const train_config& c) { return c.link_latency || c.link_bandwidth; }
+
+/// The simulated link of --link-latency and --link-bandwidth (the library's defaults for the one
+/// not given).
+inline dho2::simulated_link_options link_options_of(const train_config& c) {
+  dho2::simulated_link_options o;
+  if (c.link_latency) o.latency = *c.link_latency;
+  if (c.link_bandwidth) o.bandwidth = *c.link_bandwidth;
+  return o;
+}
 
 /// Synthetic data set sizes used when --train-size / --test-size are not given.
 inline constexpr long long synthetic_default_train = 12000;
@@ -378,6 +398,21 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.admm_every = parse_integer("--admm-every", v, 1); }},
       {"--admm-balance", "", "off", "consensus ADMM: residual balancing of rho",
        [](c& o, std::string_view) { o.admm_balance = true; }},
+      {"--consensus", "NAME", "synchronous",
+       "local-sgd (average the parameters every --tau steps) | diloco (an outer Nesterov step, "
+       "lr 0.7, momentum 0.9, every --tau steps); consensus ADMM: --admm-rho/--admm-every",
+       [](c& o, std::string_view v) {
+         o.consensus = parse_choice("--consensus", v, {"synchronous", "local-sgd", "diloco"});
+       }},
+      {"--tau", "N", "8", "local-sgd / diloco: local steps per round",
+       [](c& o, std::string_view v) { o.tau = parse_integer("--tau", v, 1); }},
+      {"--link-latency", "SECONDS", "2e-05 with --link-bandwidth",
+       "simulate a slower network: every transport call also sleeps for its alpha-beta time; "
+       "alpha, seconds per message",
+       [](c& o, std::string_view v) { o.link_latency = parse_number("--link-latency", v); }},
+      {"--link-bandwidth", "BYTES/S", "1.25e9 with --link-latency",
+       "simulated network: beta, bytes per second",
+       [](c& o, std::string_view v) { o.link_bandwidth = parse_number("--link-bandwidth", v); }},
       {"--schedule", "NAME", "synchronous",
        "where curvature is estimated: synchronous | split (dedicated ranks) | background "
        "(a thread; one rank)",
@@ -518,6 +553,7 @@ inline void check_kfac(const train_config& c) {
   }
   const char* unsupported = c.schedule != "synchronous" ? "--schedule"
                             : uses_admm(c)              ? "--admm-rho/--admm-every"
+                            : uses_local_steps(c)       ? "--consensus"
                             : c.partitioner != "even"   ? "--partitioner"
                             : !c.checkpoint_dir.empty() ? "--checkpoint-dir"
                                                         : nullptr;
@@ -550,6 +586,10 @@ inline void check_distribution(const train_config& c) {
       throw usage_error("--schedule " + c.schedule +
                         ": not with consensus ADMM (--admm-rho/--admm-every); use synchronous");
     }
+    if (uses_local_steps(c)) {
+      throw usage_error("--schedule " + c.schedule + ": not with --consensus " + c.consensus +
+                        "; use synchronous");
+    }
   } else if (c.curvature_ranks != 1) {
     throw usage_error("--curvature-ranks: only with --schedule split");
   } else if (c.on_late != "wait") {
@@ -566,6 +606,21 @@ inline void check_distribution(const train_config& c) {
     if (c.admm_rho && *c.admm_rho < 0.0) throw usage_error("--admm-rho: must be >= 0");
   } else if (c.admm_balance) {
     throw usage_error("--admm-balance: needs --admm-rho or --admm-every");
+  }
+  if (uses_local_steps(c)) {
+    if (!adam_based) {
+      throw usage_error("--consensus " + c.consensus +
+                        ": needs --optimizer dho2, fosi-adam or adam");
+    }
+    if (uses_admm(c)) {
+      throw usage_error("--consensus " + c.consensus + ": not with --admm-rho/--admm-every");
+    }
+  } else if (c.tau) {
+    throw usage_error("--tau: needs --consensus local-sgd or diloco");
+  }
+  if (c.link_latency && *c.link_latency < 0.0) throw usage_error("--link-latency: must be >= 0");
+  if (c.link_bandwidth && !(*c.link_bandwidth > 0.0)) {
+    throw usage_error("--link-bandwidth: must be > 0");
   }
 }
 

@@ -7,6 +7,7 @@
 #include <dho2/core/summary.hpp>
 #include <dho2/transport/any.hpp>
 #include <dho2/transport/inproc.hpp>
+#include <dho2/transport/simulated_link.hpp>
 #include <dho2/transport/single_process.hpp>
 #if DHO2_TRAIN_WITH_MPI
 #include <dho2/mpi.hpp>
@@ -164,6 +165,14 @@ inline std::chrono::milliseconds timeout_of(const train_config& c) {
   return std::chrono::milliseconds(static_cast<long long>(ms));
 }
 
+/// `t` on the simulated link of --link-latency and --link-bandwidth (every call also sleeps for
+/// its α–β time, `dho2::simulated_link`), or `t` itself without them.
+inline dho2::any_transport on_link(const train_config& c, dho2::any_transport t) {
+  if (!uses_link(c)) return t;
+  return dho2::any_transport(
+      dho2::simulated_link<dho2::any_transport>(std::move(t), link_options_of(c)));
+}
+
 /// Runs `body(dho2::any_transport&)` once for every rank this process hosts: P threads for
 /// inproc, one rank for mpi and asio (and for inproc with P = 1, without a thread).
 template <class Body>
@@ -171,7 +180,7 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
   if (transport == "inproc") {
     const int p = static_cast<int>(c.ranks.value_or(1));
     if (p == 1) {
-      dho2::any_transport t;
+      dho2::any_transport t = on_link(c, dho2::any_transport());
       body(t);
       return;
     }
@@ -184,7 +193,7 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
     try {
       dho2::run_inproc(p, {.timeout = std::chrono::duration<double>(c.timeout)},
                        [&](dho2::inproc_transport& handle) {
-                         dho2::any_transport t(std::move(handle));
+                         dho2::any_transport t = on_link(c, dho2::any_transport(std::move(handle)));
                          try {
                            body(t);
                          } catch (...) {
@@ -211,14 +220,15 @@ void run_ranks(const train_config& c, const std::string& transport, Body&& body)
     } else {
       mpi.set_watchdog(timeout_of(c));
     }
-    dho2::any_transport t{std::move(mpi)};
+    dho2::any_transport t = on_link(c, dho2::any_transport(std::move(mpi)));
     body(t);
     return;
   }
 #endif
 #if DHO2_TRAIN_WITH_ASIO
   if (transport == "asio") {
-    dho2::any_transport t{dho2::asio_transport(asio_options_of(c))};
+    dho2::any_transport t =
+        on_link(c, dho2::any_transport(dho2::asio_transport(asio_options_of(c))));
     body(t);
     return;
   }

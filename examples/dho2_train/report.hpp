@@ -191,10 +191,24 @@ inline void print_summary(const train_config& c, const run_result& r, std::size_
   std::fprintf(out, "process          CPU %.2f s; data load %.2f s; %d thread(s); peak RSS %s\n",
                r.cpu_seconds, r.load_seconds, r.eigen_threads, detail::mib(peak_rss).c_str());
   if (r.ranks.size() > 1) {
-    std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s\n",
+    std::fprintf(out, "ranks            %zu over %s; partitioner %s, schedule %s%s%s\n",
                  r.ranks.size(), r.transport.c_str(), c.partitioner.c_str(), c.schedule.c_str(),
-                 uses_admm(c) ? ", consensus ADMM" : "");
-    if (r.admm_rho) {
+                 uses_admm(c)          ? ", consensus ADMM"
+                 : uses_local_steps(c) ? ", consensus "
+                                       : "",
+                 uses_local_steps(c) ? c.consensus.c_str() : "");
+    if (uses_local_steps(c)) {
+      std::fprintf(out, "                 %s: %zu rounds, one every %lld steps\n",
+                   c.consensus.c_str(), s.admm_rounds.size(), c.tau.value_or(8));
+    }
+    if (uses_link(c)) {
+      const dho2::simulated_link_options link = link_options_of(c);
+      std::fprintf(out,
+                   "                 simulated link: latency %g s, bandwidth %g bytes/s (each "
+                   "transport call also sleeps for its alpha-beta time)\n",
+                   link.latency, link.bandwidth);
+    }
+    if (r.admm_rho && uses_admm(c)) {
       std::fprintf(out, "                 ADMM: %zu rounds, rho %g at the end\n",
                    s.admm_rounds.size(), *r.admm_rho);
     }
@@ -238,6 +252,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("partitioner", c.partitioner);
   j.member("schedule", c.schedule);
   j.member("admm", uses_admm(c));
+  j.member("consensus", uses_admm(c) ? std::string("admm") : c.consensus);
   j.member("epochs", ll(s.epochs));
   j.member("steps", ll(s.steps));
   j.member("iterations", ll(s.iterations));

@@ -1,9 +1,11 @@
 // Checkpoint and resume: T steps + save + load into a fresh optimizer + T steps equals 2T steps
-// bit for bit (mode S at P = 1 2, consensus ADMM at P = 1 2, background schedule), with curvature
+// bit for bit (mode S at P = 1 2, consensus ADMM at P = 1 2, DiLoCo at P = 2, background
+// schedule), with curvature
 // estimates before and after the save; every reader defect is refused naming the file and the
 // defect, changing nothing; an interrupted save leaves the previous checkpoint in use.
 #include "distributed_fixture.hpp"
 #include <dho2/admm/consensus.hpp>
+#include <dho2/admm/diloco.hpp>
 #include <dho2/base/heavy_ball.hpp>
 #include <dho2/checkpoint/directory.hpp>
 #include <dho2/checkpoint/file.hpp>
@@ -335,6 +337,19 @@ TEST_CASE("checkpoint: consensus ADMM resume equals the straight run bit for bit
                   .admm = {.rho = 0.5, .tau = 4, .residual_balancing = true, .balance_mu = 1.5}});
         });
   }
+}
+
+TEST_CASE("checkpoint: DiLoCo resume equals the straight run bit for bit at P = 2") {
+  // τ = 4 and a save after 7 steps: inside the second round, after one outer step, so the outer
+  // velocity, x_g and the inner Adam states must all be carried.
+  using diloco_policies =
+      dho2::default_policies::with_transport<dho2::inproc_transport>::with_admm<dho2::diloco>;
+  check_resume_equals_straight_run(2, fresh_dir("diloco_2"), [](dho2::inproc_transport t) {
+    return std::make_unique<dho2::optimizer<double, diloco_policies>>(
+        dho2_test::fosi_test_options(),
+        diloco_policies{
+            .base = {.learning_rate = 0.01}, .transport = std::move(t), .admm = {.tau = 4}});
+  });
 }
 
 TEST_CASE(
