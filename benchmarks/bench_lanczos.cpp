@@ -1,5 +1,7 @@
 // One dho2::lanczos estimate (k = 10 largest pairs, l = 0) against the number of steps m, on
 //   BM_lanczos_mlp/m:M       the exact HVP of dho2::mlp<float> 784-256-256-10 (ReLU) at batch 128
+//   BM_lanczos_mlp_kept_workspace/m:M  the same with one dho2::lanczos::workspace kept across
+//                            estimates (as the optimizer keeps it): no fresh basis allocation
 //   BM_lanczos_diagonal/m:M  a diagonal operator of the same n (an HVP that costs almost nothing)
 // so that the HVP time and the rest of the estimate (mostly the re-orthogonalisation) are seen
 // separately. Counters, per estimate (averaged over the iterations):
@@ -58,18 +60,21 @@ const bool context_added = [] {
 
 double as_double(index v) { return static_cast<double>(v); }
 
-// Runs the timed loop of estimates on `op` and reports the split.
-void run_estimates(benchmark::State& state, dho2::hvp_operator& op) {
+// Runs the timed loop of estimates on `op` and reports the split; with `kept`, every estimate
+// reuses one dho2::lanczos::workspace (as the optimizer does), else each allocates its basis.
+void run_estimates(benchmark::State& state, dho2::hvp_operator& op, bool kept) {
   const index m = state.range(0);
   const dho2::lanczos lanczos{};
   const dho2::estimate_request request{k_largest, 0, m, seed, 0};
+  dho2::lanczos::workspace ws;
   double total = 0.0;
   double hvp = 0.0;
   index hvps = 0;
   index passes = 0;
   bool failed = false;
   for (auto _ : state) {
-    dho2::eigen_estimate est = lanczos.estimate(op, request);
+    dho2::eigen_estimate est =
+        kept ? lanczos.estimate(op, request, ws) : lanczos.estimate(op, request);
     benchmark::DoNotOptimize(est.eigenvalues.data());
     benchmark::DoNotOptimize(est.eigenvectors.data());
     benchmark::ClobberMemory();
@@ -99,7 +104,7 @@ void run_estimates(benchmark::State& state, dho2::hvp_operator& op) {
       total > hvp ? reorth_bytes * estimates / (total - hvp) / 1e9 : 0.0;
 }
 
-void BM_lanczos_mlp(benchmark::State& state) {
+void lanczos_mlp(benchmark::State& state, bool kept) {
   const dho2::mlp<float> model(layers, dho2::activation::relu);
   const index n = model.num_parameters();
   const dho2::vector<float> x = model.initialize(seed);
@@ -117,9 +122,19 @@ void BM_lanczos_mlp(benchmark::State& state) {
         return hv.allFinite();
       },
       [](std::span<double>) {});
-  run_estimates(state, op);
+  run_estimates(state, op, kept);
 }
+void BM_lanczos_mlp(benchmark::State& state) { lanczos_mlp(state, false); }
+void BM_lanczos_mlp_kept_workspace(benchmark::State& state) { lanczos_mlp(state, true); }
 BENCHMARK(BM_lanczos_mlp)
+    ->ArgName("m")
+    ->Arg(10)
+    ->Arg(20)
+    ->Arg(40)
+    ->Arg(80)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_lanczos_mlp_kept_workspace)
     ->ArgName("m")
     ->Arg(10)
     ->Arg(20)
@@ -142,7 +157,7 @@ void BM_lanczos_diagonal(benchmark::State& state) {
         return true;
       },
       [](std::span<double>) {});
-  run_estimates(state, op);
+  run_estimates(state, op, false);
 }
 BENCHMARK(BM_lanczos_diagonal)
     ->ArgName("m")

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <dho2/admm/consensus.hpp>
+#include <dho2/admm/diloco.hpp>
+#include <dho2/admm/local_sgd.hpp>
 #include <dho2/admm/synchronous.hpp>
 #include <dho2/base/adam.hpp>
 #include <dho2/base/heavy_ball.hpp>
@@ -45,4 +47,5 @@
 #include <dho2/models/softmax_regression.hpp>
 #include <dho2/partition/even.hpp>
 #include <dho2/schedule/synchronous.hpp>
+#include <dho2/transport/simulated_link.hpp>
 #include <dho2/transport/single_process.hpp>

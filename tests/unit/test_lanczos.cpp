@@ -228,3 +228,49 @@ TEST_CASE("lanczos: validate names the field") {
                        doctest::Contains("lanczos::breakdown_tolerance = 0. Violated constraint"),
                        dho2::invalid_options);
 }
+
+TEST_CASE(
+    "lanczos: an estimate into a kept workspace equals a fresh one bit for bit, whatever the "
+    "workspace held before") {
+  const MatrixXd a = dho2::quadratic<double>(dho2::testing::geometric(60, 5.0, 0.8), 11).hessian();
+  const MatrixXd b = dho2::quadratic<double>(dho2::testing::geometric(60, 3.0, 0.9), 12).hessian();
+  auto op_a = dense_operator(a);
+  auto op_b = dense_operator(b);
+  const dho2::lanczos lanczos{};
+  dho2::lanczos::workspace ws;
+  // Different step counts (the basis grows and shrinks), a second matrix and a failed estimate
+  // leave stale values in the workspace; each estimate must still equal a fresh one.
+  int bad_calls = 0;
+  dho2::hvp_operator failing(dho2::shard_layout{60, 0, 60},
+                             [&](Eigen::Ref<const VectorXd> x, Eigen::Ref<VectorXd> y) {
+                               y.noalias() = a * x;
+                               if (++bad_calls == 4) y(1) = std::numeric_limits<double>::infinity();
+                               return y.allFinite();
+                             },
+                             {});
+  struct step {
+    dho2::hvp_operator* op;
+    dho2::estimate_request request;
+  };
+  const std::vector<step> steps{{&op_a, {4, 1, 30, 7, 0}},
+                                {&op_b, {3, 0, 12, 7, 1}},
+                                {&failing, {3, 0, 10, 7, 2}},
+                                {&op_a, {5, 2, 40, 9, 3}},
+                                {&op_b, {4, 0, 30, 7, 4}}};
+  for (const step& s : steps) {
+    const dho2::eigen_estimate kept = lanczos.estimate(*s.op, s.request, ws);
+    if (s.op == &failing) bad_calls = 0;
+    const dho2::eigen_estimate fresh = lanczos.estimate(*s.op, s.request);
+    CAPTURE(s.request.steps);
+    CHECK_MESSAGE(kept.failed == fresh.failed,
+                  "expected the same failure flag as a fresh estimate");
+    CHECK_MESSAGE(kept.eigenvalues == fresh.eigenvalues,
+                  "expected bit-identical eigenvalues with a kept workspace");
+    CHECK_MESSAGE(kept.eigenvectors == fresh.eigenvectors,
+                  "expected bit-identical eigenvectors with a kept workspace");
+    CHECK(kept.residuals == fresh.residuals);
+    CHECK(kept.iterations == fresh.iterations);
+    CHECK(kept.basis_bytes == fresh.basis_bytes);
+  }
+  CHECK_MESSAGE(ws.basis.rows() == 60, "expected the workspace to hold the last basis shard");
+}

@@ -35,7 +35,8 @@
 ///  - `st.visit_fields(f)`: the state's fields by name, for checkpoints (as base states do).
 ///
 /// Does not require: any particular communication pattern, or that the state be sharded.
-/// Shipped models: `synchronous_admm` (mode S) and `consensus_admm` (mode A). A conforming
+/// Shipped models: `synchronous_admm` (mode S), `consensus_admm` (mode A), and the
+/// low-communication consensus policies `local_sgd` and `diloco`. A conforming
 /// minimal type: `dho2::testing::admm_solver_archetype`.
 #pragma once
 

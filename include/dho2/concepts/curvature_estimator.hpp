@@ -15,7 +15,11 @@
 /// must not throw once it has started calling `op` (peers would wait forever): numerical trouble
 /// is reported through `failed`/`breakdown`. It never produces NaN or Inf in its output.
 ///
-/// Not required: `e.validate()` (throws `dho2::invalid_options`), called before any estimate.
+/// Not required, used when present: `e.validate()` (throws `dho2::invalid_options`), called
+/// before any estimate; a default-constructible scratch type `E::workspace` with
+/// `e.estimate(op, request, ws)` (`ws` an `E::workspace&`): the optimizer keeps one workspace and
+/// lends it to each estimate, so large buffers (a Krylov basis) are allocated once per run
+/// instead of once per estimate (one estimate uses a workspace at a time).
 /// `dho2::lanczos` is the shipped policy.
 #pragma once
 

@@ -47,7 +47,9 @@
 ///
 /// Not required: thread safety (one transport object is used by one thread at a time).
 /// Shipped models: `single_process` (one rank), `inproc_transport` (threads), `mpi_transport`
-/// (Boost.MPI, `<dho2/mpi.hpp>`), `asio_transport` (TCP, `<dho2/asio.hpp>`).
+/// (Boost.MPI, `<dho2/mpi.hpp>`), `asio_transport` (TCP, `<dho2/asio.hpp>`); the decorator
+/// `simulated_link<T>` (`<dho2/transport/simulated_link.hpp>`) charges any of them the time of an
+/// α–β network link.
 #pragma once
 
 #include <dho2/core/types.hpp>

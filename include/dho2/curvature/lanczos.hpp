@@ -75,9 +75,32 @@ struct lanczos {
                     "lanczos::reorthogonalization_eta", reorthogonalization_eta, "0 <= value <= 1");
   }
 
+  /// Scratch of an estimate that a caller keeps across estimates: the shard of the basis Q
+  /// (8·m·n/P bytes, tens of megabytes for a network) and the small vectors. A fresh allocation
+  /// of that size comes from `mmap`, so every estimate would pay its first-touch page faults
+  /// again; an estimate into a kept workspace reuses the pages (same results, bit for bit).
+  /// One estimate at a time per workspace.
+  struct workspace {
+    /// The basis shard Q (shard size × m), column j holding qⱼ.
+    Eigen::MatrixXd basis;
+    /// The tridiagonal's diagonal α and off-diagonal β.
+    Eigen::VectorXd alpha, beta;
+    /// The vector being orthogonalised, w = H qⱼ − …
+    Eigen::VectorXd w;
+    /// A pass's projections Qᵀw, then ‖w⁻‖², reduced together.
+    Eigen::VectorXd h;
+  };
+
   /// Runs at most `request.steps` (and at most n) Lanczos steps on `op` and returns the
   /// `request.largest` largest and `request.smallest` smallest Ritz pairs.
   [[nodiscard]] eigen_estimate estimate(hvp_operator& op, const estimate_request& request) const {
+    workspace scratch;
+    return estimate(op, request, scratch);
+  }
+
+  /// The same estimate with its scratch in `ws`, which keeps its allocations for the next call.
+  [[nodiscard]] eigen_estimate estimate(hvp_operator& op, const estimate_request& request,
+                                        workspace& ws) const {
     using Eigen::MatrixXd;
     using Eigen::VectorXd;
     const auto t_start = std::chrono::steady_clock::now();
@@ -87,12 +110,17 @@ struct lanczos {
     const double hvp_seconds_before = op.apply_seconds();
 
     eigen_estimate out;
-    MatrixXd basis(ns, m);
+    MatrixXd& basis = ws.basis;
+    basis.resize(ns, m);  // keeps the allocation when the size is unchanged
     out.basis_bytes = static_cast<std::size_t>(basis.size()) * sizeof(double);
-    VectorXd alpha = VectorXd::Zero(m);
-    VectorXd beta = VectorXd::Zero(m);
-    VectorXd w(ns);
-    VectorXd h(m + 1);  // a pass's projections Qᵀw, then ‖w⁻‖², reduced together
+    VectorXd& alpha = ws.alpha;
+    VectorXd& beta = ws.beta;
+    alpha.setZero(m);
+    beta.setZero(m);
+    VectorXd& w = ws.w;
+    w.resize(ns);
+    VectorXd& h = ws.h;
+    h.resize(m + 1);
 
     const auto offset = static_cast<std::uint64_t>(op.shard_offset());
     for (index i = 0; i < ns; ++i) {

@@ -687,8 +687,12 @@ class optimizer {
   eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
                               const estimate_request& request, bool collective,
                               estimate_communication* comm_out) {
-    return detail::run_estimate<S>(model, x, batch, policies_.estimator, request, comm(), offsets_,
-                                   shard_, collective, comm_out);
+    auto ws = estimator_scratch_.take();
+    eigen_estimate est =
+        detail::run_estimate<S>(model, x, batch, policies_.estimator, request, comm(), offsets_,
+                                shard_, collective, comm_out, *ws);
+    estimator_scratch_.give(std::move(ws));
+    return est;
   }
 
   // An estimate before step t, run inline (every rank of the group takes part) and put in use.
@@ -901,6 +905,9 @@ class optimizer {
   shard_layout shard_;  // the partitioner's shard: the Krylov basis and, in mode S, the state
   shard_layout state_;  // where the optimizer state lives: shard_ in mode S, [0, n) in mode A,
                         // nowhere on a serving rank
+  // The estimator's scratch (the Lanczos basis), kept from one estimate to the next.
+  detail::workspace_slot<detail::estimator_workspace_t<typename Policies::estimator_type>>
+      estimator_scratch_;
   vector<S> grad_;
   vector<S> shard_grad_;
   vector<S> delta_;

@@ -17,7 +17,10 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace dho2::detail {
@@ -33,6 +36,39 @@ void slice_hvp(const M& model, const_vector_ref<S> x, const model_batch_t<M>& ba
   }
 }
 
+// The estimator's scratch type (`E::workspace`, see curvature_estimator), or an empty one.
+struct no_estimator_workspace {};
+template <class E>
+struct estimator_workspace {
+  using type = no_estimator_workspace;
+};
+template <class E>
+requires requires { typename E::workspace; }
+struct estimator_workspace<E> {
+  using type = typename E::workspace;
+};
+template <class E>
+using estimator_workspace_t = typename estimator_workspace<E>::type;
+
+// One kept workspace, lent to one estimate at a time: an estimate that finds it lent (a
+// background estimate beside an inline one) gets a fresh one, and the last one given back is kept.
+template <class W>
+class workspace_slot {
+ public:
+  std::unique_ptr<W> take() {
+    const std::lock_guard lock(mutex_);
+    return kept_ ? std::move(kept_) : std::make_unique<W>();
+  }
+  void give(std::unique_ptr<W> w) {
+    const std::lock_guard lock(mutex_);
+    kept_ = std::move(w);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unique_ptr<W> kept_;
+};
+
 // Runs `estimator` at x with the basis sharded over `offsets` of `group` (collective over it when
 // `collective`); touches nothing else, so it may run on another thread with collective = false.
 // Each rank's product is scaled by w_p / W so the reduce-scatter sums to the Hessian of the
@@ -41,7 +77,8 @@ template <class S, class M, class Estimator, class Transport>
 eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_batch_t<M>& batch,
                             const Estimator& estimator, const estimate_request& request,
                             Transport& group, const std::vector<index>& offsets, shard_layout shard,
-                            bool collective, estimate_communication* comm_out) {
+                            bool collective, estimate_communication* comm_out,
+                            estimator_workspace_t<Estimator>& ws) {
   using clock = std::chrono::steady_clock;
   const index n = x.size();
   const auto un = static_cast<std::size_t>(n);
@@ -102,7 +139,13 @@ eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_b
       [&](std::span<double> values) {
         if (collective) timed([&] { group.all_reduce_sum(values); });
       });
-  eigen_estimate est = estimator.estimate(op, request);
+  eigen_estimate est = [&] {
+    if constexpr (requires { estimator.estimate(op, request, ws); }) {
+      return estimator.estimate(op, request, ws);
+    } else {
+      return estimator.estimate(op, request);
+    }
+  }();
   if (!est.eigenvalues.allFinite() || !est.eigenvectors.allFinite()) est.failed = true;
   if (comm_out != nullptr) *comm_out = comm_seconds;
   return est;
