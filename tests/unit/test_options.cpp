@@ -396,9 +396,10 @@ TEST_CASE("options: the field list names every field once, in declaration order"
                                                "options.eigenvalue_floor",
                                                "options.on_nonfinite",
                                                "options.max_consecutive_skips",
+                                               "options.max_gradient_norm",
                                                "options.seed"};
   CHECK(names == expected);
-  CHECK(with_constraint == 10);
+  CHECK(with_constraint == 11);
   // options::field_name finds a member's name in the list (at compile time).
   static_assert(dho2::options::field_name(&dho2::options::k) == "options.k");
   static_assert(dho2::options::field_name(&dho2::options::clip) == "options.clip");
@@ -436,6 +437,7 @@ TEST_CASE("options: the agreement values come from the field list (names, order,
       {"options.eigenvalue_floor", 1e-4},
       {"options.on_nonfinite", 1.0},
       {"options.max_consecutive_skips", 20.0},
+      {"options.max_gradient_norm", 0.0},
       {"options.seed (high 32 bits)", 5.0},
       {"options.seed (low 32 bits)", 3.0},
   };

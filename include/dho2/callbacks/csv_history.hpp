@@ -61,6 +61,10 @@ inline std::string field(std::string_view text) {
 /// `dho2/io/output_file.hpp` (`output_stream`): a symbolic link is followed, a character device
 /// or FIFO is written, a directory, socket or block device is refused. Pass it after the callbacks
 /// that add metrics (hooks run in the order given). Move-only: it owns the open file.
+///
+/// From a hand-written loop that calls `step` itself, drive it with `dho2::hand_loop`
+/// (`end_epoch` gives it the epoch's mean loss, step count and elapsed time, as `optimize` does),
+/// or call `on_epoch_end` with an `epoch_info` you fill.
 class csv_history {
  public:
   /// Opens (creates or truncates) `path` for writing; `label` names the path in error messages

@@ -180,6 +180,15 @@ template <class C>
 void call_on_end(C& c, const summary& s) {
   if constexpr (requires { c.on_end(s); }) c.on_end(s);
 }
+// Step calls an optimizer has made (`optimizer::get_summary()`, `kfac::summary()`).
+template <class Optimizer>
+index step_calls_of(const Optimizer& opt) {
+  if constexpr (requires { opt.get_summary().iterations; }) {
+    return opt.get_summary().iterations;
+  } else {
+    return opt.summary().iterations;
+  }
+}
 }  // namespace detail
 
 }  // namespace dho2

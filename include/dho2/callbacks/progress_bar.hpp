@@ -129,6 +129,13 @@ std::string cat(const Parts&... parts) {
 ///
 /// Pass it after the callbacks that add metrics (hooks run in the order given), and last if other
 /// callbacks print, so that the bar line is not interleaved with their output.
+///
+/// **From a hand-written loop** (one that calls `step` itself), drive it with `dho2::hand_loop`,
+/// which builds the events `optimize` gives and completes the summary at the end: the lines are
+/// then those of `optimize`. The hooks can also be called directly (`on_begin` with the run's
+/// epochs first; `on_step` with the 0-based epoch and batch), but `on_end` prints the summary it is
+/// given, and an optimizer's `get_summary()` outside `optimize` still says `running` and 0 epochs
+/// (`hand_loop::end` fills them in).
 class progress_bar {
  public:
   /// Minimum seconds between two redraws of the bar (at most ~10 redraws per second).

@@ -18,6 +18,8 @@
 ///    state change);
 ///  - `B::default_clip`: a `static constexpr double`, FOSI's default scaling clip c for this base
 ///    (1 for Adam, whose per-coordinate scaling makes c > 1 unsafe; 3 otherwise);
+///  - `b.learning_rate`: a `double` field, the rate `optimizer::learning_rate()` reads and
+///    `optimizer::set_learning_rate` (learning-rate schedules) changes between steps;
 ///  - `state.visit_fields(f)`: calls `f(name, field)` for every field of the state — `name` a
 ///    `const char*` unique within the state, `field` a `dho2::vector<S>&` or an integer or
 ///    floating-point scalar by reference — so that `optimizer::save_checkpoint` and
@@ -62,6 +64,13 @@ constexpr double default_clip_for() {
 }
 
 namespace detail {
+// Whether base optimizer B has a `learning_rate` field a schedule can set between steps.
+template <class B>
+concept has_learning_rate = requires(B& b, double v) {
+  b.learning_rate = v;
+  { b.learning_rate } -> std::convertible_to<double>;
+};
+
 template <class B, class S>
 constexpr bool check_base_optimizer() {
   if constexpr (!requires { typename B::template state<S>; }) {

@@ -27,6 +27,7 @@
 #include <dho2/core/step_status.hpp>
 #include <dho2/core/summary.hpp>
 #include <dho2/detail/agreement.hpp>
+#include <dho2/detail/validate.hpp>
 #include <dho2/fosi/curvature_context.hpp>
 #include <dho2/fosi/detail/checkpoint.hpp>
 #include <dho2/fosi/detail/estimate.hpp>
@@ -125,6 +126,33 @@ class optimizer {
   /// The run summary so far.
   [[nodiscard]] const summary& get_summary() const noexcept { return run_.stats; }
 
+  /// The base optimizer's learning rate in force (`policies().base.learning_rate`, as set at
+  /// construction or by the last `set_learning_rate`). For a base with a `learning_rate` field
+  /// (every shipped base: `adam`, `sgd`, `heavy_ball`, `nesterov`).
+  [[nodiscard]] double learning_rate()
+      const noexcept requires detail::has_learning_rate<base_type> {
+    return static_cast<double>(policies_.base.learning_rate);
+  }
+
+  /// Sets the base optimizer's learning rate from the next step on (what a learning-rate
+  /// schedule such as `dho2::lr_schedule` calls between steps). Nothing else changes: the base
+  /// state (Adam's moments and step count, a momentum buffer) and the curvature are kept. Every
+  /// rank must set the same rate before the same step (a schedule that is a function of the step
+  /// count does); the ranks' agreement on the policies is checked once, at the first step's
+  /// set-up, and a checkpoint's identity leaves out the base optimizer's hyper-parameters, so a
+  /// resumed run with another rate loads. `reset` keeps the rate.
+  /// @throws dho2::invalid_options naming the field `policies.base.learning_rate`, with the
+  ///   constraint "finite and > 0" (changing nothing).
+  void set_learning_rate(double learning_rate) requires detail::has_learning_rate<base_type> {
+    detail::require_finite_positive("policies.base.learning_rate", learning_rate);
+    policies_.base.learning_rate = learning_rate;
+  }
+
+  /// The L2 norm of the gradient the last taken step used, before clipping
+  /// (`options::max_gradient_norm`; in mode S the global norm); NaN when clipping is off or no
+  /// step was taken yet.
+  [[nodiscard]] double last_gradient_norm() const noexcept { return last_gradient_norm_; }
+
   /// Names what else every rank of this job must share and a checkpoint must match, beyond the
   /// options and the policies: typically `model_settings(model)` followed by the data layout
   /// ("data.batch_size", "data.train_size", …). Call it before the first `step`, `optimize` or
@@ -174,8 +202,8 @@ class optimizer {
   [[nodiscard]] double penalty() const noexcept { return proximal_shift(); }
 
   /// Forgets all run state (base state, curvature, velocity, counters; an estimate in flight is
-  /// waited for and dropped); keeps options and policies. With several ranks, every rank must
-  /// reset together: the next step repeats the collective set-up.
+  /// waited for and dropped); keeps options and policies (and the learning rate in force). With
+  /// several ranks, every rank must reset together: the next step repeats the collective set-up.
   void reset() {
     sched_ = {};
     group_.reset();
@@ -185,6 +213,7 @@ class optimizer {
     if (!job_described_) job_.clear();
     resume_ = {};
     run_ = {};
+    last_gradient_norm_ = std::numeric_limits<double>::quiet_NaN();
   }
 
   /// Puts an estimate still in flight in use and, under `split_schedule`, releases the
@@ -619,12 +648,27 @@ class optimizer {
   // receives the new x[I_p] for the all-gather; otherwise x[I_p] is updated in place.
   void update(vector_ref<S> x, vector<S>& g) {
     auto xs = x.segment(state_.offset, state_.size);
+    if (opts_.max_gradient_norm > 0.0) clip_gradient(g);
     run_.newton.step(opts_, policies_.base, run_.base, vector_ref<S>(g.head(state_.size)), delta_,
                      [&](Eigen::VectorXd& v) { all_reduce(v); });
     if (sharded_) {
       delta_ += xs;
     } else {
       xs += delta_;
+    }
+  }
+
+  // Scales g (this rank's part of the gradient of the state's length) so that the whole
+  // gradient's L2 norm is at most options::max_gradient_norm; sharded, the squared norm is the
+  // sum of the shards'.
+  void clip_gradient(vector<S>& g) {
+    Eigen::VectorXd squared(1);
+    squared(0) = g.head(state_.size).template cast<double>().squaredNorm();
+    all_reduce(squared);
+    const double norm = std::sqrt(squared(0));
+    last_gradient_norm_ = norm;
+    if (norm > opts_.max_gradient_norm) {
+      g.head(state_.size) *= static_cast<S>(opts_.max_gradient_norm / norm);
     }
   }
 
@@ -899,6 +943,7 @@ class optimizer {
   bool sharded_ = false;        // mode S over several ranks: the update works on shards
   bool last_estimated_ = false;
   double last_loss_ = std::numeric_limits<double>::quiet_NaN();
+  double last_gradient_norm_ = std::numeric_limits<double>::quiet_NaN();
   index n_ = 0;
   int ranks_ = 1;
   std::vector<index> offsets_;

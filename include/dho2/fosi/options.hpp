@@ -91,6 +91,15 @@ struct options {
   /// once this many consecutive steps were skipped for a non-finite loss or gradient (a diverged
   /// run would otherwise skip every remaining step and end "completed"); 0 = no bound.
   index max_consecutive_skips = 20;
+  /// Gradient-norm clipping (as `torch.nn.utils.clip_grad_norm_`): before the FOSI step splits
+  /// the gradient g, it is scaled by `max_gradient_norm`/‖g‖₂ when ‖g‖₂ exceeds this bound, so
+  /// the step acts on a gradient of norm at most the bound; 0 (the default) turns clipping off.
+  /// ‖g‖₂ is the norm of the whole gradient the step uses: in mode S the global mean gradient
+  /// (its shards' squared norms summed across ranks, one extra all-reduce of one double per
+  /// step), in mode A each rank's local gradient (with the proximal term). No ε is added to the
+  /// norm, so a clipped gradient has norm `max_gradient_norm` up to rounding.
+  /// `optimizer::last_gradient_norm()` reports the norm before clipping.
+  double max_gradient_norm = 0.0;
   /// Seed of the curvature estimator's RNG.
   std::uint64_t seed = 0x5eed;
 
@@ -183,6 +192,11 @@ constexpr void options::for_each_field(Visitor&& visit) {
   visit(
       field("options.max_consecutive_skips", &options::max_consecutive_skips,
             [](const options& o, index) { return unless(o.max_consecutive_skips >= 0, ">= 0"); }));
+  visit(
+      field("options.max_gradient_norm", &options::max_gradient_norm, [](const options& o, index) {
+        return unless(detail::is_finite_nonnegative(o.max_gradient_norm),
+                      "finite and >= 0 (0 turns clipping off)");
+      }));
   visit(field("options.seed", &options::seed));
 }
 

@@ -242,6 +242,17 @@ class kfac {
   [[nodiscard]] const kfac_summary& summary() const noexcept { return summary_; }
   /// The options.
   [[nodiscard]] const kfac_options& options() const noexcept { return opts_; }
+  /// The learning rate in force (`options().learning_rate`).
+  [[nodiscard]] double learning_rate() const noexcept { return opts_.learning_rate; }
+  /// Sets the learning rate from the next step on (what `dho2::lr_schedule` calls between
+  /// steps); factors, inverses and the velocity are kept. Every rank must set the same rate
+  /// before the same step (the options are agreed once, at the first step).
+  /// @throws dho2::invalid_options naming the field `kfac_options.learning_rate`, with the
+  ///   constraint "finite and > 0" (changing nothing).
+  void set_learning_rate(double learning_rate) {
+    detail::require_finite_positive("kfac_options.learning_rate", learning_rate);
+    opts_.learning_rate = learning_rate;
+  }
   /// The transport.
   [[nodiscard]] Transport& transport() noexcept { return comm_; }
 
