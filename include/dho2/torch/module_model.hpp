@@ -113,8 +113,9 @@ class torch_module_model {
   using module_type = Module;
 
   /// A model whose module replicas come from `make_module()` (called once here, and again for
-  /// each further concurrent caller; each call must return a new module of the same
-  /// architecture). The parameters of the first module are `initial_point()`.
+  /// each further concurrent caller, possibly from two threads at once; each call must return a
+  /// new module of the same architecture). The parameters of the first module are
+  /// `initial_point()`.
   /// @throws dho2::invalid_options if `options.name` is empty, the module has no parameters, or
   ///   a parameter is not of scalar type `S`, not on the CPU or does not require grad (the
   ///   message names the parameter).
