@@ -2,7 +2,7 @@
 #   <prefix>/include/dho2/...                         the headers
 #   <prefix>/share/cmake/dho2/dho2Config.cmake         find_dependency + targets + components
 #   <prefix>/share/cmake/dho2/dho2ConfigVersion.cmake  SameMajorVersion, architecture independent
-#   <prefix>/share/cmake/dho2/dho2Targets.cmake        dho2::dho2, dho2::data (+ mpi, asio)
+#   <prefix>/share/cmake/dho2/dho2Targets.cmake        dho2::dho2, dho2::data (+ mpi, asio, torch)
 # The package is header-only, hence under DATADIR (like nlohmann_json) and ARCH_INDEPENDENT.
 include_guard(GLOBAL)
 include(CMakePackageConfigHelpers)
@@ -25,6 +25,9 @@ if(dho2_mpi IN_LIST DHO2_EXPORTED_TARGETS)
 endif()
 if(dho2_asio IN_LIST DHO2_EXPORTED_TARGETS)
   list(APPEND DHO2_PACKAGE_COMPONENTS asio)
+endif()
+if(dho2_torch IN_LIST DHO2_EXPORTED_TARGETS)
+  list(APPEND DHO2_PACKAGE_COMPONENTS torch)
 endif()
 if(NOT DEFINED DHO2_BOOST_ASIO_MIN_VERSION)
   set(DHO2_BOOST_ASIO_MIN_VERSION 1.70)

@@ -1,12 +1,10 @@
 # The LibTorch peer of issue 4's benchmarks: torch_train (benchmarks/peer/torch_train.cpp) and
 # bench_torch_mlp_step (+ its EIGEN_USE_BLAS twin bench_torch_mlp_step_blas). Included from
-# benchmarks/CMakeLists.txt, so find_package(Torch)'s variables stay in that directory.
+# benchmarks/CMakeLists.txt; find_package(Torch) ran at the top level (TORCH_LIBRARIES).
 #
-#   DHO2_WITH_TORCH (option)  default ON when DHO2 is the top-level project and LibTorch is found
-#                             (Debian: `apt-get install libtorch-dev`, whose TorchConfig.cmake is
-#                             /usr/lib/<multiarch>/cmake/Torch); otherwise OFF, with the message
-#                             "LibTorch not found: the LibTorch peer benchmarks are skipped".
-#                             ON without LibTorch is a configure error.
+#   DHO2_WITH_TORCH           decided in cmake/dho2TorchComponent.cmake (AUTO by default): the
+#                             peer is built when LibTorch was found there (DHO2_HAVE_TORCH), and
+#                             skipped with that file's message otherwise.
 #   torch_train               the LibTorch training program (no CTest test).
 #   bench_torch_mlp_step      DHO2's MLP step vs LibTorch's, Eigen's own GEMM on DHO2's side.
 #   bench_torch_mlp_step_blas the same source with EIGEN_USE_BLAS, linked with OpenBLAS (only when
@@ -19,31 +17,8 @@
 # the BLAS actually mapped into the process.
 include_guard(GLOBAL)
 
-if((NOT DEFINED DHO2_WITH_TORCH AND DHO2_TOP_LEVEL) OR DHO2_WITH_TORCH)
-  find_package(Torch QUIET)
-  set(_dho2_torch_searched ON)
-endif()
-if(Torch_FOUND AND DHO2_TOP_LEVEL)
-  set(_dho2_torch_default ON)
-else()
-  set(_dho2_torch_default OFF)
-endif()
-option(DHO2_WITH_TORCH
-       "Build the LibTorch peer benchmarks (torch_train, bench_torch_mlp_step); default ON when LibTorch is found"
-       ${_dho2_torch_default})
-
-if(NOT DHO2_WITH_TORCH)
-  if(_dho2_torch_searched AND NOT Torch_FOUND)
-    message(STATUS "LibTorch not found: the LibTorch peer benchmarks are skipped")
-  else()
-    message(STATUS "DHO2_WITH_TORCH is OFF: the LibTorch peer benchmarks are skipped "
-                   "(-DDHO2_WITH_TORCH=ON builds them)")
-  endif()
+if(NOT DHO2_HAVE_TORCH)
   return()
-endif()
-if(NOT Torch_FOUND)
-  message(FATAL_ERROR "DHO2_WITH_TORCH = ON. Violated constraint: LibTorch is found "
-                      "(find_package(Torch); on Debian: apt-get install libtorch-dev)")
 endif()
 
 # The Debian package version (the headers say only the upstream release).
