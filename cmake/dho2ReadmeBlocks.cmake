@@ -8,7 +8,9 @@
 #   <!-- readme-context: <name> -->
 # naming <context-dir>/<name>.cpp: a program holding the line `// README-BLOCK`, which the
 # fragment replaces (the context declares what the fragment uses and runs it). A fragment without
-# a context is a configure error naming its README line.
+# a context is a configure error naming its README line. `<!-- readme-context: <name> needs
+# <target> -->` marks a block that needs an optional target (e.g. dho2::torch): it is linked with
+# it, and skipped with a message when the build does not have it.
 #
 # Each block becomes the executable readme_line_<L> (L: the README line of its fence; `#line`
 # directives make compiler errors name README.md and the line) built with the examples' warnings
@@ -58,8 +60,10 @@ function(dho2_add_readme_blocks readme context_dir)
     math(EXPR _prev_at "${_prev_nl} + 1")
     string(SUBSTRING "${_before}" ${_prev_at} -1 _prev_line)
     set(_source "#line ${_first_line} \"${readme}\"\n${_body}")
-    if(_prev_line MATCHES "^<!-- readme-context: ([a-z0-9_]+) -->$")
+    set(_needs "")
+    if(_prev_line MATCHES "^<!-- readme-context: ([a-z0-9_]+)( needs ([A-Za-z0-9_:]+))? -->$")
       set(_context "${context_dir}/${CMAKE_MATCH_1}.cpp")
+      set(_needs "${CMAKE_MATCH_3}")
       if(NOT EXISTS "${_context}")
         message(FATAL_ERROR "${readme}:${_fence_line}: the context ${_context} does not exist")
       endif()
@@ -81,10 +85,17 @@ function(dho2_add_readme_blocks readme context_dir)
     endif()
 
     set(_name readme_line_${_fence_line})
+    if(_needs AND NOT TARGET ${_needs})
+      message(STATUS "README.md:${_fence_line}: the block needs ${_needs}, which this build does "
+                     "not have: not compiled")
+      math(EXPR _consumed "${_consumed} + ${_body_at} + ${_end_nl}")
+      string(SUBSTRING "${_after}" ${_end_nl} -1 _rest)
+      continue()
+    endif()
     file(WRITE "${_out_dir}/${_name}.cpp.tmp" "${_source}")
     configure_file("${_out_dir}/${_name}.cpp.tmp" "${_out_dir}/${_name}.cpp" COPYONLY)
     add_executable(${_name} "${_out_dir}/${_name}.cpp")
-    target_link_libraries(${_name} PRIVATE dho2::dho2 dho2::data dho2_warnings)
+    target_link_libraries(${_name} PRIVATE dho2::dho2 dho2::data dho2_warnings ${_needs})
     add_test(NAME readme.line_${_fence_line} COMMAND ${_name} WORKING_DIRECTORY "${_out_dir}")
     dho2_test_timeout(_timeout 120)
     set_tests_properties(readme.line_${_fence_line} PROPERTIES LABELS readme TIMEOUT ${_timeout})
