@@ -63,7 +63,9 @@ namespace dho2 {
 ///     d = V(\rho \odot V^\top u), \f]
 /// \f[ b = \mathrm{base.step}(g_2),\quad \Delta x = s\,(b - V V^\top b) - \alpha\, d, \f]
 /// with s = clip(λ_max/λ_min over the retained top-k, 1, c). Before the first estimate V is empty
-/// and the step is the base step, bit for bit. Curvature is (re-)estimated by the estimator on
+/// and the step is the base step, bit for bit. A base with a parameter term (`decay`, e.g.
+/// `dho2::adamw`'s −ηλx) adds it to Δx last, outside the split and unseen by the estimate.
+/// Curvature is (re-)estimated by the estimator on
 /// Hessian-vector products (the model's own when it is a `dho2::hvp_model`, central finite
 /// differences of gradients otherwise) when the schedule says so (by default before the steps
 /// W − 1, W − 1 + T, …).
@@ -616,11 +618,14 @@ class optimizer {
   }
 
   // The FOSI update of this rank's state layout on gradient g (overwritten). Sharded: delta_
-  // receives the new x[I_p] for the all-gather; otherwise x[I_p] is updated in place.
+  // receives the new x[I_p] for the all-gather; otherwise x[I_p] is updated in place. A base's
+  // parameter term (decoupled decay, `base_optimizer`'s optional `decay`) is added to the
+  // combined step, outside the subspace split, on x before the step.
   void update(vector_ref<S> x, vector<S>& g) {
     auto xs = x.segment(state_.offset, state_.size);
     run_.newton.step(opts_, policies_.base, run_.base, vector_ref<S>(g.head(state_.size)), delta_,
                      [&](Eigen::VectorXd& v) { all_reduce(v); });
+    detail::apply_decay<S>(policies_.base, const_vector_ref<S>(xs), vector_ref<S>(delta_));
     if (sharded_) {
       delta_ += xs;
     } else {
