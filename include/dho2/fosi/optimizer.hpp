@@ -35,6 +35,7 @@
 #include <dho2/fosi/run_state.hpp>
 #include <dho2/fosi/snapshot.hpp>
 #include <dho2/fosi/step_context.hpp>
+#include <dho2/transport/single_process.hpp>
 
 #include <algorithm>
 #include <array>
@@ -49,6 +50,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -358,12 +360,17 @@ class optimizer {
   /// `load_checkpoint` the first call resumes at the loaded `data_position` (`resume_position`)
   /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way. On a
   /// rank that only serves estimates (`is_curvature_rank`) it serves them until the trainers
-  /// finish.
+  /// finish. Each rank trains on its slice of every batch (`slicing_batch_source`); with a
+  /// transport other than `single_process`, a source that cannot slice is a compile error unless
+  /// it is declared rank-local (`dho2::local_batches`; see `dho2/concepts/batch_source.hpp`).
   template <differentiable_model M, class Batches, class... Callbacks>
     requires batch_source<Batches, model_batch_t<M>>
   summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
                    Callbacks&&... callbacks) {
     // clang-format on
+    static_assert(detail::check_distributed_source<!std::is_same_v<transport_type, single_process>,
+                                                   Batches, model_batch_t<M>>(),
+                  "DHO2: optimizer::optimize: see the message above");
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
     initialize(model, x);
     const auto run_start = clock::now();
