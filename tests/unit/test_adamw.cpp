@@ -129,22 +129,24 @@ TEST_CASE("adamw: validate names the field; the optimizer refuses a negative wei
 }
 
 TEST_CASE("adamw: inside FOSI the decay is added after the combination, outside the split") {
+  // k = 2, l = 0, W = 1, clip c = 3: the estimate before step 0 finds λ = 4, 2 with eigenvectors
+  // e₀, e₁ (Lanczos over all n = 4 directions is exact to round-off), so V Vᵀ keeps
+  // coordinates 0 and 1, s = clip(4/2, 1, 3) = 2, and with momentum off the Newton direction is
+  // dᵢ = gᵢ/λᵢ on them. The documented step is
+  //   Δx = s (b − V Vᵀ b) − α d − ηλ x,  b = adam(g₂), g₂ = g with coordinates 0, 1 zeroed,
+  // at t = 1 bᵢ = −η g₂ᵢ/(|g₂ᵢ| + ε). Computed here densely, without V. A decay projected off V
+  // would leave coordinates 0 and 1 undecayed, one scaled by s would double it on 2 and 3, one
+  // put in the gradient would pass through Adam's normalisation: each fails the comparison.
   // No gradient coordinate is 0: Adam's g/(|g| + ε) would turn the round-off of g − V Vᵀg there
   // (about 1e-16) into a step of about 1e-8·η.
-  // k = 1, l = 0, W = 1: the estimate before step 0 finds λ = 4 with eigenvector e₀ (Lanczos
-  // over all n = 4 directions is exact to round-off), so V = ±e₀, s = 1 (one top pair), and with
-  // momentum off the Newton direction is d = e₀ g₀ / 4. The documented step is
-  //   Δx = s (b − V Vᵀ b) − α d − ηλ x,  b = adam(g₂), g₂ = g with coordinate 0 zeroed,
-  // at t = 1 bᵢ = −η g₂ᵢ/(|g₂ᵢ| + ε) (b₀ = 0). Computed here densely, without V: a decay
-  // projected off V would leave coordinate 0 undecayed, one scaled by s or put in the gradient
-  // would differ elsewhere; each fails the comparison.
   const diagonal_quadratic model;
   dho2::options o;
-  o.k = 1;
+  o.k = 2;
   o.l = 0;
   o.warmup = 1;
   o.lanczos_steps = 4;
   o.alpha = 0.5;
+  o.clip = 3.0;
   o.momentum_form = dho2::momentum_kind::none;
   const double eta = 0.05;
   const double lambda = 0.3;
@@ -153,14 +155,16 @@ TEST_CASE("adamw: inside FOSI the decay is added after the combination, outside 
   const VectorXd x0 = (VectorXd(4) << 2.0, -1.0, 1.5, 3.0).finished();
   VectorXd x = x0;
   REQUIRE(opt.step(model, x, {}) == dho2::step_status::taken);
-  REQUIRE(opt.eigenvalues().size() == 1);
+  REQUIRE(opt.eigenvalues().size() == 2);
   CHECK(std::abs(opt.eigenvalues()(0) - 4.0) < 1e-12);
-  CHECK(opt.base_scale() == 1.0);
+  CHECK(std::abs(opt.eigenvalues()(1) - 2.0) < 1e-12);
+  CHECK(std::abs(opt.base_scale() - 2.0) < 1e-12);
 
   const VectorXd g = model.a.cwiseProduct(x0) - model.b;  // (7, −1, 1, −0.5)
   VectorXd want = x0;
-  for (dho2::index i = 1; i < 4; ++i) want(i) += -eta * g(i) / (std::abs(g(i)) + 1e-8);
+  for (dho2::index i = 2; i < 4; ++i) want(i) += -2.0 * eta * g(i) / (std::abs(g(i)) + 1e-8);
   want(0) += -o.alpha * g(0) / 4.0;
+  want(1) += -o.alpha * g(1) / 2.0;
   want += -eta * lambda * x0;
   INFO("x after one FOSI-AdamW step = ", x.transpose(), ", expected ", want.transpose());
   dho2_test::check_close(x, want, 1e-12, "max |x - dense reference|");

@@ -8,6 +8,7 @@
 #include <dho2/data/batcher.hpp>
 #include <dho2/fosi/optimizer.hpp>
 #include <dho2/models/micro_batched.hpp>
+#include <dho2/transport/inproc.hpp>
 
 #include <doctest/doctest.h>
 
@@ -120,4 +121,30 @@ TEST_CASE("micro_batched: FOSI steps on micro-batches equal steps on the whole b
   dho2_test::check_close(micro_opt.eigenvalues(), whole_opt.eigenvalues(), 1e-10,
                          "max |eigenvalue_micro - eigenvalue_whole|");
   dho2_test::check_close(x_micro, x_whole, 1e-12, "max |x_micro - x_whole| after 9 steps");
+}
+
+TEST_CASE("micro_batched: optimize in mode S on 2 ranks, 3 micro-batches each, equals 1 rank") {
+  // Rank r's micro-batches are slices 3r, 3r + 1, 3r + 2 of 6 of each global batch of 40 (7, 7,
+  // 7, 7, 6, 6 samples): over both ranks exactly the global batch, each sample once.
+  const dho2_test::mlp_problem p;
+  const accumulated model(p.model);
+  dho2::optimizer<double> single(dho2_test::fosi_test_options());
+  dho2::shuffling_batcher<double> whole(p.data.train, 40, 3);
+  VectorXd x1 = p.x0;
+  single.optimize(p.model, x1, whole, 1);
+  REQUIRE(single.get_summary().curvature_estimates == 2);
+
+  using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+  const auto results = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
+    dho2::optimizer<double, policies> opt(dho2_test::fosi_test_options(),
+                                          policies{.transport = std::move(t)});
+    dho2::shuffling_batcher<double> batches(p.data.train, 40, 3);
+    dho2::micro_batches parts(batches, 3);
+    VectorXd x = p.x0;
+    opt.optimize(model, x, parts, 1);
+    return x;
+  });
+  for (const VectorXd& x : results) {
+    dho2_test::check_close(x, x1, 1e-12, "max |x_P2_micro - x_P1_whole|");
+  }
 }
