@@ -284,7 +284,9 @@ TEST_CASE("interrupt: an interruption on one rank stops every rank at the same s
     dho2::optimizer<double, policies> opt(
         o, policies{.base = {.learning_rate = 0.5}, .transport = std::move(t)});
     const flaky_model model{};
-    counting_batches batches;
+    // Every rank trains on the same (whole) batches, on purpose: declared rank-local.
+    counting_batches counting;
+    dho2::local_batches batches(counting);
     dho2::vector<double> x = dho2::vector<double>::Unit(2, 0);
     int stops = 0;
     auto why = dho2::termination_type::running;

@@ -24,11 +24,18 @@
 ///    `const char*` unique within the state, `field` a `dho2::vector<S>&` or an integer or
 ///    floating-point scalar by reference — so that `optimizer::save_checkpoint` and
 ///    `load_checkpoint` can write and restore it (required only by them; without it they fail to
-///    compile with a "DHO2: checkpoint:" message). See `dho2::adam::state` for an example.
+///    compile with a "DHO2: checkpoint:" message). See `dho2::adam::state` for an example;
+///  - `b.decay(x, delta)` on a `const B&`, with `x` an `Eigen::Ref<const dho2::vector<S>>` (the
+///    parameters before the step, on the state's layout) and `delta` the finished step: adds a
+///    term that depends on the parameters, not the gradient — decoupled weight decay
+///    (`dho2::adamw` adds −ηλx). `dho2::optimizer` calls it after the FOSI combination, so the
+///    term is outside the Newton subspace split (not projected, not scaled by s) and the
+///    curvature estimate never sees it (`detail::apply_decay`). It must be element-wise in `x`.
 ///
 /// The step must be element-wise in `g` (coordinate i of `delta` depends only on coordinate i of
 /// `g` and of the state): DHO2 shards the parameters over ranks and runs `step` on each shard.
-/// Weight decay belongs in the model's loss, not here, or the curvature would be wrong.
+/// Coupled (L2) weight decay belongs in the model's loss, where the curvature sees it; decoupled
+/// decay belongs in `decay`, never in `step` (which sees only the part of g outside V).
 #pragma once
 
 #include <dho2/core/types.hpp>
@@ -70,6 +77,12 @@ concept has_learning_rate = requires(B& b, double v) {
   b.learning_rate = v;
   { b.learning_rate } -> std::convertible_to<double>;
 };
+
+// delta += base's parameter term (b.decay(x, delta)) when the base has one; nothing otherwise.
+template <class S, class B>
+void apply_decay(const B& b, const_vector_ref<S> x, vector_ref<S> delta) {
+  if constexpr (requires { b.decay(x, delta); }) b.decay(x, delta);
+}
 
 template <class B, class S>
 constexpr bool check_base_optimizer() {

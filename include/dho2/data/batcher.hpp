@@ -10,7 +10,7 @@
 #include <dho2/core/types.hpp>
 #include <dho2/data/classification_batch.hpp>
 #include <dho2/data/classification_set.hpp>
-#include <dho2/detail/random.hpp>
+#include <dho2/data/detail/epoch_order.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -102,17 +102,7 @@ class shuffling_batcher {
       throw invalid_options("epoch = " + std::to_string(epoch) +
                             ". Violated constraint: epoch >= 0");
     }
-    const auto n = static_cast<std::size_t>(data_->size());
-    perm_.resize(n);
-    for (std::size_t i = 0; i < n; ++i) perm_[i] = static_cast<index>(i);
-    constexpr std::uint64_t stream_tag = 0x62617463686572ULL;  // "batcher"
-    detail::xoshiro256 rng(
-        detail::splitmix64(seed_ ^ detail::splitmix64(static_cast<std::uint64_t>(epoch) ^
-                                                      detail::splitmix64(stream_tag))));
-    for (std::size_t i = n; i > 1; --i) {
-      const auto j = static_cast<std::size_t>(rng.below(i));
-      std::swap(perm_[i - 1], perm_[j]);
-    }
+    detail::epoch_order(perm_, data_->size(), seed_, epoch);
     epoch_ = epoch;
   }
 

@@ -30,7 +30,8 @@ namespace dho2 {
 /// with s = clip(λ_max/λ_min over the retained top-k, 1, c). The velocity is kept without a pass
 /// over m per step: between estimates u = δ·u₀ + V a with a scalar δ, the anchor u₀ (stored at
 /// the last estimate) and K coefficients a, so Vᵀu = δ·(Vᵀu₀) + a — the reference's
-/// full-vector recurrence rearranged, not an approximation.
+/// full-vector recurrence rearranged, not an approximation. A base optimizer's parameter term
+/// (decoupled decay) is not part of this step: `dho2::optimizer` adds it to Δx afterwards.
 template <model_scalar S>
 struct newton_subspace {
   /// V: m × K, column r is (this rank's part of) eigenvector r.

@@ -36,6 +36,7 @@
 #include <dho2/fosi/run_state.hpp>
 #include <dho2/fosi/snapshot.hpp>
 #include <dho2/fosi/step_context.hpp>
+#include <dho2/transport/single_process.hpp>
 
 #include <algorithm>
 #include <array>
@@ -50,6 +51,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -64,7 +66,9 @@ namespace dho2 {
 ///     d = V(\rho \odot V^\top u), \f]
 /// \f[ b = \mathrm{base.step}(g_2),\quad \Delta x = s\,(b - V V^\top b) - \alpha\, d, \f]
 /// with s = clip(λ_max/λ_min over the retained top-k, 1, c). Before the first estimate V is empty
-/// and the step is the base step, bit for bit. Curvature is (re-)estimated by the estimator on
+/// and the step is the base step, bit for bit. A base with a parameter term (`decay`, e.g.
+/// `dho2::adamw`'s −ηλx) adds it to Δx last, outside the split and unseen by the estimate.
+/// Curvature is (re-)estimated by the estimator on
 /// Hessian-vector products (the model's own when it is a `dho2::hvp_model`, central finite
 /// differences of gradients otherwise) when the schedule says so (by default before the steps
 /// W − 1, W − 1 + T, …).
@@ -385,12 +389,17 @@ class optimizer {
   /// `load_checkpoint` the first call resumes at the loaded `data_position` (`resume_position`)
   /// and runs to the end of epoch `epochs` − 1, so `epochs` is the run's total either way. On a
   /// rank that only serves estimates (`is_curvature_rank`) it serves them until the trainers
-  /// finish.
+  /// finish. Each rank trains on its slice of every batch (`slicing_batch_source`); with a
+  /// transport other than `single_process`, a source that cannot slice is a compile error unless
+  /// it is declared rank-local (`dho2::local_batches`; see `dho2/concepts/batch_source.hpp`).
   template <detail::checked_model M, class Batches, class... Callbacks>
     requires batch_source<Batches, model_batch_t<M>>
   summary optimize(const M& model, vector_ref<S> x, Batches& batches, index epochs,
                    Callbacks&&... callbacks) {
     // clang-format on
+    static_assert(detail::check_distributed_source<!std::is_same_v<transport_type, single_process>,
+                                                   Batches, model_batch_t<M>>(),
+                  "DHO2: optimizer::optimize: see the message above");
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
     initialize(model, x);
     const auto run_start = clock::now();
@@ -645,12 +654,15 @@ class optimizer {
   }
 
   // The FOSI update of this rank's state layout on gradient g (overwritten). Sharded: delta_
-  // receives the new x[I_p] for the all-gather; otherwise x[I_p] is updated in place.
+  // receives the new x[I_p] for the all-gather; otherwise x[I_p] is updated in place. A base's
+  // parameter term (decoupled decay, `base_optimizer`'s optional `decay`) is added to the
+  // combined step, outside the subspace split, on x before the step.
   void update(vector_ref<S> x, vector<S>& g) {
     auto xs = x.segment(state_.offset, state_.size);
     if (opts_.max_gradient_norm > 0.0) clip_gradient(g);
     run_.newton.step(opts_, policies_.base, run_.base, vector_ref<S>(g.head(state_.size)), delta_,
                      [&](Eigen::VectorXd& v) { all_reduce(v); });
+    detail::apply_decay<S>(policies_.base, const_vector_ref<S>(xs), vector_ref<S>(delta_));
     if (sharded_) {
       delta_ += xs;
     } else {

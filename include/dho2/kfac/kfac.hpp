@@ -40,6 +40,7 @@
 #include <numeric>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -176,8 +177,10 @@ class kfac {
   /// Runs `epochs` epochs over `batches`, one `step` per batch, calling the callbacks' hooks as
   /// `optimizer::optimize` does (see `dho2/callbacks/events.hpp`), and returns the run's summary.
   /// Batch i of an epoch is this rank's slice `batches.fill_batch(i, rank, ranks, slice)` when
-  /// the source offers it (`shuffling_batcher` does), else `batches.fill_batch(i, slice)`: then
-  /// every rank must pass its own slice source. Every rank of the transport calls it alike.
+  /// the source offers it (`shuffling_batcher` does), else `batches.fill_batch(i, slice)`: then,
+  /// unless `Transport` is `single_process`, the source must be declared rank-local (every rank
+  /// passes its own slice source wrapped in `dho2::local_batches`; otherwise a compile error, see
+  /// `dho2/concepts/batch_source.hpp`). Every rank of the transport calls it alike.
   ///
   /// Hooks: `on_begin`; `on_step` after every step (`step_info::estimated` is false: K-FAC has
   /// no curvature estimates; `loss` is the global batch's mean loss); `on_epoch_end` after every
@@ -200,6 +203,9 @@ class kfac {
   dho2::summary optimize(const mlp<S>& model, vector_ref<S> x, Batches& batches, index epochs,
                    Callbacks&&... callbacks) {
     // clang-format on
+    static_assert(detail::check_distributed_source<!std::is_same_v<Transport, single_process>,
+                                                   Batches, classification_batch<S>>(),
+                  "DHO2: kfac::optimize: see the message above");
     detail::require(epochs >= 0, "epochs", epochs, ">= 0");
     [[maybe_unused]] const index per_epoch = batches.num_batches();  // unused without callbacks
     const auto run_start = clock::now();
