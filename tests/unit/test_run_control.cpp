@@ -397,7 +397,8 @@ TEST_CASE("time_budget: a used-up budget stops the run; every rank stops at the 
       const int rank = t.rank();
       dho2::optimizer<double, policies> opt(
           no_curvature(), policies{.base = {.learning_rate = 0.5}, .transport = std::move(t)});
-      tiny_batches batches;
+      tiny_batches source;
+      dho2::local_batches batches(source);  // every rank trains on the same batches, on purpose
       VectorXd x = VectorXd::Unit(2, 0);
       dho2::time_budget budget{rank == 0 ? std::chrono::hours(0) : std::chrono::hours(1)};
       const dho2::summary s = opt.optimize(tiny_model{}, x, batches, 5, budget);
