@@ -83,8 +83,10 @@ struct lanczos {
   struct workspace {
     /// The basis shard Q (shard size × m), column j holding qⱼ.
     Eigen::MatrixXd basis;
-    /// The tridiagonal's diagonal α and off-diagonal β.
-    Eigen::VectorXd alpha, beta;
+    /// The tridiagonal's diagonal α.
+    Eigen::VectorXd alpha;
+    /// The tridiagonal's off-diagonal β.
+    Eigen::VectorXd beta;
     /// The vector being orthogonalised, w = H qⱼ − …
     Eigen::VectorXd w;
     /// A pass's projections Qᵀw, then ‖w⁻‖², reduced together.
