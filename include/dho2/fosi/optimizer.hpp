@@ -4,7 +4,7 @@
 /// policy what happens across ranks at each step; the optimizer owns the run state, the FOSI
 /// update (`dho2::newton_subspace`), running estimates, and checkpoints.
 ///
-/// Why this file is longer than the others (about 800 lines, a third of them documentation):
+/// Why this file is longer than the others (about 980 lines, a third of them documentation):
 /// it is the one place that owns the run state and lends it to the policies, so the public
 /// contracts of `step`, `optimize`, `save_checkpoint` and `load_checkpoint` and the private
 /// members the two contexts forward to belong together; the pieces that can stand alone live
