@@ -60,6 +60,11 @@ const bool context_added = [] {
 
 double as_double(index v) { return static_cast<double>(v); }
 
+// Every benchmark here runs m = 10, 20, 40, 80 Lanczos steps, timed in wall-clock milliseconds.
+void lanczos_step_counts(benchmark::internal::Benchmark* b) {
+  b->ArgName("m")->Arg(10)->Arg(20)->Arg(40)->Arg(80)->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 // Runs the timed loop of estimates on `op` and reports the split; with `kept`, every estimate
 // reuses one dho2::lanczos::workspace (as the optimizer does), else each allocates its basis.
 void run_estimates(benchmark::State& state, dho2::hvp_operator& op, bool kept) {
@@ -126,22 +131,8 @@ void lanczos_mlp(benchmark::State& state, bool kept) {
 }
 void BM_lanczos_mlp(benchmark::State& state) { lanczos_mlp(state, false); }
 void BM_lanczos_mlp_kept_workspace(benchmark::State& state) { lanczos_mlp(state, true); }
-BENCHMARK(BM_lanczos_mlp)
-    ->ArgName("m")
-    ->Arg(10)
-    ->Arg(20)
-    ->Arg(40)
-    ->Arg(80)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-BENCHMARK(BM_lanczos_mlp_kept_workspace)
-    ->ArgName("m")
-    ->Arg(10)
-    ->Arg(20)
-    ->Arg(40)
-    ->Arg(80)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_lanczos_mlp)->Apply(lanczos_step_counts);
+BENCHMARK(BM_lanczos_mlp_kept_workspace)->Apply(lanczos_step_counts);
 
 void BM_lanczos_diagonal(benchmark::State& state) {
   const index n = dho2::mlp<float>(layers).num_parameters();
@@ -159,13 +150,6 @@ void BM_lanczos_diagonal(benchmark::State& state) {
       [](std::span<double>) {});
   run_estimates(state, op, false);
 }
-BENCHMARK(BM_lanczos_diagonal)
-    ->ArgName("m")
-    ->Arg(10)
-    ->Arg(20)
-    ->Arg(40)
-    ->Arg(80)
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+BENCHMARK(BM_lanczos_diagonal)->Apply(lanczos_step_counts);
 
 }  // namespace
