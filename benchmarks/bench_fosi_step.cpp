@@ -1,41 +1,46 @@
 // The FOSI optimizer update alone (no curvature estimate, no real gradient) for n = 269,322 float
-// parameters (the 784-256-256-10 MLP's count), against the Adam update it extends.
+// parameters (the 784-256-256-10 MLP's count), against the Adam update it extends and against
+// the memory bandwidth of the machine.
 //
-//   BM_adam_update_raw        dho2::adam::step on a fixed random gradient + x += delta: exactly
-//                             what optimizer::update does with K = 0, without the optimizer.
-//   BM_adam_update            dho2::optimizer<float>::step with use_curvature = false on
-//                             `precomputed_gradient_model` (below).
-//   BM_fosi_adam_update/k:K   the same optimizer and model with use_curvature = true and K = k
-//                             orthonormal columns in V (n x K), K in {1, 5, 10, 20}.
-//   BM_fosi_projections/k:K   the four products with V that optimizer::update performs, alone,
-//                             on an n x K float matrix, the layout of its basis_.
+//   BM_triad/shard:P            a = b + s·c on n/P floats: the bandwidth reference (12 bytes per
+//                               entry), the same size as the update it is compared with.
+//   BM_adam_update_raw/shard:P  dho2::adam::step + x += delta on n/P entries (a P-rank shard):
+//                               exactly what optimizer::update does with K = 0.
+//   BM_fosi_update_raw/k:K/shard:P/fused:F
+//                               newton_subspace::step with Adam (F = 1: the fused update through
+//                               adam's step kernel; F = 0: the same base with its kernel hidden,
+//                               the unfused path) + x += delta, K orthonormal columns in V
+//                               (n/P × K, float), FOSI-Adam's scale s = 1 (clip 1).
+//   BM_adam_update              dho2::optimizer<float>::step with use_curvature = false on
+//                               `precomputed_gradient_model` (below), n entries.
+//   BM_fosi_adam_update/k:K     the same optimizer and model with use_curvature = true and K = k.
 //
-// Like for like: BM_adam_update and BM_fosi_adam_update time the same public call on the same
-// model, so both include the model's gradient copy (8n bytes) and the optimizer's
-// finiteness check of the gradient (detail::all_finite, 4n bytes); the target (FOSI-Adam
-// update <= 1.25x Adam update) is the ratio of their medians at k = 10. The curvature is installed
-// through the public API, outside the timing: options.warmup = 1 puts the only estimate
-// (options.refresh_every is huge) before step 0, which the fixture takes once; the model's Hessian
-// is diagonal with K outlying eigenvalues, so the estimate is cheap and retains all K pairs.
-// Fixtures are built once per K and reused across repetitions (the timed loop is the steady state
-// of a long run).
+// The targets read from one run: fused FOSI update within 1.15× of its byte floor
+// (bytes_per_step / BM_triad's bytes_per_second at the same shard), and ≤ 2.3× the Adam update
+// on a 2-rank shard (BM_fosi_update_raw/k:10/shard:2/fused:1 over BM_adam_update_raw/shard:2).
+// The curvature of the optimizer rows is installed through the public API, outside the timing:
+// options.warmup = 1 puts the only estimate before step 0, which the fixture takes once; the
+// model's Hessian is diagonal with K outlying eigenvalues, so the estimate retains all K pairs.
+// Fixtures are built once per argument set and reused across repetitions (the steady state of a
+// long run).
 //
 // Bytes per step ("bytes_per_step"; bytes_per_second = SetBytesProcessed), counting every read
-// and every write of an n-vector of floats once per pass, as fosi/optimizer.hpp and
-// base/adam.hpp are written (b = 4 bytes, V is stored n x K):
-//   gradient copy in the model                 read 4n, write 4n               8n
-//   grad_.allFinite()                          read 4n                         4n
-//   adam::step: m = ..., v = ..., delta = ...  three passes of 2 reads + 1 write   36n
-//   x += delta                                 2 reads + 1 write               12n
-//   => Adam step through the optimizer: 60n; BM_adam_update_raw: 48n.
-//   FOSI adds four passes over V (optimizer::update):
-//   c = V g                                    V 4Kn + g 4n
-//   g -= V^T c                                 V 4Kn + g read/write 8n
-//   p = V delta                                V 4Kn + delta 4n
-//   delta -= V^T coef                          V 4Kn + delta read/write 8n
-//   => projections: 16Kn + 24n ("proj_bytes_per_step"); FOSI step: 84n + 16Kn.
-// At K = 10 that is 244n vs 60n bytes (4.1x), so a bandwidth-bound FOSI-Adam step cannot come
-// near 1.25x the Adam step with V in float and four passes over it.
+// and every write of an m-vector of floats once per pass, as the code is written (b = 4 bytes, V
+// is stored m × K, m the entries updated):
+//   adam kernel: m, v read and written, g read, delta written, one pass       24m
+//   x += delta                                                                 12m
+//   => BM_adam_update_raw: 36m. Through the optimizer add the model's gradient copy (8m) and
+//      the finiteness check of the gradient (4m): BM_adam_update 48m.
+//   fused FOSI (newton_subspace::step with a step kernel):
+//     (1) c = Vᵀg                        V 4Km + g 4m
+//     (2) g₂ = g − Vc, adam, p += Vᵀb     V 4Km + g 4m + state 16m + delta 4m (block in cache)
+//     (3) delta −= V coef                V 4Km + delta 8m
+//   => 12Km + 36m, plus x += delta 12m: BM_fosi_update_raw fused 12Km + 48m (168m at K = 10).
+//   unfused (s = 1): Vᵀg 4Km + 4m; g −= Vc 4Km + 8m; adam 24m; Vᵀdelta 4Km + 4m;
+//     delta −= V coef 4Km + 8m => 16Km + 48m, plus x += delta: 16Km + 60m (220m at K = 10).
+//   Through the optimizer the fused update adds 12m: BM_fosi_adam_update 12Km + 60m.
+// V alone is 4K bytes per entry, more than Adam's whole update at K ≥ 9: the floor of a FOSI
+// update is the bytes of three passes over V, not a multiple of Adam's.
 #include "bench_context.hpp"
 #include <dho2/dho2.hpp>
 
@@ -146,22 +151,6 @@ void report_bytes(benchmark::State& state, double bytes_per_step) {
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes_per_step) * state.iterations());
 }
 
-void BM_adam_update_raw(benchmark::State& state) {
-  const dho2::adam adam{};
-  auto st = adam.init<float>(num_params);
-  const dho2::vector<float> g = random_normal(num_params, 1, 1e-2F);
-  dho2::vector<float> x = random_normal(num_params, 3, 1e-1F);
-  dho2::vector<float> delta(num_params);
-  for (auto _ : state) {
-    adam.step(st, dho2::const_vector_ref<float>(g), dho2::vector_ref<float>(delta));
-    x += delta;
-    benchmark::DoNotOptimize(x.data());
-    benchmark::ClobberMemory();
-  }
-  report_bytes(state, 48.0 * as_double(num_params));
-}
-BENCHMARK(BM_adam_update_raw)->Unit(benchmark::kMicrosecond)->UseRealTime();
-
 void BM_adam_update(benchmark::State& state) {
   fixture& f = fixture_for(0);
   if (!f.ok) {
@@ -174,7 +163,7 @@ void BM_adam_update(benchmark::State& state) {
     benchmark::DoNotOptimize(f.x.data());
     benchmark::ClobberMemory();
   }
-  report_bytes(state, 60.0 * as_double(num_params));
+  report_bytes(state, 48.0 * as_double(num_params));
 }
 BENCHMARK(BM_adam_update)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
@@ -197,8 +186,7 @@ void BM_fosi_adam_update(benchmark::State& state) {
     return;
   }
   const double n = as_double(num_params);
-  report_bytes(state, (84.0 + 16.0 * as_double(k)) * n);
-  state.counters["proj_bytes_per_step"] = (24.0 + 16.0 * as_double(k)) * n;
+  report_bytes(state, (60.0 + 12.0 * as_double(k)) * n);
   state.counters["k"] = as_double(k);
 }
 BENCHMARK(BM_fosi_adam_update)
@@ -210,37 +198,104 @@ BENCHMARK(BM_fosi_adam_update)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
-// The products with V of optimizer::update (fosi/optimizer.hpp), written as it writes them, so
-// their bandwidth can be read without the Adam part: c = V g; g -= V^T c; p = V delta;
-// delta -= V^T coef. The small K-vectors are in double there and cast to float, as here.
-void BM_fosi_projections(benchmark::State& state) {
-  const index k = state.range(0);
-  dho2::matrix<float> basis(num_params, k);
-  for (index r = 0; r < k; ++r) {
-    basis.col(r) = random_normal(num_params, 10 + static_cast<std::uint64_t>(r), 1.0F);
+template <class Base>
+struct without_kernel {  // `Base` with its step kernel hidden: the unfused update path
+  Base base;
+  template <dho2::model_scalar S>
+  using state = typename Base::template state<S>;
+  template <dho2::model_scalar S>
+  [[nodiscard]] state<S> init(index n) const {
+    return base.template init<S>(n);
   }
-  const dho2::vector<float> g0 = random_normal(num_params, 1, 1e-2F);
-  dho2::vector<float> g = g0;
-  dho2::vector<float> delta = random_normal(num_params, 4, 1e-3F);
-  const Eigen::VectorXd coef = Eigen::VectorXd::Constant(k, 1e-9);
+  template <dho2::model_scalar S>
+  void step(state<S>& st, dho2::const_vector_ref<S> g, dho2::vector_ref<S> delta) const {
+    base.step(st, g, delta);
+  }
+};
+
+void BM_triad(benchmark::State& state) {
+  const index m = num_params / state.range(0);
+  const dho2::vector<float> b = random_normal(m, 1, 1.0F);
+  const dho2::vector<float> c = random_normal(m, 2, 1.0F);
+  dho2::vector<float> a(m);
   for (auto _ : state) {
-    Eigen::VectorXd c = (basis.transpose() * g).cast<double>();
-    g.noalias() -= basis * (1e-9 * c).cast<float>();
-    Eigen::VectorXd p = (basis.transpose() * delta).cast<double>();
-    delta.noalias() -= basis * (coef + 1e-9 * p).cast<float>();
-    benchmark::DoNotOptimize(g.data());
-    benchmark::DoNotOptimize(delta.data());
+    a.noalias() = b + 0.5F * c;
+    benchmark::DoNotOptimize(a.data());
     benchmark::ClobberMemory();
   }
-  report_bytes(state, (24.0 + 16.0 * as_double(k)) * as_double(num_params));
-  state.counters["k"] = as_double(k);
+  report_bytes(state, 12.0 * as_double(m));
 }
-BENCHMARK(BM_fosi_projections)
-    ->ArgName("k")
+BENCHMARK(BM_triad)->ArgName("shard")->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_adam_update_raw(benchmark::State& state) {
+  const index m = num_params / state.range(0);
+  const dho2::adam adam{};
+  auto st = adam.init<float>(m);
+  const dho2::vector<float> g = random_normal(m, 1, 1e-2F);
+  dho2::vector<float> x = random_normal(m, 3, 1e-1F);
+  dho2::vector<float> delta(m);
+  for (auto _ : state) {
+    adam.step(st, dho2::const_vector_ref<float>(g), dho2::vector_ref<float>(delta));
+    x += delta;
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  report_bytes(state, 36.0 * as_double(m));
+}
+BENCHMARK(BM_adam_update_raw)
+    ->ArgName("shard")
     ->Arg(1)
-    ->Arg(5)
-    ->Arg(10)
-    ->Arg(20)
+    ->Arg(2)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// newton_subspace::step with Adam (fused, or unfused through without_kernel) on m = n/P entries.
+template <class Base>
+void fosi_update_raw(benchmark::State& state, const Base& base, double bytes_per_entry) {
+  const index k = state.range(0);
+  const index m = num_params / state.range(1);
+  dho2::newton_subspace<float> ns;
+  ns.basis.resize(m, k);
+  for (index r = 0; r < k; ++r) {
+    ns.basis.col(r) = random_normal(m, 10 + static_cast<std::uint64_t>(r), 1.0F);
+    ns.basis.col(r).normalize();
+  }
+  ns.eigenvalues = Eigen::VectorXd::LinSpaced(k, 100.0, 10.0);
+  ns.num_top = k;
+  ns.refresh_inverses(0.0, dho2::adam::default_clip);
+  ns.coefficients = Eigen::VectorXd::Zero(k);
+  ns.anchor_projection = Eigen::VectorXd::Zero(k);
+  dho2::options opts;
+  auto st = base.template init<float>(m);
+  dho2::vector<float> g = random_normal(m, 1, 1e-2F);
+  dho2::vector<float> x = random_normal(m, 3, 1e-1F);
+  dho2::vector<float> delta(m);
+  const auto no_reduce = [](Eigen::VectorXd&) {};
+  for (auto _ : state) {
+    ns.step(opts, base, st, dho2::vector_ref<float>(g), delta, no_reduce);
+    x += delta;
+    benchmark::DoNotOptimize(x.data());
+    benchmark::ClobberMemory();
+  }
+  report_bytes(state, bytes_per_entry * as_double(m));
+  state.counters["k"] = as_double(k);
+  state.counters["scale"] = ns.scale;
+}
+
+void BM_fosi_update_raw(benchmark::State& state) {
+  const double k = as_double(state.range(0));
+  if (state.range(2) != 0) {
+    fosi_update_raw(state, dho2::adam{}, 12.0 * k + 48.0);
+  } else {
+    fosi_update_raw(state, without_kernel<dho2::adam>{}, 16.0 * k + 60.0);
+  }
+}
+BENCHMARK(BM_fosi_update_raw)
+    ->ArgNames({"k", "shard", "fused"})
+    ->ArgsProduct({{10}, {1, 2}, {0, 1}})
+    ->Args({1, 1, 1})
+    ->Args({5, 1, 1})
+    ->Args({20, 1, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

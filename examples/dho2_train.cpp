@@ -184,9 +184,9 @@ dho2::any_partitioner make_partitioner(const train_config& c, const Model& model
 
 template <class Schedule>
 Schedule make_schedule(const train_config& c) {
-  const dho2::late_estimate_policy on_late = c.on_late == "keep-previous"
-                                                 ? dho2::late_estimate_policy::keep_previous
-                                                 : dho2::late_estimate_policy::wait;
+  const dho2::late_estimate_policy on_late = c.on_late == "wait"
+                                                 ? dho2::late_estimate_policy::wait
+                                                 : dho2::late_estimate_policy::keep_previous;
   if constexpr (std::is_same_v<Schedule, dho2::split_schedule>) {
     return {.curvature_group = static_cast<int>(c.curvature_ranks),
             .max_staleness = static_cast<dho2::index>(c.max_staleness),
@@ -209,7 +209,8 @@ Admm make_admm(const train_config& c) {
   }
 }
 
-/// Calls `f(base)` with the base optimizer --optimizer names, its learning rate and momentum.
+/// Calls `f(base, mu)` with the base optimizer --optimizer names (as a dho2::any_base, so every
+/// base shares one instantiation of each policy bundle), and its momentum.
 template <class F>
 int with_base(const train_config& c, F&& f) {
   const std::string_view name = base_name(c.optimizer);
@@ -217,11 +218,15 @@ int with_base(const train_config& c, F&& f) {
   const double mu = c.momentum.value_or(0.9);
   if (name == "sgd") {
     if (c.momentum) throw usage_error("--momentum: " + c.optimizer + " has no momentum");
-    return f(dho2::sgd{.learning_rate = lr}, 0.0);
+    return f(dho2::any_base(dho2::sgd{.learning_rate = lr}), 0.0);
   }
-  if (name == "momentum") return f(dho2::heavy_ball{.learning_rate = lr, .momentum = mu}, mu);
-  if (name == "nesterov") return f(dho2::nesterov{.learning_rate = lr, .momentum = mu}, mu);
-  return f(dho2::adam{.learning_rate = lr, .beta1 = mu}, mu);
+  if (name == "momentum") {
+    return f(dho2::any_base(dho2::heavy_ball{.learning_rate = lr, .momentum = mu}), mu);
+  }
+  if (name == "nesterov") {
+    return f(dho2::any_base(dho2::nesterov{.learning_rate = lr, .momentum = mu}), mu);
+  }
+  return f(dho2::any_base(dho2::adam{.learning_rate = lr, .beta1 = mu}), mu);
 }
 
 /// The policy bundle of a run: base, schedule and ADMM solver fixed at compile time, transport
@@ -230,12 +235,11 @@ template <class Base, class Schedule, class Admm>
 using run_policies =
     dho2::policies<Base, dho2::lanczos, dho2::any_partitioner, Schedule, dho2::any_transport, Admm>;
 
-/// Calls `f(policies)` with the bundle --schedule, --admm-* and --consensus ask for. Only the
-/// Adam base has the split and background schedules, consensus ADMM, Local SGD and DiLoCo
-/// (--optimizer dho2, fosi-adam, adam), so that the other bases add one instantiation each.
-template <class Base, class F>
-int with_policies(const train_config& c, const Base& base, F&& f) {
-  if constexpr (std::is_same_v<Base, dho2::adam>) {
+/// Calls `f(policies)` with the bundle --schedule, --admm-* and --consensus ask for, on any base.
+template <class F>
+int with_policies(const train_config& c, const dho2::any_base& base, F&& f) {
+  using Base = dho2::any_base;
+  {
     if (uses_admm(c)) {
       using P = run_policies<Base, dho2::synchronous_schedule, dho2::consensus_admm>;
       return f(P{.base = base, .admm = make_admm<dho2::consensus_admm>(c)});

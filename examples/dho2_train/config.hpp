@@ -102,13 +102,13 @@ struct train_config {
   std::string schedule = "synchronous";   // synchronous | split | background
   long long curvature_ranks = 1;          // split: dedicated curvature ranks
   long long max_staleness = 4;            // split / background: steps an estimate may lag
-  std::string on_late = "wait";           // split / background: wait | keep-previous
-  double timeout = 60.0;                  // seconds a rank waits for its peers in one call
-  bool timeout_given = false;             // --timeout on the command line (bounds mpi too)
-  std::optional<long long> rank;          // asio: this rank (else DHO2_RANK)
-  std::optional<long long> world_size;    // asio: number of ranks (else DHO2_WORLD_SIZE)
-  std::string rendezvous;                 // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
-  std::string bind_address;               // asio: address to listen on (else loopback)
+  std::string on_late;  // split / background: wait | keep-previous ("" = not given: keep-previous)
+  double timeout = 60.0;                // seconds a rank waits for its peers in one call
+  bool timeout_given = false;           // --timeout on the command line (bounds mpi too)
+  std::optional<long long> rank;        // asio: this rank (else DHO2_RANK)
+  std::optional<long long> world_size;  // asio: number of ranks (else DHO2_WORLD_SIZE)
+  std::string rendezvous;               // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
+  std::string bind_address;             // asio: address to listen on (else loopback)
   // Checkpoints (see --help).
   std::string checkpoint_dir;         // where checkpoints are committed
   long long checkpoint_every = 0;     // steps between checkpoints (0: none)
@@ -426,9 +426,9 @@ inline const std::vector<flag>& flags() {
        }},
       {"--max-staleness", "S", "4", "split / background: steps an estimate may lag (exactly S)",
        [](c& o, std::string_view v) { o.max_staleness = parse_integer("--max-staleness", v, 0); }},
-      {"--on-late", "NAME", "wait",
-       "split / background: an estimate not ready after S steps is waited for (wait: "
-       "deterministic) or training goes on with the curvature in use (keep-previous)",
+      {"--on-late", "NAME", "keep-previous",
+       "split / background: an estimate not ready after S steps: training goes on with the "
+       "curvature in use (keep-previous: never stalls) or waits for it (wait: deterministic)",
        [](c& o, std::string_view v) {
          o.on_late = parse_choice("--on-late", v, {"wait", "keep-previous"});
        }},
@@ -577,10 +577,9 @@ inline void check_distribution(const train_config& c) {
     throw usage_error(
         "--rank/--world-size/--rendezvous/--bind/--secret-file: only with --transport asio");
   }
-  const bool adam_based = base_name(c.optimizer) == "adam";
   if (c.schedule != "synchronous") {
-    if (!adam_based) {
-      throw usage_error("--schedule " + c.schedule + ": needs --optimizer dho2 (or fosi-adam)");
+    if (!uses_curvature(c.optimizer)) {
+      throw usage_error("--schedule " + c.schedule + ": needs --optimizer dho2 or fosi-<base>");
     }
     if (uses_admm(c)) {
       throw usage_error("--schedule " + c.schedule +
@@ -592,7 +591,7 @@ inline void check_distribution(const train_config& c) {
     }
   } else if (c.curvature_ranks != 1) {
     throw usage_error("--curvature-ranks: only with --schedule split");
-  } else if (c.on_late != "wait") {
+  } else if (!c.on_late.empty()) {
     throw usage_error("--on-late: only with --schedule split or background");
   }
   if ((c.checkpoint_every > 0 || c.resume) && c.checkpoint_dir.empty()) {
@@ -600,18 +599,13 @@ inline void check_distribution(const train_config& c) {
                       ": needs --checkpoint-dir");
   }
   if (uses_admm(c)) {
-    if (!adam_based) {
-      throw usage_error("--admm-rho/--admm-every: need --optimizer dho2, fosi-adam or adam");
-    }
+    if (is_kfac(c.optimizer)) throw usage_error("--admm-rho/--admm-every: not with kfac");
     if (c.admm_rho && *c.admm_rho < 0.0) throw usage_error("--admm-rho: must be >= 0");
   } else if (c.admm_balance) {
     throw usage_error("--admm-balance: needs --admm-rho or --admm-every");
   }
   if (uses_local_steps(c)) {
-    if (!adam_based) {
-      throw usage_error("--consensus " + c.consensus +
-                        ": needs --optimizer dho2, fosi-adam or adam");
-    }
+    if (is_kfac(c.optimizer)) throw usage_error("--consensus " + c.consensus + ": not with kfac");
     if (uses_admm(c)) {
       throw usage_error("--consensus " + c.consensus + ": not with --admm-rho/--admm-every");
     }

@@ -378,7 +378,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("schedule", c.schedule);
   j.member("curvature_ranks", c.curvature_ranks);
   j.member("max_staleness", c.max_staleness);
-  j.member("on_late", c.on_late);
+  j.member("on_late", c.on_late.empty() ? std::string("keep-previous") : c.on_late);
   optional_number(j, "admm_rho", c.admm_rho);
   j.key("admm_every");
   if (c.admm_every) {

@@ -555,7 +555,7 @@ struct fosi_run {
   void describe(run_result& r, const Optimizer& opt, const train_config& c, dho2::index n) const {
     r.learning_rate = learning_rate;
     r.base_momentum = base_momentum;
-    r.clip = c.clip.value_or(dho2::default_clip_for<typename Policies::base_type>());
+    r.clip = c.clip.value_or(dho2::default_clip_of(opt.policies().base));
     r.lanczos_steps = static_cast<long long>(
         c.lanczos_steps > 0 ? c.lanczos_steps : dho2::default_lanczos_steps(c.k, c.l, n));
     if (opt.get_summary().admm_rounds.size() > 0) r.admm_rho = opt.penalty();

@@ -13,6 +13,7 @@
 #include <dho2/admm/synchronous.hpp>
 #include <dho2/base/adam.hpp>
 #include <dho2/base/adamw.hpp>
+#include <dho2/base/any.hpp>
 #include <dho2/base/heavy_ball.hpp>
 #include <dho2/base/nesterov.hpp>
 #include <dho2/base/sgd.hpp>

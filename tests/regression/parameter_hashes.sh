@@ -26,9 +26,9 @@ run adam_1            "$T" $C --optimizer adam
 run dho2_S_sync_inproc2 "$T" $C --optimizer dho2 --ranks 2
 run dho2_S_sync_mpi2  $M -np 2 "$T" $C --optimizer dho2
 run dho2_S_sync_mpi3_block $M -np 3 "$T" $C --optimizer dho2 --partitioner block
-run dho2_S_background "$T" $C --optimizer dho2 --schedule background --max-staleness 2
-run dho2_S_split_mpi3 $M -np 3 "$T" $C --optimizer dho2 --schedule split --max-staleness 3
-run dho2_S_split_inproc3 "$T" $C --optimizer dho2 --ranks 3 --schedule split --max-staleness 3
+run dho2_S_background "$T" $C --optimizer dho2 --schedule background --max-staleness 2 --on-late wait
+run dho2_S_split_mpi3 $M -np 3 "$T" $C --optimizer dho2 --schedule split --max-staleness 3 --on-late wait
+run dho2_S_split_inproc3 "$T" $C --optimizer dho2 --ranks 3 --schedule split --max-staleness 3 --on-late wait
 run dho2_A_mpi2       $M -np 2 "$T" $C --optimizer dho2 --admm-rho 0.5 --admm-every 4
 run dho2_A_inproc3_bal "$T" $C --optimizer dho2 --ranks 3 --admm-rho 0.5 --admm-every 4 --admm-balance
 run kfac_1            "$T" $C --optimizer kfac

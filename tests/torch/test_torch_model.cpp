@@ -483,7 +483,9 @@ TEST_CASE("torch: mode S at P = 1, 2, 3 equals P = 1, and P = 1 equals dho2::mlp
 TEST_CASE("torch: background curvature thread (staleness 2) equals dho2::mlp's run") {
   const torch_problem p;
   using background = dho2::default_policies::with_schedule<dho2::background_schedule>;
-  const background policies{.base = {.learning_rate = 0.01}, .schedule = {.max_staleness = 2}};
+  const background policies{
+      .base = {.learning_rate = 0.01},
+      .schedule = {.max_staleness = 2, .on_late = dho2::late_estimate_policy::wait}};
   const VectorXd xt = train(p.model, p.x0, p.data.train, policies, mode_s_steps);
   const VectorXd xt2 = train(p.model, p.x0, p.data.train, policies, mode_s_steps);
   const VectorXd xd = train(p.reference, p.x0_d, p.data.train, policies, mode_s_steps);

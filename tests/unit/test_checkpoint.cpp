@@ -359,7 +359,8 @@ TEST_CASE(
   const auto make = [] {
     return std::make_unique<dho2::optimizer<double, policies>>(
         dho2_test::fosi_test_options(),
-        policies{.base = {.learning_rate = 0.01}, .schedule = {.max_staleness = 2}});
+        policies{.base = {.learning_rate = 0.01},
+                 .schedule = {.max_staleness = 2, .on_late = dho2::late_estimate_policy::wait}});
   };
   // Staleness 2: the estimates of steps 2 and 6 are in use before steps 4 and 8, so step 5 is a
   // save point with none in flight (estimates before it: 2; after it: 6).
@@ -619,7 +620,9 @@ TEST_CASE("checkpoint: split schedule resumes bit for bit; the curvature ranks j
     return std::make_unique<dho2::optimizer<double, policies>>(
         dho2_test::fosi_test_options(),
         policies{.base = {.learning_rate = 0.01},
-                 .schedule = {.curvature_group = 1, .max_staleness = 2},
+                 .schedule = {.curvature_group = 1,
+                              .max_staleness = 2,
+                              .on_late = dho2::late_estimate_policy::wait},
                  .transport = std::move(t)});
   };
   using optimizer_type = dho2::optimizer<double, policies>;

@@ -190,7 +190,9 @@ void check_late(const dho2::summary& s) {
 TEST_CASE("schedules: background with staleness 0 is the synchronous schedule, bit for bit") {
   const problem p;
   const auto sync = run_one_process(p, dho2::synchronous_schedule{});
-  const auto background = run_one_process(p, dho2::background_schedule{.max_staleness = 0});
+  const auto background = run_one_process(
+      p,
+      dho2::background_schedule{.max_staleness = 0, .on_late = dho2::late_estimate_policy::wait});
   CHECK(bitwise_equal(background.x, sync.x));
   CHECK(background.summary.curvature_estimates == 3);
   CHECK(background.summary.max_staleness == 0);
@@ -198,8 +200,12 @@ TEST_CASE("schedules: background with staleness 0 is the synchronous schedule, b
 
 TEST_CASE("schedules: background with a fixed staleness is deterministic and reports it") {
   const problem p;
-  const auto a = run_one_process(p, dho2::background_schedule{.max_staleness = 2});
-  const auto b = run_one_process(p, dho2::background_schedule{.max_staleness = 2});
+  const auto a = run_one_process(
+      p,
+      dho2::background_schedule{.max_staleness = 2, .on_late = dho2::late_estimate_policy::wait});
+  const auto b = run_one_process(
+      p,
+      dho2::background_schedule{.max_staleness = 2, .on_late = dho2::late_estimate_policy::wait});
   const auto sync = run_one_process(p, dho2::synchronous_schedule{});
   CHECK(bitwise_equal(a.x, b.x));
   CHECK_FALSE(bitwise_equal(a.x, sync.x));  // stale curvature is a different run
@@ -213,8 +219,11 @@ TEST_CASE("schedules: split with staleness 0 equals synchronous on the trainers"
   const problem p;
   const auto sync = run_ranks(p, dho2::synchronous_schedule{}, 2);
   for (int curvature : {1, 2}) {
-    const auto split = run_ranks(
-        p, dho2::split_schedule{.curvature_group = curvature, .max_staleness = 0}, 2 + curvature);
+    const auto split = run_ranks(p,
+                                 dho2::split_schedule{.curvature_group = curvature,
+                                                      .max_staleness = 0,
+                                                      .on_late = dho2::late_estimate_policy::wait},
+                                 2 + curvature);
     INFO("2 trainers + ", curvature, " curvature ranks");
     dho2_test::check_close(split.x, sync.x, 1e-10, "max |x - x_sync|");
     CHECK(split.summary.curvature_estimates == 3);
@@ -223,13 +232,16 @@ TEST_CASE("schedules: split with staleness 0 equals synchronous on the trainers"
 
 TEST_CASE("schedules: split with a fixed staleness is deterministic and matches background") {
   const problem p;
-  const dho2::split_schedule split{.curvature_group = 2, .max_staleness = 2};
+  const dho2::split_schedule split{
+      .curvature_group = 2, .max_staleness = 2, .on_late = dho2::late_estimate_policy::wait};
   const auto a = run_ranks(p, split, 3);  // 1 trainer + 2 curvature ranks
   const auto b = run_ranks(p, split, 3);
   CHECK(bitwise_equal(a.x, b.x));
   CHECK(a.summary.max_staleness == 2);
   // The same stale curvature computed by a background thread of one process.
-  const auto background = run_one_process(p, dho2::background_schedule{.max_staleness = 2});
+  const auto background = run_one_process(
+      p,
+      dho2::background_schedule{.max_staleness = 2, .on_late = dho2::late_estimate_policy::wait});
   dho2_test::check_close(a.x, background.x, 1e-10, "max |x_split - x_background|");
 }
 
@@ -272,7 +284,11 @@ TEST_CASE("schedules: keep_previous without lateness equals wait") {
   dho2::split_schedule keep{.curvature_group = 1, .max_staleness = 0};
   keep.on_late = dho2::late_estimate_policy::keep_previous;
   const auto a = run_ranks(p, keep, 3);
-  const auto b = run_ranks(p, dho2::split_schedule{.curvature_group = 1, .max_staleness = 0}, 3);
+  const auto b = run_ranks(
+      p,
+      dho2::split_schedule{
+          .curvature_group = 1, .max_staleness = 0, .on_late = dho2::late_estimate_policy::wait},
+      3);
   CHECK(bitwise_equal(a.x, b.x));
   CHECK(a.summary.late_estimates == 0);
   CHECK(a.summary.skipped_estimates == 0);

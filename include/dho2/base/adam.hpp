@@ -5,6 +5,7 @@
 #define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/core/detail/blocks.hpp>
 #include <dho2/detail/agreement.hpp>
 #include <dho2/detail/validate.hpp>
 
@@ -77,9 +78,11 @@ struct adam {
     return {vector<S>::Zero(n), vector<S>::Zero(n), 0};
   }
 
-  /// One bias-corrected Adam step (see the class doc).
+  /// Starts a bias-corrected Adam step: advances t and returns its step kernel (the
+  /// `base_optimizer` concept's optional `begin_step`), which updates m, v and writes Δx on
+  /// entries [begin, begin + g.size()) in one pass, block by block.
   template <model_scalar S>
-  void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
+  [[nodiscard]] auto begin_step(state<S>& st) const {
     ++st.t;
     const double t = static_cast<double>(st.t);
     const double c1 = 1.0 - std::pow(beta1, t);
@@ -90,12 +93,27 @@ struct adam {
     const auto eps_t = static_cast<S>(epsilon * c2);
     const auto one_minus_b1 = static_cast<S>(1.0 - beta1);  // in double: 1 − 0.999f is inexact
     const auto one_minus_b2 = static_cast<S>(1.0 - beta2);
-    st.m.array() = b1 * st.m.array() + one_minus_b1 * g.array();
-    st.v.array() = b2 * st.v.array() + one_minus_b2 * g.array().square();
-    delta.array() = -lr_t * st.m.array() / (st.v.array().sqrt() + eps_t);
+    return [&m = st.m, &v = st.v, b1, b2, lr_t, eps_t, one_minus_b1, one_minus_b2](
+               index begin, const_vector_ref<S> g, vector_ref<S> delta) {
+      detail::for_each_block(g.size(), [&](index i, index len) {
+        auto mb = m.segment(begin + i, len).array();
+        auto vb = v.segment(begin + i, len).array();
+        const auto gb = g.segment(i, len).array();
+        mb = b1 * mb + one_minus_b1 * gb;
+        vb = b2 * vb + one_minus_b2 * gb.square();
+        delta.segment(i, len).array() = -lr_t * mb / (vb.sqrt() + eps_t);
+      });
+    };
+  }
+
+  /// One bias-corrected Adam step (see the class doc).
+  template <model_scalar S>
+  void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
+    begin_step(st)(0, g, delta);
   }
 };
 
 static_assert(base_optimizer<adam, float> && base_optimizer<adam, double>);
+static_assert(detail::has_step_kernel<adam, float> && detail::has_step_kernel<adam, double>);
 
 }  // namespace dho2

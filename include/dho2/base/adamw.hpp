@@ -78,6 +78,12 @@ struct adamw {
     return adam_part().template init<S>(n);
   }
 
+  /// Starts the Adam step (the gradient part): `dho2::adam::begin_step`.
+  template <model_scalar S>
+  [[nodiscard]] auto begin_step(state<S>& st) const {
+    return adam_part().begin_step(st);
+  }
+
   /// The Adam step on `g` (the gradient part; see `dho2::adam::step`).
   template <model_scalar S>
   void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
@@ -94,5 +100,6 @@ struct adamw {
 };
 
 static_assert(base_optimizer<adamw, float> && base_optimizer<adamw, double>);
+static_assert(detail::has_step_kernel<adamw, float> && detail::has_step_kernel<adamw, double>);
 
 }  // namespace dho2

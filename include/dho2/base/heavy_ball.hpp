@@ -6,6 +6,7 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/core/detail/blocks.hpp>
 #include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
@@ -37,14 +38,29 @@ struct heavy_ball {
     return state<S>::zero(n);
   }
 
+  /// Starts a step: returns its step kernel (the `base_optimizer` concept's optional
+  /// `begin_step`), m ← μm + g and delta = −ηm on entries [begin, begin + g.size()), one pass.
+  template <model_scalar S>
+  [[nodiscard]] auto begin_step(state<S>& st) const {
+    return [&m = st.m, mu = static_cast<S>(momentum), lr = static_cast<S>(-learning_rate)](
+               index begin, const_vector_ref<S> g, vector_ref<S> delta) {
+      detail::for_each_block(g.size(), [&](index i, index len) {
+        auto mb = m.segment(begin + i, len);
+        mb = mu * mb + g.segment(i, len);
+        delta.segment(i, len) = lr * mb;
+      });
+    };
+  }
+
   /// m ← μm + g; delta = −ηm.
   template <model_scalar S>
   void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
-    st.m = static_cast<S>(momentum) * st.m + g;
-    delta = static_cast<S>(-learning_rate) * st.m;
+    begin_step(st)(0, g, delta);
   }
 };
 
 static_assert(base_optimizer<heavy_ball, float> && base_optimizer<heavy_ball, double>);
+static_assert(detail::has_step_kernel<heavy_ball, float> &&
+              detail::has_step_kernel<heavy_ball, double>);
 
 }  // namespace dho2

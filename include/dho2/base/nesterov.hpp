@@ -6,6 +6,7 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/core/detail/blocks.hpp>
 #include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
@@ -37,15 +38,31 @@ struct nesterov {
     return state<S>::zero(n);
   }
 
+  /// Starts a step: returns its step kernel (the `base_optimizer` concept's optional
+  /// `begin_step`), m ← μm + g and delta = −η(g + μm) on entries [begin, begin + g.size()),
+  /// one pass.
+  template <model_scalar S>
+  [[nodiscard]] auto begin_step(state<S>& st) const {
+    return [&m = st.m, mu = static_cast<S>(momentum), lr = static_cast<S>(-learning_rate)](
+               index begin, const_vector_ref<S> g, vector_ref<S> delta) {
+      detail::for_each_block(g.size(), [&](index i, index len) {
+        auto mb = m.segment(begin + i, len);
+        const auto gb = g.segment(i, len);
+        mb = mu * mb + gb;
+        delta.segment(i, len) = lr * (gb + mu * mb);
+      });
+    };
+  }
+
   /// m ← μm + g; delta = −η(g + μm).
   template <model_scalar S>
   void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
-    const auto mu = static_cast<S>(momentum);
-    st.m = mu * st.m + g;
-    delta = static_cast<S>(-learning_rate) * (g + mu * st.m);
+    begin_step(st)(0, g, delta);
   }
 };
 
 static_assert(base_optimizer<nesterov, float> && base_optimizer<nesterov, double>);
+static_assert(detail::has_step_kernel<nesterov, float> &&
+              detail::has_step_kernel<nesterov, double>);
 
 }  // namespace dho2

@@ -42,13 +42,22 @@ struct sgd {
     return {};
   }
 
+  /// Starts a step: returns its step kernel (the `base_optimizer` concept's optional
+  /// `begin_step`), delta = −η·g on any block of entries.
+  template <model_scalar S>
+  [[nodiscard]] auto begin_step(state<S>& /*st*/) const {
+    return [lr = static_cast<S>(-learning_rate)](index /*begin*/, const_vector_ref<S> g,
+                                                 vector_ref<S> delta) { delta = lr * g; };
+  }
+
   /// delta = −η·g.
   template <model_scalar S>
-  void step(state<S>& /*st*/, const_vector_ref<S> g, vector_ref<S> delta) const {
-    delta = static_cast<S>(-learning_rate) * g;
+  void step(state<S>& st, const_vector_ref<S> g, vector_ref<S> delta) const {
+    begin_step(st)(0, g, delta);
   }
 };
 
 static_assert(base_optimizer<sgd, float> && base_optimizer<sgd, double>);
+static_assert(detail::has_step_kernel<sgd, float> && detail::has_step_kernel<sgd, double>);
 
 }  // namespace dho2

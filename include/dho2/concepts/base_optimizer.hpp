@@ -18,6 +18,8 @@
 ///    state change);
 ///  - `B::default_clip`: a `static constexpr double`, FOSI's default scaling clip c for this base
 ///    (1 for Adam, whose per-coordinate scaling makes c > 1 unsafe; 3 otherwise);
+///  - `b.scaling_clip()` (const, returning `double`): the default clip decided at run time, used
+///    instead of `B::default_clip` (`dho2::any_base`, whose wrapped base is chosen at run time);
 ///  - `b.learning_rate`: a `double` field, the rate `optimizer::learning_rate()` reads and
 ///    `optimizer::set_learning_rate` (learning-rate schedules) changes between steps;
 ///  - `state.visit_fields(f)`: calls `f(name, field)` for every field of the state — `name` a
@@ -31,6 +33,15 @@
 ///    (`dho2::adamw` adds −ηλx). `dho2::optimizer` calls it after the FOSI combination, so the
 ///    term is outside the Newton subspace split (not projected, not scaled by s) and the
 ///    curvature estimate never sees it (`detail::apply_decay`). It must be element-wise in `x`.
+///
+///  - `b.begin_step(state)` on a `const B&`: advances the state's per-step scalars (Adam's step
+///    count) and returns a *step kernel* `k`, a callable such that `k(begin, g, delta)` — `g` and
+///    `delta` as in `step`, of equal length L — performs this step on entries
+///    [begin, begin + L) of the state. Calling it on consecutive blocks that cover [0, n) once
+///    each must give what `step` gives (`step` may simply be `begin_step(st)(0, g, delta)`).
+///    FOSI's update then runs the base step inside its pass over V, block by block while the
+///    block is in cache (`newton_subspace::step`); without it the update calls `step` on the
+///    whole shard, which costs two more passes over it and one more over V.
 ///
 /// The step must be element-wise in `g` (coordinate i of `delta` depends only on coordinate i of
 /// `g` and of the state): DHO2 shards the parameters over ranks and runs `step` on each shard.
@@ -70,12 +81,30 @@ constexpr double default_clip_for() {
   }
 }
 
+/// FOSI's default scaling clip c for the base optimizer `b`: `b.scaling_clip()` if it has one
+/// (a clip known only at run time), else `default_clip_for<B>()`.
+template <class B>
+double default_clip_of(const B& b) {
+  if constexpr (requires { b.scaling_clip(); }) {
+    return static_cast<double>(b.scaling_clip());
+  } else {
+    return default_clip_for<B>();
+  }
+}
+
 namespace detail {
 // Whether base optimizer B has a `learning_rate` field a schedule can set between steps.
 template <class B>
 concept has_learning_rate = requires(B& b, double v) {
   b.learning_rate = v;
   { b.learning_rate } -> std::convertible_to<double>;
+};
+
+// Whether base optimizer B provides a step kernel (`b.begin_step(state)`, see the file comment).
+template <class B, class S>
+concept has_step_kernel = requires(const B& b, typename B::template state<S>& st, index begin,
+                                   const_vector_ref<S> g, vector_ref<S> delta) {
+  b.begin_step(st)(begin, g, delta);
 };
 
 // delta += base's parameter term (b.decay(x, delta)) when the base has one; nothing otherwise.

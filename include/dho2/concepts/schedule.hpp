@@ -54,7 +54,8 @@ namespace dho2 {
 enum class late_estimate_policy {
   /// Wait until it arrives: runs are deterministic for a fixed seed and staleness.
   wait,
-  /// Go on with the curvature in use; adopt the estimate at the first step it is ready.
+  /// Go on with the curvature in use; adopt the estimate at the first step it is ready (the
+  /// schedules' default: curvature never stalls training).
   keep_previous,
 };
 

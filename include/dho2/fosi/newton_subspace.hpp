@@ -4,6 +4,10 @@
 /// of one shard with it.
 #pragma once
 
+#define DHO2_INTERNAL_INCLUDE 1
+
+#include <dho2/concepts/base_optimizer.hpp>
+#include <dho2/core/detail/blocks.hpp>
 #include <dho2/core/eigen_estimate.hpp>
 #include <dho2/core/types.hpp>
 #include <dho2/fosi/options.hpp>
@@ -56,10 +60,18 @@ struct newton_subspace {
   /// Retained pairs K (0 before the first estimate).
   [[nodiscard]] index size() const noexcept { return basis.cols(); }
 
-  /// The FOSI step of one shard: `g` (this shard's gradient, overwritten with g₂) gives the step
-  /// Δx in `delta`; `base` and `base_state` take the base step. `reduce(Eigen::VectorXd&)` sums
-  /// partial projections over the ranks sharing the state (a no-op when the state is whole).
-  /// With K = 0 it is the base step exactly.
+  /// The FOSI step of one shard: `g` (this shard's gradient) gives the step Δx in `delta`;
+  /// `base` and `base_state` take the base step. `reduce(Eigen::VectorXd&)` sums partial
+  /// projections over the ranks sharing the state (a no-op when the state is whole). With K = 0
+  /// it is the base step exactly.
+  ///
+  /// Passes over the shard, with a base that has a step kernel (`base_optimizer`'s optional
+  /// `begin_step`; all of DHO2's do): (1) c = Vᵀg; (2) block by block, g₂ = g − V c (kept in a
+  /// block buffer, never stored), b = base step on g₂ into `delta`, p += Vᵀb, delta = s·b;
+  /// (3) delta −= V(s·p + α·newton). V is read three times — the least the step allows, since
+  /// Vᵀb needs all of b before any entry of Δx — and g, the base state and `delta` once each,
+  /// `delta` twice. A base without a kernel takes the unfused path (g is then overwritten with
+  /// g₂): one more pass over V and two more over the shard, same result to round-off.
   template <class Base, class BaseState, class Reduce>
   void step(const options& opts, const Base& base, BaseState& base_state, vector_ref<S> g,
             vector<S>& delta, Reduce&& reduce) {
@@ -90,14 +102,19 @@ struct newton_subspace {
     }
     const Eigen::VectorXd newton =
         inverses.cwiseProduct(anchor_decay * anchor_projection + coefficients);
-    // g₂ = g − V c, in place: the full gradient is not needed again this step.
-    g.noalias() -= basis * c.cast<S>();
-    base.step(base_state, const_vector_ref<S>(g), d);
-    Eigen::VectorXd p = (basis.transpose() * delta).template cast<double>();
+    Eigen::VectorXd p;
+    if constexpr (detail::has_step_kernel<Base, S>) {
+      p = fused_base_step(base.begin_step(base_state), const_vector_ref<S>(g), d, c);
+    } else {
+      // g₂ = g − V c, in place: the full gradient is not needed again this step.
+      g.noalias() -= basis * c.cast<S>();
+      base.step(base_state, const_vector_ref<S>(g), d);
+      p = (basis.transpose() * delta).template cast<double>();
+      if (scale != 1.0) delta *= static_cast<S>(scale);
+    }
     reduce(p);
     // Δx = s(b − V Vᵀb) − α V(newton) = s·b − V(s·p + α·newton).
     const Eigen::VectorXd coef = scale * p + opts.alpha * newton;
-    if (scale != 1.0) delta *= static_cast<S>(scale);
     delta.noalias() -= basis * coef.cast<S>();
   }
 
@@ -158,6 +175,31 @@ struct newton_subspace {
   /// Bytes of the retained eigenvectors.
   [[nodiscard]] std::size_t basis_bytes() const noexcept {
     return static_cast<std::size_t>(basis.size()) * sizeof(S);
+  }
+
+ private:
+  // Pass (2) of `step` with the base's step kernel: per block of entries, g₂ = g − V c into a
+  // stack buffer, the kernel's b into delta, p += Vᵀb, delta = s·b, all while the block of V,
+  // g, the base state and delta is in cache. Returns p = Vᵀb (this rank's part).
+  template <class Kernel>
+  Eigen::VectorXd fused_base_step(Kernel&& kernel, const_vector_ref<S> g, vector_ref<S> delta,
+                                  const Eigen::VectorXd& c) const {
+    const vector<S> cs = c.cast<S>();
+    const auto s = static_cast<S>(scale);
+    Eigen::VectorXd p = Eigen::VectorXd::Zero(size());
+    vector<S> part(size());
+    Eigen::Matrix<S, Eigen::Dynamic, 1, 0, detail::block_entries, 1> g2;
+    detail::for_each_block(g.size(), [&](index i, index len) {
+      const auto v = basis.middleRows(i, len);
+      g2 = g.segment(i, len);
+      g2.noalias() -= v * cs;
+      auto b = delta.segment(i, len);
+      kernel(i, const_vector_ref<S>(g2), vector_ref<S>(b));
+      part.noalias() = v.transpose() * b;
+      p += part.template cast<double>();
+      if (scale != 1.0) b *= s;
+    });
+    return p;
   }
 };
 

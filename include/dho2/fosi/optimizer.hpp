@@ -566,7 +566,7 @@ class optimizer {
     grad_.resize(curvature_rank_ ? 0 : n);
     shard_grad_.resize(sharded_ ? state_.size : 0);
     delta_.resize(state_.size);
-    clip_ = opts_.clip.value_or(default_clip_for<base_type>());
+    clip_ = opts_.clip.value_or(default_clip_of(policies_.base));
     run_ = fresh_state(x);
     initialized_ = true;
     update_memory_report(0);

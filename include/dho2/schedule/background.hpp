@@ -20,20 +20,22 @@ namespace dho2 {
 
 /// At the reference's steps t = W − 1 + jT, the parameters and the curvature batch are copied and
 /// a second thread runs the estimator on them; the result is put in use before step
-/// t + `max_staleness` exactly (waiting for the thread if it is not done), so a run is
-/// deterministic for a fixed seed. Until then the previous curvature stays in use. With
-/// `on_late = keep_previous` training never waits for the thread: the estimate is put in use
-/// at the first step at or after t + `max_staleness` at which it is done.
+/// t + `max_staleness` if the thread is done, and until then the previous curvature stays in
+/// use. By default (`on_late = keep_previous`) training never waits for the thread: a late
+/// estimate is put in use at the first later step at which it is done, and the summary reports
+/// its staleness. With `on_late = wait` it is put in use before step t + `max_staleness`
+/// exactly (waiting for the thread if it is not done), so a run is deterministic for a fixed
+/// seed.
 /// `max_staleness` = 0 is the synchronous schedule. One process only (one rank); the model's
 /// const member functions must be safe to call from two threads at once, as
 /// `dho2::differentiable_model` requires, and the model must outlive the run.
 struct background_schedule {
   /// Steps between the snapshot and the use of its curvature (s ≥ 0, s < T).
   index max_staleness = 4;
-  /// When the estimate is not ready at step t + s: wait for it (deterministic), or go on with
-  /// the curvature in use and adopt it at the first later step it is ready (never stalls; the
-  /// summary counts it in `late_estimates` and reports its staleness).
-  late_estimate_policy on_late = late_estimate_policy::wait;
+  /// When the estimate is not ready at step t + s: go on with the curvature in use and adopt it
+  /// at the first later step it is ready (the default: never stalls; the summary counts it in
+  /// `late_estimates` and reports its staleness), or wait for it (deterministic).
+  late_estimate_policy on_late = late_estimate_policy::keep_previous;
 
   /// The estimate in flight on the second thread, if any.
   struct state {

@@ -31,25 +31,27 @@ namespace dho2 {
 /// eigenpairs back, re-sharded to the trainers' partition: each curvature rank sends each trainer
 /// only the columns they share, so no rank ever holds all of V (the messages:
 /// `dho2/schedule/split_protocol.hpp`). Trainers put the new curvature in use before step
-/// t + `max_staleness`, exactly, so runs are deterministic for a fixed seed; with
-/// `max_staleness` = 0 the result equals the synchronous schedule on the trainers to round-off.
-/// With `on_late = keep_previous` a curvature group that is not done by then does not stall the
-/// trainers: they go on with the eigenpairs in use, look again before every step (the first
-/// trainer polls, `dho2::polling_transport`, and tells the others), and put the estimate in use
-/// at the first step it has arrived; an estimate due meanwhile is skipped. Between requests the
-/// curvature ranks wait by polling, so no transport timeout limits how long trainers may train
-/// between estimates. Checkpoints: the trainers call `optimizer::save_checkpoint`, the curvature
-/// ranks join from inside `optimize`. Requires `optimizer::optimize` (it tells the curvature
-/// ranks which batch to use) and mode S.
+/// t + `max_staleness` when it has arrived. With `on_late = wait` they wait for it there, so
+/// runs are deterministic for a fixed seed; with `max_staleness` = 0 the result equals the
+/// synchronous schedule on the trainers to round-off. By default (`on_late = keep_previous`)
+/// a curvature group that is not done by then does not stall the trainers: they go on with the
+/// eigenpairs in use, look again before every step (the first trainer polls,
+/// `dho2::polling_transport`, and tells the others), and put the estimate in use at the first step
+/// it has arrived; an estimate due meanwhile is skipped. Between requests the curvature ranks wait
+/// by polling, so no transport timeout limits how long trainers may train between estimates.
+/// Checkpoints: the trainers call `optimizer::save_checkpoint`, the curvature ranks join from
+/// inside `optimize`. Requires `optimizer::optimize` (it tells the curvature ranks which batch to
+/// use) and mode S.
 struct split_schedule {
   /// c: the number of dedicated curvature ranks (1 ≤ c < group size).
   int curvature_group = 1;
   /// Steps between the snapshot and the use of its curvature (s ≥ 0, s < T).
   index max_staleness = 4;
-  /// When the estimate is not ready at step t + s: wait for it (deterministic), or go on with
-  /// the curvature in use and adopt it at the first later step it is ready (never stalls; the
-  /// summary counts it in `late_estimates` and reports its staleness).
-  late_estimate_policy on_late = late_estimate_policy::wait;
+  /// When the estimate is not ready at step t + s: go on with the curvature in use and adopt it
+  /// at the first later step it is ready (the default: never stalls; the summary counts it in
+  /// `late_estimates` and reports its staleness), or wait for it (deterministic). The default
+  /// needs a transport that can poll (`dho2::polling_transport`: every shipped transport).
+  late_estimate_policy on_late = late_estimate_policy::keep_previous;
 
   /// One rank's part of the schedule.
   struct state {
@@ -85,8 +87,9 @@ struct split_schedule {
     detail::require(c >= 1 && c < size, "split_schedule::curvature_group", c,
                     "1 <= c < transport size = " + std::to_string(size));
     if (on_late == late_estimate_policy::keep_previous) {
-      detail::require(can_poll(world), "split_schedule::on_late", "keep_previous",
-                      "a transport that can poll (dho2::polling_transport)");
+      detail::require(
+          can_poll(world), "split_schedule::on_late", "keep_previous",
+          "a transport that can poll (dho2::polling_transport); on_late = wait does not need one");
     }
     st.curvature_rank = world.rank() >= size - c;
     st.trainers = size - c;
