@@ -7,6 +7,7 @@ One command reruns everything, or a named subset:
     python3 benchmarks/e2e/harness.py --tasks mlp --configs adam-dp2,dho2-sync
     python3 benchmarks/e2e/harness.py --phases memory       # memory / communication vs P only
     python3 benchmarks/e2e/harness.py --phases report       # re-analyse the CSVs, redraw plots
+    python3 benchmarks/e2e/harness.py --link 1g --results benchmarks/results/link-1g --phases tune,final,report
 
 Phases (in this order):
   tune    every configuration's documented grid (see GRIDS), seed 1, at half the time budget;
@@ -89,7 +90,7 @@ class Config:
     ranks: int            # MPI ranks (1: one process, no mpirun)
     threads: int          # threads per rank
     flags: tuple          # fixed flags
-    family: str           # first-order | second-order | dho2 | external
+    family: str           # first-order | low-communication | second-order | dho2 | external
     description: str
 
 
@@ -113,6 +114,22 @@ CONFIGS = {
                         ("--optimizer", "dho2", "--admm-rho", "1e-3", "--admm-every", "4"),
                         "dho2", "DHO2 mode A (consensus ADMM, rho 1e-3, 4 local steps), "
                         "2 MPI ranks"),
+    "dho2-sync-hb": Config("dho2-sync-hb", "dho2_train", 2, 1, ("--optimizer", "fosi-momentum"),
+                           "dho2", "DHO2 mode S on a heavy-ball base (FOSI-HB), synchronous "
+                           "schedule, 2 MPI ranks"),
+    "dho2-split-hb": Config("dho2-split-hb", "dho2_train", 2, 1,
+                            ("--optimizer", "fosi-momentum", "--schedule", "split",
+                             "--max-staleness", "4"),
+                            "dho2", "DHO2 mode S on a heavy-ball base, split schedule: 1 trainer "
+                            "+ 1 curvature rank"),
+    "local-adam-dp2": Config("local-adam-dp2", "dho2_train", 2, 1,
+                             ("--optimizer", "adam", "--consensus", "local-sgd", "--tau", "8"),
+                             "low-communication", "local Adam, parameters averaged every 8 "
+                             "steps (Local SGD), 2 MPI ranks"),
+    "diloco-dp2": Config("diloco-dp2", "dho2_train", 2, 1,
+                         ("--optimizer", "adam", "--consensus", "diloco", "--tau", "8"),
+                         "low-communication", "DiLoCo: inner Adam, outer Nesterov step on the "
+                         "averaged change every 8 steps, 2 MPI ranks"),
     "torch-adam": Config("torch-adam", "torch_train", 1, 2, ("--optimizer", "adam"), "external",
                          "LibTorch Adam, one process, 2 threads"),
     "torch-momentum": Config("torch-momentum", "torch_train", 1, 2,
@@ -120,13 +137,13 @@ CONFIGS = {
                              "LibTorch SGD with momentum 0.9, one process, 2 threads"),
 }
 
-# Every configuration gets the same budget: 6 grid points, each run at half the task's time
-# budget with seed 1. First-order optimizers: the learning rate on a factor-2 grid around a
-# per-task centre (centre × 2^j, j = −3 … 2). Second-order ones: 3 learning rates
-# (centre × 4^j, j = −1 … 1) × 2 values of their curvature knob (FOSI/DHO2: the Newton step scale
-# alpha ∈ {0.01, 0.1}; K-FAC: the damping). The centres come from short pilot runs (300–900 steps,
-# documented in BENCHMARKS.md), chosen so that the optimum is inside the grid; the pilot runs are
-# not used for anything else.
+# Every configuration gets the same learning-rate grid, each point run at half the task's time
+# budget with seed 1: 6 rates a factor 2 apart around a per-task, per-base centre
+# (centre × 2^j, j = −3 … 2). Second-order configurations get that grid once for each of 2 values
+# of their curvature knob on top (FOSI/DHO2: the Newton step scale alpha ∈ {0.01, 0.1}; K-FAC:
+# the damping), 12 points. FOSI and DHO2 use the centre of their base (Adam or heavy ball). The
+# centres come from short pilot runs (300–900 steps, documented in BENCHMARKS.md), chosen so that
+# the optimum is inside the grid; the pilot runs are not used for anything else.
 LR_CENTRE = {
     "mlp": {"momentum": 0.02, "adam": 1e-3, "kfac": 0.1},
     "softmax": {"momentum": 0.05, "adam": 5e-3, "kfac": 0.1},
@@ -137,17 +154,34 @@ KFAC_DAMPING = {"mlp": ("1e-3", "1e-2"), "softmax": ("1e-3", "1e-2"),
 FOSI_ALPHA = ("0.01", "0.1")
 
 
+def base_of(config: Config) -> str:
+    """The LR_CENTRE key of a configuration: its base optimizer (dho2 is FOSI-Adam)."""
+    opt = config.flags[1]
+    if opt in ("momentum", "fosi-momentum"):
+        return "momentum"
+    return "kfac" if opt == "kfac" else "adam"
+
+
 def grid(task: Task, config: Config) -> list[tuple[str, ...]]:
     opt = config.flags[1]
-    centre = LR_CENTRE[task.name]
+    lrs = [f"{LR_CENTRE[task.name][base_of(config)] * 2.0 ** j:.6g}" for j in range(-3, 3)]
     if opt in ("momentum", "adam"):
-        return [("--lr", f"{centre[opt] * 2.0 ** j:.6g}") for j in range(-3, 3)]
+        return [("--lr", lr) for lr in lrs]
     if opt == "kfac":
-        return [("--lr", f"{centre['kfac'] * 4.0 ** j:.6g}", "--damping", d)
-                for j in (-1, 0, 1) for d in KFAC_DAMPING[task.name]]
-    # fosi-adam and the dho2 variants: FOSI on Adam
-    return [("--lr", f"{centre['adam'] * 4.0 ** j:.6g}", "--alpha", a)
-            for j in (-1, 0, 1) for a in FOSI_ALPHA]
+        return [("--lr", lr, "--damping", d) for d in KFAC_DAMPING[task.name] for lr in lrs]
+    # fosi-* and the dho2 variants: the Newton step scale on top of the base's grid
+    return [("--lr", lr, "--alpha", a) for a in FOSI_ALPHA for lr in lrs]
+
+
+# Simulated networks (--link): every collective of a multi-rank dho2_train run is charged the time
+# an α–β link would take (dho2::simulated_link: --link-latency α s per message, --link-bandwidth β
+# bytes/s), so the communication-bound regime of a cluster can be studied on this machine. The
+# charged time is spent (the rank sleeps), so it counts in train_seconds and in times to target.
+LINKS = {
+    "none": (),
+    "10g": ("--link-latency", "5e-05", "--link-bandwidth", "1.25e9"),  # 10 Gb/s, 50 us
+    "1g": ("--link-latency", "5e-05", "--link-bandwidth", "1.25e8"),   # 1 Gb/s, 50 us
+}
 
 
 # ---- running ---------------------------------------------------------------------------------------
@@ -223,7 +257,9 @@ def run_one(args, task: Task, config: Config, phase: str, grid_id: int, params: 
     run_dir.mkdir(parents=True)
     eval_log = run_dir / "eval.csv"
     summary_json = run_dir / "summary.json"
-    cmd = launcher(config.ranks) + [str(program), "--model", task.model, *config.flags, *params,
+    link = LINKS[args.link] if config.program == "dho2_train" and config.ranks > 1 else ()
+    cmd = launcher(config.ranks) + [str(program), "--model", task.model, *config.flags, *link,
+                                    *params,
                                     "--seed", str(seed), "--threads", str(config.threads),
                                     "--epochs", "1000", "--time-budget", f"{budget:g}",
                                     "--eval-every", str(task.eval_every),
@@ -571,6 +607,19 @@ def phase_report(args, tasks) -> None:
                            + ("MET" if bound <= goal and dho2[bd] < kfac else
                               "not shown at this budget (the bound is above the goal)"))
             md += [f"{head}; {verdict}.", ""]
+            # The communication-bound goal (run with --link): against data-parallel Adam and the
+            # low-communication first-order methods at the same tau.
+            low = {n: med(n) for n in summary_rows if CONFIGS[n].family == "low-communication"}
+            adam = med("adam-dp2") if "adam-dp2" in summary_rows else math.inf
+            if low and math.isfinite(dho2[bd]):
+                best_low = min(low.values())
+                vs_adam = dho2[bd] / adam if math.isfinite(adam) else math.nan
+                md += [f"Against data-parallel Adam ({fmt(adam)} s) and the better of local Adam "
+                       f"and DiLoCo ({fmt(best_low)} s): best DHO2 variant {bd} at "
+                       f"{fmt(vs_adam)}× Adam (goal ≤ 0.714: "
+                       f"{'MET' if vs_adam <= goal else 'MISSED'}), "
+                       f"{'no slower' if dho2[bd] <= best_low else 'slower'} than the better "
+                       f"low-communication method.", ""]
         # Sensitivity.
         md += [f"Tuning (seed 1, half budget) — best {task.metric} per grid point:", "",
                "| configuration | grid point: best metric (time to target if fixed) |", "|---|---|"]
@@ -711,7 +760,9 @@ def main() -> int:
                     help="final runs of configurations without tuning runs use grid point 0")
     ap.add_argument("--fresh", action="store_true", help="remove e2e_runs.csv first")
     ap.add_argument("--results", default=str(RESULTS),
-                    help="output directory (default benchmarks/results)")
+                    help="output directory (default benchmarks/results; give each --link its own)")
+    ap.add_argument("--link", default="none", choices=sorted(LINKS),
+                    help="simulated network for multi-rank runs (see LINKS): none, 10g, 1g")
     args = ap.parse_args()
     RESULTS = Path(args.results).resolve()
     try:
