@@ -50,9 +50,10 @@ run_result result_of(const Optimizer& opt, VectorXd x, std::vector<double> losse
 
 // P = 1 reference on the whole global batches.
 template <class Base>
-run_result run_single(const problem& p, const dho2::options& o, const Base& base, int steps) {
+run_result run_single(const problem& p, const dho2::options& o, const Base& base, int steps,
+                      dho2::index batch = global_batch) {
   dho2::optimizer<double, dho2::default_policies::with_base<Base>> opt(o, {.base = base});
-  dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+  dho2::shuffling_batcher<double> batches(p.data.train, batch, 17);
   VectorXd x = p.x0;
   auto losses = dho2_test::train_steps(opt, p.model, x, batches, steps);
   return result_of(opt, std::move(x), std::move(losses));
@@ -61,14 +62,15 @@ run_result run_single(const problem& p, const dho2::options& o, const Base& base
 // P in-process ranks, each training on its slice of the same global batches.
 template <class Base, class Partitioner = dho2::even_partitioner>
 std::vector<run_result> run_sharded(const problem& p, const dho2::options& o, const Base& base,
-                                    int steps, int ranks, Partitioner part = {}) {
+                                    int steps, int ranks, Partitioner part = {},
+                                    dho2::index batch = global_batch) {
   using policies = typename dho2::default_policies::with_base<Base>::template with_transport<
       dho2::inproc_transport>::template with_partitioner<Partitioner>;
   auto results = dho2_test::on_inproc_ranks(ranks, [&](dho2::inproc_transport& t) {
     const int rank = t.rank();
     dho2::optimizer<double, policies> opt(
         o, policies{.base = base, .partitioner = part, .transport = std::move(t)});
-    dho2::shuffling_batcher<double> batches(p.data.train, global_batch, 17);
+    dho2::shuffling_batcher<double> batches(p.data.train, batch, 17);
     VectorXd x = p.x0;
     auto losses = dho2_test::train_steps(opt, p.model, x, batches, steps, rank, ranks);
     return result_of(opt, std::move(x), std::move(losses));
@@ -229,5 +231,62 @@ TEST_CASE("mode S: a callback that stops on one rank stops every rank") {
     CHECK(s.termination == dho2::termination_type::stopped_by_callback);
     CHECK(s.iterations == 6);
     CHECK(s.epochs == 0);  // the first epoch was cut short
+  }
+}
+
+TEST_CASE("mode S: even slices (one weight per rank) equal P = 1 at P = 2 4 7, every base") {
+  // 28 samples slice evenly over 2, 4 and 7 ranks (the uneven 29 of the cases above checks
+  // unequal weights): the reduce-scattered Σ w_q g_q divided by W inside the update.
+  const problem p;
+  const dho2::options o = test_options(true);
+  const auto check = [&](const auto& base) {
+    run_result single = run_single(p, o, base, 10, 28);
+    // Eigenvectors are compared up to sign, column by column: with SGD the Ritz vector of the
+    // smallest pair comes out negated at P = 7 (as valid an eigenvector; FOSI uses V through VVᵀ).
+    const MatrixXd v1 = single.eigenvectors;
+    single.eigenvectors.resize(0, 0);
+    for (int ranks : {2, 4, 7}) {
+      INFO("P = ", ranks);
+      const auto sharded = run_sharded(p, o, base, 10, ranks, dho2::even_partitioner{}, 28);
+      check_equal(single, sharded, 1e-10);
+      REQUIRE(sharded[0].eigenvectors.cols() == v1.cols());
+      for (Eigen::Index j = 0; j < v1.cols(); ++j) {
+        const double same = (sharded[0].eigenvectors.col(j) - v1.col(j)).cwiseAbs().maxCoeff();
+        const double flipped = (sharded[0].eigenvectors.col(j) + v1.col(j)).cwiseAbs().maxCoeff();
+        INFO("eigenvector ", j, ": max |v - v1| = ", same, ", max |v + v1| = ", flipped);
+        CHECK(std::min(same, flipped) < 1e-7);
+      }
+    }
+  };
+  check(dho2::adam{.learning_rate = 0.01});
+  check(dho2::heavy_ball{.learning_rate = 0.01, .momentum = 0.8});
+  check(dho2::sgd{.learning_rate = 0.05});
+}
+
+TEST_CASE("mode S: a FOSI step takes four collectives, a step without curvature three") {
+  // Counted on the transport (inproc_transport::stats().calls) over steps after the only
+  // estimate (warm-up 1, T beyond the run): reduce-scatter, one all-reduce for the loss
+  // agreement and Vᵀg, one for Vᵀb, all-gather; without curvature no Vᵀg and no Vᵀb.
+  const problem p;
+  for (const bool curvature : {true, false}) {
+    CAPTURE(curvature);
+    dho2::options o = test_options(curvature);
+    o.warmup = 1;
+    o.refresh_every = 1000;
+    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+    const auto calls = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
+      const int rank = t.rank();
+      dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
+      dho2::shuffling_batcher<double> batches(p.data.train, 28, 17);
+      VectorXd x = p.x0;
+      dho2_test::train_steps(opt, p.model, x, batches, 2, rank, 2);  // the estimate, a step
+      const auto before = opt.policies().transport.stats().calls;
+      dho2_test::train_steps(opt, p.model, x, batches, 3, rank, 2);
+      return (opt.policies().transport.stats().calls - before) / 3;
+    });
+    for (const auto c : calls) {
+      INFO("expected ", curvature ? 4 : 3, " collectives per step, got ", c);
+      CHECK(c == (curvature ? 4U : 3U));
+    }
   }
 }

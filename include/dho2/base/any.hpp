@@ -78,7 +78,7 @@ struct typed_base_state_box final : base_state_box<S> {
 /// with a `learning_rate` field and a step kernel (`begin_step`; every shipped base has both),
 /// picked at run time; a default-constructed one wraps
 /// `dho2::adam{}`. Steps, states, checkpoints, identity and validation are the wrapped base's, bit
-/// for bit: only the calls are indirect (one virtual call per step and per block of 512
+/// for bit: only the calls are indirect (one virtual call per step and per block of 2048
 /// entries). Its own `learning_rate` is the rate in force — `optimizer::set_learning_rate` and
 /// learning-rate schedules set it — and is given to the wrapped base before every step.
 /// The wrapped base's FOSI scaling clip is `scaling_clip()`; its decoupled decay, if it has one,

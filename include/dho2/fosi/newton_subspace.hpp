@@ -75,15 +75,37 @@ struct newton_subspace {
   template <class Base, class BaseState, class Reduce>
   void step(const options& opts, const Base& base, BaseState& base_state, vector_ref<S> g,
             vector<S>& delta, Reduce&& reduce) {
+    Eigen::VectorXd c = partial_projection(const_vector_ref<S>(g));
+    if (size() > 0) reduce(c);
+    step_projected(opts, base, base_state, g, S(1), c, delta, reduce);
+  }
+
+  /// This rank's part of c = Vᵀg (K values; none before the first estimate): `step_projected`
+  /// needs it summed over the ranks sharing the state. Mode S sends it in the all-reduce that
+  /// also agrees on the loss, so the step costs no collective of its own for it.
+  [[nodiscard]] Eigen::VectorXd partial_projection(const_vector_ref<S> g) const {
+    if (size() == 0) return {};
+    return (basis.transpose() * g).template cast<double>();
+  }
+
+  /// `step` on the gradient γ·g, given c = Vᵀ(γg) already summed over the ranks: the gain γ
+  /// (`gain`) is applied in the pass that forms g₂, so the gradient never gets a scaling pass
+  /// of its own (mode S passes 1/W, W the batch's total weight, times a clipping factor).
+  template <class Base, class BaseState, class Reduce>
+  void step_projected(const options& opts, const Base& base, BaseState& base_state, vector_ref<S> g,
+                      S gain, const Eigen::VectorXd& c, vector<S>& delta, Reduce&& reduce) {
     vector_ref<S> d(delta);
     if (size() == 0) {
-      base.step(base_state, const_vector_ref<S>(g), d);
+      if (gain == S(1)) {
+        base.step(base_state, const_vector_ref<S>(g), d);
+      } else if constexpr (detail::has_step_kernel<Base, S>) {
+        fused_base_step(base.begin_step(base_state), const_vector_ref<S>(g), gain, d, c);
+      } else {
+        g *= gain;
+        base.step(base_state, const_vector_ref<S>(g), d);
+      }
       return;
     }
-    // V is stored m × K (each eigenvector contiguous), so Vᵀg is K dot products and V c is K
-    // axpys: both stream V once at full bandwidth.
-    Eigen::VectorXd c = (basis.transpose() * g).template cast<double>();
-    reduce(c);
     // Newton velocity in coefficient space: Vᵀu = δ·(Vᵀu₀) + a.
     const double beta = opts.momentum;
     switch (opts.momentum_form) {
@@ -104,9 +126,10 @@ struct newton_subspace {
         inverses.cwiseProduct(anchor_decay * anchor_projection + coefficients);
     Eigen::VectorXd p;
     if constexpr (detail::has_step_kernel<Base, S>) {
-      p = fused_base_step(base.begin_step(base_state), const_vector_ref<S>(g), d, c);
+      p = fused_base_step(base.begin_step(base_state), const_vector_ref<S>(g), gain, d, c);
     } else {
-      // g₂ = g − V c, in place: the full gradient is not needed again this step.
+      // g₂ = γg − V c, in place: the full gradient is not needed again this step.
+      if (gain != S(1)) g *= gain;
       g.noalias() -= basis * c.cast<S>();
       base.step(base_state, const_vector_ref<S>(g), d);
       p = (basis.transpose() * delta).template cast<double>();
@@ -178,12 +201,12 @@ struct newton_subspace {
   }
 
  private:
-  // Pass (2) of `step` with the base's step kernel: per block of entries, g₂ = g − V c into a
+  // Pass (2) of `step` with the base's step kernel: per block of entries, g₂ = γg − V c into a
   // stack buffer, the kernel's b into delta, p += Vᵀb, delta = s·b, all while the block of V,
   // g, the base state and delta is in cache. Returns p = Vᵀb (this rank's part).
   template <class Kernel>
-  Eigen::VectorXd fused_base_step(Kernel&& kernel, const_vector_ref<S> g, vector_ref<S> delta,
-                                  const Eigen::VectorXd& c) const {
+  Eigen::VectorXd fused_base_step(Kernel&& kernel, const_vector_ref<S> g, S gain,
+                                  vector_ref<S> delta, const Eigen::VectorXd& c) const {
     const vector<S> cs = c.cast<S>();
     const auto s = static_cast<S>(scale);
     Eigen::VectorXd p = Eigen::VectorXd::Zero(size());
@@ -191,10 +214,15 @@ struct newton_subspace {
     Eigen::Matrix<S, Eigen::Dynamic, 1, 0, detail::block_entries, 1> g2;
     detail::for_each_block(g.size(), [&](index i, index len) {
       const auto v = basis.middleRows(i, len);
-      g2 = g.segment(i, len);
-      g2.noalias() -= v * cs;
+      if (gain == S(1)) {
+        g2 = g.segment(i, len);
+      } else {
+        g2 = gain * g.segment(i, len);
+      }
+      if (size() > 0) g2.noalias() -= v * cs;
       auto b = delta.segment(i, len);
       kernel(i, const_vector_ref<S>(g2), vector_ref<S>(b));
+      if (size() == 0) return;
       part.noalias() = v.transpose() * b;
       p += part.template cast<double>();
       if (scale != 1.0) b *= s;

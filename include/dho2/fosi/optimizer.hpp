@@ -658,10 +658,26 @@ class optimizer {
   // parameter term (decoupled decay, `base_optimizer`'s optional `decay`) is added to the
   // combined step, outside the subspace split, on x before the step.
   void update(vector_ref<S> x, vector<S>& g) {
+    if (clips_gradient()) {
+      // Sharded, the whole gradient's squared norm is the sum of the shards'.
+      Eigen::VectorXd squared(1);
+      squared(0) = g.head(state_.size).template cast<double>().squaredNorm();
+      all_reduce(squared);
+      const double factor = clip_factor(squared(0));
+      if (factor != 1.0) g.head(state_.size) *= static_cast<S>(factor);
+    }
+    Eigen::VectorXd c = partial_projection(g);
+    if (c.size() > 0) all_reduce(c);
+    update_projected(x, g, S(1), c);
+  }
+
+  // The FOSI update on gain·g (g of the state's length, possibly overwritten) with
+  // c = Vᵀ(gain·g) already summed over the ranks sharing the state; then the base's parameter
+  // term and the commit, as in `update`.
+  void update_projected(vector_ref<S> x, vector<S>& g, S gain, const Eigen::VectorXd& c) {
     auto xs = x.segment(state_.offset, state_.size);
-    if (opts_.max_gradient_norm > 0.0) clip_gradient(g);
-    run_.newton.step(opts_, policies_.base, run_.base, vector_ref<S>(g.head(state_.size)), delta_,
-                     [&](Eigen::VectorXd& v) { all_reduce(v); });
+    run_.newton.step_projected(opts_, policies_.base, run_.base, vector_ref<S>(g.head(state_.size)),
+                               gain, c, delta_, [&](Eigen::VectorXd& v) { all_reduce(v); });
     detail::apply_decay<S>(policies_.base, const_vector_ref<S>(xs), vector_ref<S>(delta_));
     if (sharded_) {
       delta_ += xs;
@@ -670,18 +686,19 @@ class optimizer {
     }
   }
 
-  // Scales g (this rank's part of the gradient of the state's length) so that the whole
-  // gradient's L2 norm is at most options::max_gradient_norm; sharded, the squared norm is the
-  // sum of the shards'.
-  void clip_gradient(vector<S>& g) {
-    Eigen::VectorXd squared(1);
-    squared(0) = g.head(state_.size).template cast<double>().squaredNorm();
-    all_reduce(squared);
-    const double norm = std::sqrt(squared(0));
+  // This rank's part of Vᵀg, g of the state's length (none before the first estimate).
+  [[nodiscard]] Eigen::VectorXd partial_projection(const vector<S>& g) const {
+    return run_.newton.partial_projection(const_vector_ref<S>(g.head(state_.size)));
+  }
+
+  [[nodiscard]] bool clips_gradient() const noexcept { return opts_.max_gradient_norm > 0.0; }
+
+  // The factor that brings a gradient of squared L2 norm `squared` within
+  // options::max_gradient_norm (1 if it is within); records the norm.
+  double clip_factor(double squared) {
+    const double norm = std::sqrt(squared);
     last_gradient_norm_ = norm;
-    if (norm > opts_.max_gradient_norm) {
-      g.head(state_.size) *= static_cast<S>(opts_.max_gradient_norm / norm);
-    }
+    return norm > opts_.max_gradient_norm ? opts_.max_gradient_norm / norm : 1.0;
   }
 
   void set_proximal_shift(double sigma) { run_.newton.refresh_inverses(sigma, clip_); }

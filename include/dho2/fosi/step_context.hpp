@@ -9,6 +9,8 @@
 #include <dho2/core/summary.hpp>
 #include <dho2/core/types.hpp>
 
+#include <Eigen/Core>
+
 #include <span>
 #include <string>
 #include <utility>
@@ -67,6 +69,23 @@ class step_context {
   /// is sharded the new x[I_p] lands in `new_shard()` (for an all-gather); otherwise `x()` is
   /// updated in place. Call inside `timed_update`.
   void update(vector<scalar_type>& g) { opt_.update(x_, g); }
+  /// This rank's part of c = Vᵀg for `g` of the state's length (K values; none before the first
+  /// estimate): for a policy that sums it in a collective of its own (mode S sends it with the
+  /// loss agreement) and then calls `update_projected`.
+  [[nodiscard]] Eigen::VectorXd partial_projection(const vector<scalar_type>& g) const {
+    return opt_.partial_projection(g);
+  }
+  /// Whether `options::max_gradient_norm` asks for gradient clipping.
+  [[nodiscard]] bool clips_gradient() const noexcept { return opt_.clips_gradient(); }
+  /// The clipping factor min(1, max_gradient_norm / ‖g‖) for a whole gradient of squared L2
+  /// norm `squared`; records ‖g‖ as `optimizer::last_gradient_norm()`.
+  double clip_factor(double squared) { return opt_.clip_factor(squared); }
+  /// `update` on the gradient γ·g (`gain` γ, applied in the update's own pass over g), given
+  /// c = Vᵀ(γg) summed over the ranks sharing the state; it clips nothing (fold the clipping
+  /// factor into γ) and sums no projection of g itself. Call inside `timed_update`.
+  void update_projected(vector<scalar_type>& g, scalar_type gain, const Eigen::VectorXd& c) {
+    opt_.update_projected(x_, g, gain, c);
+  }
   /// The new values of this rank's shard after a sharded `update`.
   [[nodiscard]] const vector<scalar_type>& new_shard() const noexcept { return opt_.delta_; }
   /// Runs `f()` and books its time as update time, less the communication inside it.
