@@ -226,6 +226,11 @@ int with_base(const train_config& c, F&& f) {
   if (name == "nesterov") {
     return f(dho2::any_base(dho2::nesterov{.learning_rate = lr, .momentum = mu}), mu);
   }
+  if (name == "adamw") {
+    return f(dho2::any_base(dho2::adamw{
+                 .learning_rate = lr, .beta1 = mu, .weight_decay = c.weight_decay.value_or(0.01)}),
+             mu);
+  }
   return f(dho2::any_base(dho2::adam{.learning_rate = lr, .beta1 = mu}), mu);
 }
 
@@ -329,6 +334,9 @@ std::string flag_of_field(std::string_view field) {
       {"heavy_ball::momentum", "--momentum"},
       {"nesterov::momentum", "--momentum"},
       {"adam::beta1", "--momentum"},
+      {"adamw::learning_rate", "--lr"},
+      {"adamw::beta1", "--momentum"},
+      {"adamw::weight_decay", "--weight-decay"},
       {"kfac_options.learning_rate", "--lr"},
       {"kfac_options.momentum", "--momentum"},
       {"kfac_options.damping", "--damping"},

@@ -74,6 +74,9 @@ expect(2 "--batch: 512 exceeds the 100 training samples"
        --dataset synthetic --train-size 100 --test-size 10 --batch 512)# Distribution and checkpoint flags.
 expect(2 "--ranks: only with --transport inproc" --transport mpi --ranks 2)
 expect(2 "--schedule split: needs --optimizer dho2" --optimizer sgd --schedule split)
+expect(2 "--weight-decay: only with --optimizer adamw or fosi-adamw" --optimizer adam
+       --weight-decay 0.1)
+expect(2 "--weight-decay: adamw::weight_decay = -1" --optimizer fosi-adamw --weight-decay -1)
 expect(2 "--schedule background: transport size = 2. Violated constraint"
        --dataset synthetic --train-size 200 --test-size 10 --optimizer dho2 --ranks 2
        --schedule background)

@@ -52,8 +52,9 @@ struct train_config {
   std::string model = "mlp:784-256-256-10";
   std::string activation = "relu";
   std::string optimizer = "fosi-adam";
-  std::optional<double> lr;        // per optimizer, see default_learning_rate
-  std::optional<double> momentum;  // heavy ball / Nesterov mu, Adam beta1: 0.9; kfac mu: 0
+  std::optional<double> lr;            // per optimizer, see default_learning_rate
+  std::optional<double> weight_decay;  // adamw: decoupled weight decay lambda (default 0.01)
+  std::optional<double> momentum;      // heavy ball / Nesterov mu, Adam beta1: 0.9; kfac mu: 0
   long long batch = 128;
   long long epochs = 3;
   long long k = 10;
@@ -144,8 +145,8 @@ inline constexpr long long synthetic_default_test = 2000;
 /// The optimizers dho2_train knows, in --help order.
 inline const std::vector<std::string_view>& optimizer_names() {
   static const std::vector<std::string_view> names = {
-      "sgd",           "momentum",      "nesterov",  "adam", "fosi-sgd",
-      "fosi-momentum", "fosi-nesterov", "fosi-adam", "dho2", "kfac"};
+      "sgd",           "momentum",      "nesterov",  "adam",       "adamw", "fosi-sgd",
+      "fosi-momentum", "fosi-nesterov", "fosi-adam", "fosi-adamw", "dho2",  "kfac"};
   return names;
 }
 
@@ -169,7 +170,7 @@ inline bool is_kfac(std::string_view optimizer) { return optimizer == "kfac"; }
 inline double default_learning_rate(std::string_view optimizer) {
   if (is_kfac(optimizer)) return dho2::kfac_options{}.learning_rate;
   const std::string_view base = base_name(optimizer);
-  if (base == "adam") return 1e-3;
+  if (base == "adam" || base == "adamw") return 1e-3;
   if (base == "sgd") return 0.05;
   return 0.02;  // momentum, nesterov
 }
@@ -293,7 +294,7 @@ inline const std::vector<flag>& flags() {
          o.activation = parse_choice("--activation", v, {"relu", "tanh"});
        }},
       {"--optimizer", "NAME", "fosi-adam",
-       "sgd | momentum | nesterov | adam, fosi-<one of them> (FOSI on that base), dho2 "
+       "sgd | momentum | nesterov | adam | adamw, fosi-<one of them> (FOSI on that base), dho2 "
        "(FOSI-Adam with the distribution flags below), kfac (K-FAC; mlp, autoencoder)",
        [](c& o, std::string_view v) {
          o.optimizer = parse_choice("--optimizer", v, optimizer_names());
@@ -301,6 +302,9 @@ inline const std::vector<flag>& flags() {
       {"--lr", "X", "1e-3 adam, 0.05 sgd, 0.02 momentum/nesterov, 0.1 kfac",
        "base learning rate (kfac: of the preconditioned step)",
        [](c& o, std::string_view v) { o.lr = parse_number("--lr", v); }},
+      {"--weight-decay", "X", "0.01",
+       "adamw: decoupled weight decay lambda (the step adds -lr*lambda*x)",
+       [](c& o, std::string_view v) { o.weight_decay = parse_number("--weight-decay", v); }},
       {"--momentum", "X", "0.9; kfac 0",
        "base momentum (heavy-ball/Nesterov mu, Adam beta1; kfac: heavy-ball mu)",
        [](c& o, std::string_view v) { o.momentum = parse_number("--momentum", v); }},
@@ -322,7 +326,7 @@ inline const std::vector<flag>& flags() {
        [](c& o, std::string_view v) { o.alpha = parse_number("--alpha", v); }},
       {"--beta", "X", "0.9", "FOSI: momentum of the Newton part",
        [](c& o, std::string_view v) { o.beta = parse_number("--beta", v); }},
-      {"--clip", "X", "1 adam, 3 others", "FOSI: clip c of the base-step scale",
+      {"--clip", "X", "1 adam/adamw, 3 others", "FOSI: clip c of the base-step scale",
        [](c& o, std::string_view v) { o.clip = parse_number("--clip", v); }},
       {"--damping", "X", "1e-3", "kfac: Tikhonov damping gamma (split by the trace norm)",
        [](c& o, std::string_view v) { o.damping = parse_number("--damping", v); }},
@@ -611,6 +615,9 @@ inline void check_distribution(const train_config& c) {
     }
   } else if (c.tau) {
     throw usage_error("--tau: needs --consensus local-sgd or diloco");
+  }
+  if (c.weight_decay && base_name(c.optimizer) != "adamw") {
+    throw usage_error("--weight-decay: only with --optimizer adamw or fosi-adamw");
   }
   if (c.link_latency && *c.link_latency < 0.0) throw usage_error("--link-latency: must be >= 0");
   if (c.link_bandwidth && !(*c.link_bandwidth > 0.0)) {

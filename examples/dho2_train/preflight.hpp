@@ -156,7 +156,9 @@ inline memory_estimate estimate_memory(const train_config& c, const std::vector<
       c.transport == "inproc" || c.transport == "auto" ? c.ranks.value_or(1) : 1);
   constexpr double bytes = sizeof(float);
   const std::string_view base = base_name(c.optimizer);
-  const double state = base == "adam" ? 2.0 : base == "sgd" ? 0.0 : 1.0;  // vectors of n
+  const double state = base == "adam" || base == "adamw" ? 2.0
+                       : base == "sgd"                   ? 0.0
+                                                         : 1.0;  // vectors of n
   double curvature_vectors = 0.0;
   double curvature_bytes = 0.0;
   if (uses_curvature(c.optimizer)) {

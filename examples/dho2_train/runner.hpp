@@ -306,6 +306,7 @@ inline dho2::job_settings agreed_flags(const train_config& c) {
       {"--optimizer", c.optimizer},
       {"--lr", number(c.lr.value_or(default_learning_rate(c.optimizer)))},
       {"--momentum", optional_number(c.momentum)},
+      {"--weight-decay", optional_number(c.weight_decay)},
       {"--batch", integer(c.batch)},
       {"--epochs", integer(c.epochs)},
       {"--k", integer(c.k)},
