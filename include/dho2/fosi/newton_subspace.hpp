@@ -69,9 +69,10 @@ struct newton_subspace {
   /// `begin_step`; all of DHO2's do): (1) c = Vᵀg; (2) block by block, g₂ = g − V c (kept in a
   /// block buffer, never stored), b = base step on g₂ into `delta`, p += Vᵀb, delta = s·b;
   /// (3) delta −= V(s·p + α·newton). V is read three times — the least the step allows, since
-  /// Vᵀb needs all of b before any entry of Δx — and g, the base state and `delta` once each,
-  /// `delta` twice. A base without a kernel takes the unfused path (g is then overwritten with
-  /// g₂): one more pass over V and two more over the shard, same result to round-off.
+  /// Vᵀb needs all of b before any entry of Δx — g twice (passes 1 and 2), the base state once
+  /// and `delta` twice (written in 2, updated in 3). A base without a kernel takes the unfused
+  /// path (g is then overwritten with g₂): one more pass over V and two more over the shard, the
+  /// same result to round-off.
   template <class Base, class BaseState, class Reduce>
   void step(const options& opts, const Base& base, BaseState& base_state, vector_ref<S> g,
             vector<S>& delta, Reduce&& reduce) {
