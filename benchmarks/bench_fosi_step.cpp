@@ -46,6 +46,7 @@
 // update is the bytes of three passes over V, not a multiple of Adam's.
 #include "bench_context.hpp"
 #include <dho2/dho2.hpp>
+#include <dho2/testing/without_step_kernel.hpp>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -202,19 +203,7 @@ BENCHMARK(BM_fosi_adam_update)
     ->UseRealTime();
 
 template <class Base>
-struct without_kernel {  // `Base` with its step kernel hidden: the unfused update path
-  Base base;
-  template <dho2::model_scalar S>
-  using state = typename Base::template state<S>;
-  template <dho2::model_scalar S>
-  [[nodiscard]] state<S> init(index n) const {
-    return base.template init<S>(n);
-  }
-  template <dho2::model_scalar S>
-  void step(state<S>& st, dho2::const_vector_ref<S> g, dho2::vector_ref<S> delta) const {
-    base.step(st, g, delta);
-  }
-};
+using without_kernel = dho2::testing::without_step_kernel<Base>;  // the unfused path
 
 void BM_triad(benchmark::State& state) {
   const index m = num_params / state.range(0) * state.range(1);

@@ -3,6 +3,7 @@
 // the fused update equals both the unfused update (a base without a kernel) and the FOSI step
 // written densely, Δx = s(b − V Vᵀb) − αV(ρ ⊙ Vᵀu), to round-off.
 #include <dho2/dho2.hpp>
+#include <dho2/testing/without_step_kernel.hpp>
 
 #include <Eigen/QR>
 #include <doctest/doctest.h>
@@ -23,21 +24,8 @@ dho2::vector<S> random_vector(index n, std::uint64_t seed, double scale = 1.0) {
   return v;
 }
 
-// `Base` with its step kernel hidden: newton_subspace::step takes the unfused path for it.
 template <class Base>
-struct without_kernel {
-  Base base;
-  template <dho2::model_scalar S>
-  using state = typename Base::template state<S>;
-  template <dho2::model_scalar S>
-  [[nodiscard]] state<S> init(index n) const {
-    return base.template init<S>(n);
-  }
-  template <dho2::model_scalar S>
-  void step(state<S>& st, dho2::const_vector_ref<S> g, dho2::vector_ref<S> delta) const {
-    base.step(st, g, delta);
-  }
-};
+using without_kernel = dho2::testing::without_step_kernel<Base>;
 
 // The entries a shard of this length spans cross several blocks and end inside one.
 constexpr index length = 3 * dho2::detail::block_entries + 77;
