@@ -187,7 +187,7 @@ if(DHO2_BUILD_TESTS)
   # The optimizer over MPI (mode S and mode A) against the single-process run.
   add_executable(dho2_mpi_optimizer_tests ${_dho2_mpi_root}/tests/mpi/test_mpi_optimizer.cpp)
   target_link_libraries(dho2_mpi_optimizer_tests PRIVATE dho2::mpi dho2::data doctest::doctest
-                                                         dho2_warnings)
+                                                         dho2_warnings dho2_native)
   if(NOT CMAKE_RUNTIME_OUTPUT_DIRECTORY)
     set_target_properties(dho2_mpi_optimizer_tests PROPERTIES
                           RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
@@ -215,7 +215,7 @@ if(DHO2_BUILD_BENCHMARKS)
   add_executable(bench_mpi_collectives ${_dho2_mpi_root}/benchmarks/bench_mpi_collectives.cpp)
   target_compile_definitions(bench_mpi_collectives PRIVATE DHO2_WITH_MPI_BENCHMARK=1)
   target_link_libraries(bench_mpi_collectives PRIVATE dho2::mpi benchmark::benchmark
-                                                      dho2_warnings)
+                                                      dho2_warnings dho2_native)
   if(NOT CMAKE_RUNTIME_OUTPUT_DIRECTORY)
     set_target_properties(bench_mpi_collectives PROPERTIES
                           RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/benchmarks)

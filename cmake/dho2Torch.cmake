@@ -9,7 +9,9 @@
 #   bench_torch_mlp_step      DHO2's MLP step vs LibTorch's, Eigen's own GEMM on DHO2's side.
 #   bench_torch_mlp_step_blas the same source with EIGEN_USE_BLAS, linked with OpenBLAS (only when
 #                             OpenBLAS is found): a like-with-like control on one BLAS.
-#   benchmark.bench_torch_mlp_step  smoke test (label benchmark-smoke;torch), batch 32 only.
+#   bench_torch_cnn_hvp       the CNN's gradient vs its exact HVP through dho2::torch_module_model.
+#   benchmark.bench_torch_mlp_step, benchmark.bench_torch_cnn_hvp  smoke tests (label
+#                             benchmark-smoke;torch), batch 32 only.
 # Nothing else in the suite depends on these targets.
 #
 # Debian's libtorch links libblas.so.3 and liblapack.so.3, which update-alternatives points at
@@ -42,7 +44,7 @@ function(_dho2_torch_target name)
   target_compile_options(${name} PRIVATE ${_flags})
   target_compile_definitions(${name} PRIVATE DHO2_TORCH_PACKAGE="${_dho2_torch_package}")
   target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  target_link_libraries(${name} PRIVATE dho2::data dho2_warnings ${TORCH_LIBRARIES}
+  target_link_libraries(${name} PRIVATE dho2::data dho2_warnings dho2_native ${TORCH_LIBRARIES}
                                         ${CMAKE_DL_LIBS})
 endfunction()
 
@@ -72,6 +74,16 @@ foreach(_variant IN ITEMS eigen blas)
     target_link_libraries(${_name} PRIVATE ${DHO2_OPENBLAS_LIBRARY})
   endif()
 endforeach()
+
+# bench_torch_cnn_hvp: the CNN's gradient against its exact HVP through dho2::torch_module_model.
+add_executable(bench_torch_cnn_hvp ${CMAKE_CURRENT_SOURCE_DIR}/bench_torch_cnn_hvp.cpp)
+add_dependencies(bench_torch_cnn_hvp dho2_bench_revision)
+target_include_directories(bench_torch_cnn_hvp PRIVATE ${DHO2_BENCH_GENERATED_DIR})
+_dho2_torch_target(bench_torch_cnn_hvp)
+target_link_libraries(bench_torch_cnn_hvp PRIVATE dho2::torch benchmark::benchmark_main)
+add_test(NAME benchmark.bench_torch_cnn_hvp
+         COMMAND bench_torch_cnn_hvp ${DHO2_BENCHMARK_SMOKE_ARGS} --benchmark_filter=/batch:32$)
+set_tests_properties(benchmark.bench_torch_cnn_hvp PROPERTIES LABELS "benchmark-smoke;torch")
 
 add_test(NAME benchmark.bench_torch_mlp_step
          COMMAND bench_torch_mlp_step ${DHO2_BENCHMARK_SMOKE_ARGS} --benchmark_filter=/batch:32$)

@@ -20,7 +20,13 @@
 // Models (--model):
 //   mlp:784-256-256-10           ReLU hidden layers, softmax cross-entropy (mean over the batch);
 //   autoencoder:784-256-64-256-784  ReLU hidden layers, linear output, loss (1/(2B)) Σⱼ ‖zⱼ − xⱼ‖²;
-//   softmax                      784-10 linear + softmax cross-entropy.
+//   softmax                      784-10 linear + softmax cross-entropy;
+//   cnn                          dho2::torch_lenet's layers as a torch::nn::Sequential (unflatten
+//                                to 1 × 28 × 28, conv 5×5 ×16, ReLU, max-pool 2, conv 5×5 ×32,
+//                                ReLU, max-pool 2, flatten, fc 64, ReLU, fc 10), initialised as
+//                                dho2_train --model cnn is: torch::manual_seed(--seed), then
+//                                LibTorch's default initialisation of a dho2::torch_lenet, whose
+//                                parameters are copied in (same order and shapes).
 // Optimizers (--optimizer): adam (torch::optim::Adam, betas (--momentum, 0.999), eps 1e-8),
 // sgd (torch::optim::SGD), momentum (torch::optim::SGD with momentum --momentum: v ← μv + g,
 // x ← x − ηv, the form of dho2::heavy_ball). Default learning rates are dho2_train's.
@@ -42,6 +48,7 @@
 #include <dho2/data/batcher.hpp>
 #include <dho2/data/idx.hpp>
 #include <dho2/models/mlp.hpp>
+#include <dho2/torch/lenet.hpp>
 
 #include <time.h>
 #include <torch/torch.h>
@@ -110,7 +117,7 @@ const char* const usage_text =
     "/usr/share/datasets/fashion-mnist]\n"
     "  --train-size N          first N training samples [default: all]\n"
     "  --test-size N           first N test samples [default: all]\n"
-    "  --model SPEC            mlp:784-...-10 | autoencoder:784-...-784 | softmax\n"
+    "  --model SPEC            mlp:784-...-10 | autoencoder:784-...-784 | softmax | cnn\n"
     "                          [default: mlp:784-256-256-10]\n"
     "  --optimizer NAME        adam | sgd | momentum [default: adam]\n"
     "  --lr X                  learning rate [default: 1e-3 adam, 0.05 sgd, 0.02 momentum]\n"
@@ -224,7 +231,7 @@ config parse_args(int argc, char** argv) {
   return c;
 }
 
-enum class model_kind { mlp, autoencoder, softmax };
+enum class model_kind { mlp, autoencoder, softmax, cnn };
 
 struct model_spec {
   model_kind kind = model_kind::mlp;
@@ -244,6 +251,13 @@ model_spec parse_model(const std::string& spec, index features, index classes) {
   if (spec == "softmax") {
     m.kind = model_kind::softmax;
     m.widths = {features, classes};
+  } else if (spec == "cnn") {
+    m.kind = model_kind::cnn;
+    m.widths = {features, classes};
+    if (features != 28 * 28) {
+      throw usage_error("--model cnn: takes 28 x 28 images; the data has " +
+                        std::to_string(features) + " features");
+    }
   } else if (spec.starts_with("mlp:")) {
     m.kind = model_kind::mlp;
     m.widths = widths_of(std::string_view(spec).substr(4));
@@ -261,7 +275,7 @@ model_spec parse_model(const std::string& spec, index features, index classes) {
     }
   } else {
     throw usage_error("--model: unknown value '" + spec +
-                      "' (expected mlp:<in>-...-<classes> | autoencoder:<in>-...-<in> | softmax)");
+                      "' (expected mlp:<in>-...-<classes> | autoencoder:<in>-...-<in> | softmax | cnn)");
   }
   if (m.widths.front() != features) {
     throw usage_error("--model: " + spec + " has " + std::to_string(m.widths.front()) +
@@ -280,9 +294,25 @@ double wall_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-/// The network: Linear layers with ReLU between them (none after the last).
+/// The network: Linear layers with ReLU between them (none after the last); for the CNN the
+/// layers of dho2::torch_lenet.
 torch::nn::Sequential make_network(const model_spec& m) {
   torch::nn::Sequential net;
+  if (m.kind == model_kind::cnn) {
+    namespace nn = torch::nn;
+    net->push_back(nn::Unflatten(nn::UnflattenOptions(1, {1, 28, 28})));
+    net->push_back(nn::Conv2d(nn::Conv2dOptions(1, 16, 5)));
+    net->push_back(nn::ReLU());
+    net->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+    net->push_back(nn::Conv2d(nn::Conv2dOptions(16, 32, 5)));
+    net->push_back(nn::ReLU());
+    net->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+    net->push_back(nn::Flatten());
+    net->push_back(nn::Linear(32 * 4 * 4, 64));
+    net->push_back(nn::ReLU());
+    net->push_back(nn::Linear(64, m.widths.back()));
+    return net;
+  }
   for (std::size_t l = 0; l + 1 < m.widths.size(); ++l) {
     net->push_back(torch::nn::Linear(m.widths[l], m.widths[l + 1]));
     if (l + 2 < m.widths.size()) net->push_back(torch::nn::ReLU());
@@ -418,11 +448,24 @@ int run(const config& c) {
                                                          : 0.02);
 
   torch::nn::Sequential net = make_network(spec);
-  const dho2::vector<float> x0 =
-      spec.kind == model_kind::softmax
-          ? dho2::vector<float>::Zero(spec.widths[0] * spec.widths[1] + spec.widths[1])
-          : dho2::mlp<float>(spec.widths).initialize(c.seed);
-  load_parameters(net, x0);
+  if (spec.kind == model_kind::cnn) {
+    // dho2_train's initial CNN: LibTorch's default initialisation after manual_seed(--seed).
+    torch::manual_seed(c.seed);
+    const dho2::torch_lenet init(spec.widths.back(), torch::kFloat32);
+    torch::NoGradGuard no_grad;
+    const std::vector<torch::Tensor> from = init->parameters();
+    std::vector<torch::Tensor> to = net->parameters();
+    if (from.size() != to.size()) throw std::logic_error("cnn: parameter count mismatch");
+    for (std::size_t i = 0; i < to.size(); ++i) to[i].copy_(from[i]);
+  } else {
+    load_parameters(net, spec.kind == model_kind::softmax
+                             ? dho2::vector<float>::Zero(spec.widths[0] * spec.widths[1] +
+                                                         spec.widths[1])
+                             : dho2::mlp<float>(spec.widths).initialize(c.seed));
+  }
+
+  std::int64_t parameter_count = 0;
+  for (const torch::Tensor& p : net->parameters()) parameter_count += p.numel();
 
   std::unique_ptr<torch::optim::Optimizer> opt;
   if (c.optimizer == "adam") {
@@ -522,9 +565,11 @@ int run(const config& c) {
     << ",\"threads\":" << torch::get_num_threads()
     << ",\"interop_threads\":" << at::get_num_interop_threads()
     << ",\"blas_threads\":" << blas_threads << ",\"model\":" << json_string(c.model)
-    << ",\"parameters\":" << x0.size() << ",\"init\":"
+    << ",\"parameters\":" << parameter_count << ",\"init\":"
     << json_string(spec.kind == model_kind::softmax ? "zeros"
-                                                    : "dho2::mlp<float>::initialize(seed)")
+                   : spec.kind == model_kind::cnn
+                       ? "torch::manual_seed(seed); dho2::torch_lenet"
+                       : "dho2::mlp<float>::initialize(seed)")
     << ",\"optimizer\":" << json_string(c.optimizer) << ",\"lr\":" << json_number(lr)
     << ",\"momentum\":" << json_number(c.momentum) << ",\"batch\":" << c.batch
     << ",\"epochs\":" << c.epochs << ",\"seed\":" << c.seed

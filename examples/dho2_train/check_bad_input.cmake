@@ -1,6 +1,7 @@
 # cmake -P check for dho2_train's error handling (CTest: example.dho2_train.bad_input).
 #   -DDHO2_TRAIN=<path of dho2_train>  -DDHO2_WORK_DIR=<a writable directory>
 #   [-DDHO2_TRAIN_WITH_ASIO=1: dho2_train has the asio transport; its cases run]
+#   [-DDHO2_TRAIN_WITH_TORCH=1: dho2_train has --model cnn (LibTorch)]
 # Every case must exit with its code (2: bad usage, 1: runtime error such as missing data files)
 # and print exactly one line on stderr, starting with "dho2_train: error: " and matching the
 # case's pattern. All cases run; the failures are listed together.
@@ -57,7 +58,7 @@ expect(2 "--lr: 'fast' is not a finite number" --lr fast)
 expect(2 "--batch: '12x' is not an integer" --batch 12x)
 expect(2 "--batch: 0 is out of range" --batch 0)
 expect(2 "--model mlp:784-abc-10: layers" --model mlp:784-abc-10)
-expect(2 "--model: unknown model 'cnn'" --model cnn)
+expect(2 "--model: unknown model 'resnet'" --model resnet)
 expect(2 "--model mlp:100-10: has 100 inputs" --model mlp:100-10)
 expect(2 "--optimizer: unknown value 'rmsprop'" --optimizer rmsprop)
 expect(2 "--activation: unknown value 'gelu'" --activation gelu)
@@ -177,6 +178,15 @@ expect(2 "--timeout: 1e300 is out of range" --timeout 1e300)
 expect(2 "--timeout: 1e-9 is out of range" --timeout 1e-9)
 expect(2 "--timeout: 'nan' is not a finite number" --timeout nan)
 expect(2 "--timeout: 'inf' is not a finite number" --timeout inf)
+expect(2 "--connect-timeout: 0 is out of range \\(must be in \\[0.001, 1000000\\] seconds\\)"
+       --connect-timeout 0)
+expect(2 "--connect-timeout: only with --transport asio" --connect-timeout 5)
+# --model cnn: refused by K-FAC with the reason; without LibTorch, refused saying how to get it.
+if(DHO2_TRAIN_WITH_TORCH)
+  expect(2 "--optimizer kfac: does not support --model cnn" --model cnn --optimizer kfac)
+else()
+  expect(2 "--model cnn: this dho2_train was built without LibTorch" --model cnn)
+endif()
 expect(2 "--model mlp:20-8-2147483648: the last width 2147483648 is out of range \\(must be <= 2147483647\\)"
        --dataset synthetic --model mlp:20-8-2147483648)
 expect(2 "--model mlp:2147483648-2147483648-2147483648-10: 9223372062624579584 parameters is out of range"

@@ -110,6 +110,7 @@ struct train_config {
   std::optional<long long> world_size;  // asio: number of ranks (else DHO2_WORLD_SIZE)
   std::string rendezvous;               // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
   std::string bind_address;             // asio: address to listen on (else loopback)
+  std::optional<double> connect_timeout;  // asio: seconds the rendezvous waits for every rank
   // Checkpoints (see --help).
   std::string checkpoint_dir;         // where checkpoints are committed
   long long checkpoint_every = 0;     // steps between checkpoints (0: none)
@@ -287,7 +288,8 @@ inline const std::vector<flag>& flags() {
       {"--test-size", "N", "all | 2000 synthetic", "test samples (first N)",
        [](c& o, std::string_view v) { o.test_size = parse_integer("--test-size", v, 1); }},
       {"--model", "SPEC", "mlp:784-256-256-10",
-       "mlp:<in>-<hidden>...-<classes> | autoencoder:<in>-<hidden>...-<in> | softmax",
+       "mlp:<in>-<hidden>...-<classes> | autoencoder:<in>-<hidden>...-<in> | softmax | cnn "
+       "(LeNet-style CNN for 28x28 images through LibTorch; only when built with LibTorch)",
        [](c& o, std::string_view v) { o.model = std::string(v); }},
       {"--activation", "NAME", "relu", "hidden activation of the MLP: relu | tanh",
        [](c& o, std::string_view v) {
@@ -462,6 +464,15 @@ inline const std::vector<flag>& flags() {
       {"--bind", "ADDRESS", "loopback",
        "asio: address this rank listens on (not loopback: needs --secret-file)",
        [](c& o, std::string_view v) { o.bind_address = std::string(v); }},
+      {"--connect-timeout", "SECONDS", "max(60, --timeout)",
+       "asio: how long the rendezvous waits for every rank to join before the job fails",
+       [](c& o, std::string_view v) {
+         o.connect_timeout = parse_number("--connect-timeout", v);
+         if (!(*o.connect_timeout >= 1e-3 && *o.connect_timeout <= 1e6)) {
+           throw usage_error("--connect-timeout: " + std::string(v) +
+                             " is out of range (must be in [0.001, 1000000] seconds)");
+         }
+       }},
       {"--secret-file", "PATH", "$DHO2_SECRET_FILE",
        "asio: file with the job's secret (>= 16 bytes, same on every rank) that peers prove; "
        "a regular file of at most 4096 bytes, best chmod 600; needed if --bind is not loopback",
@@ -576,10 +587,12 @@ inline void check_distribution(const train_config& c) {
         "mpirun's -np, of asio --world-size)");
   }
   const bool asio_flag = c.rank || c.world_size || !c.rendezvous.empty() ||
-                         !c.bind_address.empty() || !c.secret_file.empty();
+                         !c.bind_address.empty() || !c.secret_file.empty() ||
+                         c.connect_timeout.has_value();
   if (asio_flag && c.transport != "asio") {
     throw usage_error(
-        "--rank/--world-size/--rendezvous/--bind/--secret-file: only with --transport asio");
+        "--rank/--world-size/--rendezvous/--bind/--secret-file/--connect-timeout: only with "
+        "--transport asio");
   }
   if (c.schedule != "synchronous") {
     if (!uses_curvature(c.optimizer)) {

@@ -153,7 +153,12 @@ inline dho2::asio_options asio_options_of(const train_config& c) {
   }
   const auto ms = std::chrono::milliseconds(static_cast<long long>(c.timeout * 1000.0));
   o.timeout = ms;
-  o.connect_timeout = std::max(ms, o.connect_timeout);
+  // The rendezvous waits --connect-timeout if given, else at least the default (60 s) and at
+  // least --timeout.
+  o.connect_timeout =
+      c.connect_timeout
+          ? std::chrono::milliseconds(static_cast<long long>(*c.connect_timeout * 1000.0))
+          : std::max(ms, o.connect_timeout);
   o.validate();
   return o;
 }

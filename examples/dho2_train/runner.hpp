@@ -39,7 +39,7 @@
 namespace dho2_train {
 
 /// The model families of --model.
-enum class model_kind { softmax, mlp, autoencoder };
+enum class model_kind { softmax, mlp, autoencoder, cnn };
 
 /// What --model (and the data set) asks for.
 struct model_choice {
@@ -48,7 +48,9 @@ struct model_choice {
   long long features = 0;
   long long classes = 0;  // of the data (the autoencoder ignores the labels)
 
-  [[nodiscard]] bool is_mlp() const { return kind != model_kind::softmax; }
+  [[nodiscard]] bool is_mlp() const {
+    return kind == model_kind::mlp || kind == model_kind::autoencoder;
+  }
   [[nodiscard]] bool is_autoencoder() const { return kind == model_kind::autoencoder; }
 };
 

@@ -45,7 +45,7 @@ run_case() {
       ;;
     asio)
       local port=$((20000 + RANDOM % 10000)) r pid1 v
-      local common=("${args[@]}" --transport asio --world-size 2 --timeout 10
+      local common=("${args[@]}" --transport asio --world-size 2 --timeout 10 --connect-timeout 10
                     --rendezvous "127.0.0.1:$port")
       r=(); [[ $v1 != - ]] && r=("$flag" "$v1")
       timeout -k 5 "$bound" "$train" "${common[@]}" --rank 1 "${r[@]}" >"$work/rank1.txt" 2>&1 &
