@@ -22,9 +22,13 @@
 //                             copies over the gradient's time (the target is <= 1 %). Paired in the
 //                             same iterations, the ratio is steadier on a shared machine than the
 //                             ratio of two separate benchmarks.
-// The fixture checks the product before timing: H·v against central differences of gradients
-// at step 1e-2 (float; the CNN is piecewise quadratic in each ReLU region only, so the check is
-// loose: relative error < 5 %), and skips the benchmark with the figure when it fails.
+// The fixture checks the float product before timing against the double one at the same
+// parameters, direction and batch (relative error < 1e-4; the double product's exactness is
+// dho2_torch_tests' business: finite differences and an explicit Hessian). Finite differences of
+// gradients are no check here: at B = 32 a step of any useful size moves some of the ~10⁵ ReLU
+// and max-pool switches, each a jump in the gradient, and the difference quotient never settles
+// (measured: relative error ≈ 1 for steps 1e-1 … 1e-4, in double too). A failed check skips the
+// benchmark with the figure, and the CTest smoke run fails on "ERROR OCCURRED".
 #include "bench_context.hpp"
 #include <dho2/data/synthetic.hpp>
 #include <dho2/dho2.hpp>
@@ -89,21 +93,22 @@ struct fixture {
     check();
   }
 
-  // H·v against (g(x + εv) − g(x − εv)) / 2ε.
+  // The float H·v against the double one.
   void check() {
     const index n = model.num_parameters();
     dho2::vector<float> hv(n);
-    dho2::vector<float> gp(n);
-    dho2::vector<float> gm(n);
     model.hessian_vector_product(x, batch, v, hv);
-    const float eps = 1e-2F;
-    static_cast<void>(model.loss_and_gradient(x + eps * v, batch, gp));
-    static_cast<void>(model.loss_and_gradient(x - eps * v, batch, gm));
-    const dho2::vector<float> fd = (gp - gm) / (2.0F * eps);
-    check_relative = static_cast<double>((hv - fd).norm() / fd.norm());
-    if (!(check_relative < 0.05)) {
-      check_failure = "H.v differs from central differences of gradients by " +
-                      std::to_string(check_relative) + " relative (expected < 0.05)";
+    using double_model =
+        dho2::torch_module_model<double, dho2::torch_lenet, dho2::torch_cross_entropy>;
+    const double_model reference(dho2::torch_lenet(10, torch::kFloat64),
+                                 dho2::torch_cross_entropy{{1, 28, 28}}, {.name = "lenet"});
+    const dho2::classification_batch<double> batch64{batch.inputs.cast<double>(), batch.labels};
+    dho2::vector<double> hv64(n);
+    reference.hessian_vector_product(x.cast<double>(), batch64, v.cast<double>(), hv64);
+    check_relative = (hv.cast<double>() - hv64).norm() / hv64.norm();
+    if (!(check_relative < 1e-4)) {
+      check_failure = "the float H.v differs from the double one by " +
+                      std::to_string(check_relative) + " relative (expected < 1e-4)";
     }
   }
 };
@@ -126,8 +131,9 @@ void BM_cnn_gradient(benchmark::State& state) {
     benchmark::DoNotOptimize(f->model.loss_and_gradient(f->x, f->batch, g));
     benchmark::ClobberMemory();
   }
-  state.counters["samples_per_s"] =
-      benchmark::Counter(static_cast<double>(f->batch.size()), benchmark::Counter::kIsRate);
+  state.counters["samples_per_s"] = benchmark::Counter(
+      static_cast<double>(f->batch.size()) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate);
 }
 
 void BM_cnn_hvp(benchmark::State& state) {
@@ -143,7 +149,7 @@ void BM_cnn_hvp(benchmark::State& state) {
     benchmark::DoNotOptimize(hv.data());
     benchmark::ClobberMemory();
   }
-  state.counters["fd_check_relative"] = f->check_relative;
+  state.counters["float_vs_double"] = f->check_relative;
 }
 
 // One copy of n floats into a flat tensor and one back out, halved: the cost of one copy.

@@ -83,8 +83,10 @@ _dho2_torch_target(bench_torch_cnn_hvp)
 target_link_libraries(bench_torch_cnn_hvp PRIVATE dho2::torch benchmark::benchmark_main)
 add_test(NAME benchmark.bench_torch_cnn_hvp
          COMMAND bench_torch_cnn_hvp ${DHO2_BENCHMARK_SMOKE_ARGS} --benchmark_filter=/batch:32$)
-set_tests_properties(benchmark.bench_torch_cnn_hvp PROPERTIES LABELS "benchmark-smoke;torch")
+set_tests_properties(benchmark.bench_torch_cnn_hvp PROPERTIES LABELS "benchmark-smoke;torch"
+                     FAIL_REGULAR_EXPRESSION "ERROR OCCURRED")
 
 add_test(NAME benchmark.bench_torch_mlp_step
          COMMAND bench_torch_mlp_step ${DHO2_BENCHMARK_SMOKE_ARGS} --benchmark_filter=/batch:32$)
-set_tests_properties(benchmark.bench_torch_mlp_step PROPERTIES LABELS "benchmark-smoke;torch")
+set_tests_properties(benchmark.bench_torch_mlp_step PROPERTIES LABELS "benchmark-smoke;torch"
+                     FAIL_REGULAR_EXPRESSION "ERROR OCCURRED")

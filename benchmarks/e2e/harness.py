@@ -452,8 +452,9 @@ def phase_final(args, tasks, configs) -> None:
                 continue
             b = best_grid(task, config)
             if b is None:
-                print(f"[e2e] {task.name} {config.name}: no tuning run: using grid point 0")
-                b = (0, grid(task, config)[0]) if args.untuned_ok else None
+                point = args.untuned_point
+                print(f"[e2e] {task.name} {config.name}: no tuning run: using grid point {point}")
+                b = (point, grid(task, config)[point]) if args.untuned_ok else None
             if b is not None:
                 chosen[config.name] = b
         for seed in args.seeds:
@@ -767,7 +768,10 @@ def main() -> int:
     ap.add_argument("--budget-scale", type=float, default=1.0,
                     help="scale every time budget (e.g. 0.1 for a quick check)")
     ap.add_argument("--untuned-ok", action="store_true",
-                    help="final runs of configurations without tuning runs use grid point 0")
+                    help="final runs of configurations without tuning runs use --untuned-point")
+    ap.add_argument("--untuned-point", type=int, default=0,
+                    help="the grid point of --untuned-ok (0: the smallest learning rate; 3: the "
+                         "centre learning rate with the first value of the curvature knob)")
     ap.add_argument("--fresh", action="store_true", help="remove e2e_runs.csv first")
     ap.add_argument("--results", default=str(RESULTS),
                     help="output directory (default benchmarks/results; give each --link its own)")
