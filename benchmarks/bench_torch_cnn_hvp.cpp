@@ -74,7 +74,8 @@ const bool context_added = [] {
 
 // The model, a point, a direction and a batch of B images.
 struct fixture {
-  cnn_model model{dho2::torch_lenet(10, torch::kFloat32), dho2::torch_cross_entropy{{1, 28, 28}},
+  cnn_model model{dho2::torch_lenet(10, torch::kFloat32),
+                  dho2::torch_cross_entropy{{1, 28, 28}},
                   {.name = "lenet"}};
   dho2::vector<float> x;
   dho2::vector<float> v;
@@ -166,7 +167,8 @@ void BM_flat_copy(benchmark::State& state) {
   }
   state.SetItemsProcessed(2 * static_cast<std::int64_t>(state.iterations()));  // copies
   state.SetBytesProcessed(2 * static_cast<std::int64_t>(state.iterations()) *
-                          static_cast<std::int64_t>(n) * 2 * static_cast<std::int64_t>(sizeof(float)));
+                          static_cast<std::int64_t>(n) * 2 *
+                          static_cast<std::int64_t>(sizeof(float)));
 }
 
 double seconds(std::chrono::steady_clock::duration d) {

@@ -7,12 +7,14 @@
 //   dho2_train --optimizer adam --target-accuracy 0.85 --summary-json adam.json
 //   dho2_train --dataset synthetic --epochs 1 --max-steps 60 --quiet
 //
-// fosi-<base> runs dho2::optimizer<float, default_policies::with_base<base>>; <base> alone runs
+// fosi-<base> runs dho2::optimizer<float> with the base as a dho2::any_base (one instantiation
+// for every base) and the schedule and consensus policies the flags ask for; <base> alone runs
 // the same optimizer with options.use_curvature = false. kfac runs dho2::kfac<float,
-// dho2::any_transport>. This file maps the flags to the library's options, policies and models
-// (and the fields of invalid options back to their flags); one runner (dho2_train/runner.hpp)
-// trains with either optimizer over the same ranks, transports, data pipeline, evaluations and
-// reports.
+// dho2::any_transport>. This file parses the flags, builds the model --model names (the CNN in
+// dho2_train/cnn.cpp) and maps the fields of invalid options back to their flags;
+// dho2_train/train.hpp maps the flags to the library's options and policies, and one runner
+// (dho2_train/runner.hpp) trains with either optimizer over the same ranks, transports, data
+// pipeline, evaluations and reports.
 // Bad usage prints one line "dho2_train: error: ..." on stderr and exits with 2; runtime
 // failures (missing data files, I/O) do the same with exit code 1.
 #include "dho2_train/cnn.hpp"
@@ -20,17 +22,10 @@
 #include "dho2_train/distributed.hpp"
 #include "dho2_train/runner.hpp"
 #include "dho2_train/train.hpp"
-#include <dho2/admm/diloco.hpp>
-#include <dho2/admm/local_sgd.hpp>
 #include <dho2/dho2.hpp>
 #include <dho2/kfac/kfac.hpp>
 #include <dho2/models/mlp.hpp>
 #include <dho2/models/softmax_regression.hpp>
-#include <dho2/partition/any.hpp>
-#include <dho2/partition/block_aligned.hpp>
-#include <dho2/partition/weighted.hpp>
-#include <dho2/schedule/background.hpp>
-#include <dho2/schedule/split.hpp>
 #include <dho2/transport/any.hpp>
 
 #include <algorithm>

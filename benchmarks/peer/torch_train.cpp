@@ -274,8 +274,9 @@ model_spec parse_model(const std::string& spec, index features, index classes) {
                         " inputs");
     }
   } else {
-    throw usage_error("--model: unknown value '" + spec +
-                      "' (expected mlp:<in>-...-<classes> | autoencoder:<in>-...-<in> | softmax | cnn)");
+    throw usage_error(
+        "--model: unknown value '" + spec +
+        "' (expected mlp:<in>-...-<classes> | autoencoder:<in>-...-<in> | softmax | cnn)");
   }
   if (m.widths.front() != features) {
     throw usage_error("--model: " + spec + " has " + std::to_string(m.widths.front()) +
@@ -460,10 +461,10 @@ int run(const config& c) {
     if (from.size() != to.size()) throw std::logic_error("cnn: parameter count mismatch");
     for (std::size_t i = 0; i < to.size(); ++i) to[i].copy_(from[i]);
   } else {
-    load_parameters(net, spec.kind == model_kind::softmax
-                             ? dho2::vector<float>::Zero(spec.widths[0] * spec.widths[1] +
-                                                         spec.widths[1])
-                             : dho2::mlp<float>(spec.widths).initialize(c.seed));
+    load_parameters(
+        net, spec.kind == model_kind::softmax
+                 ? dho2::vector<float>::Zero(spec.widths[0] * spec.widths[1] + spec.widths[1])
+                 : dho2::mlp<float>(spec.widths).initialize(c.seed));
   }
 
   std::int64_t parameter_count = 0;
@@ -569,9 +570,8 @@ int run(const config& c) {
     << ",\"blas_threads\":" << blas_threads << ",\"model\":" << json_string(c.model)
     << ",\"parameters\":" << parameter_count << ",\"init\":"
     << json_string(spec.kind == model_kind::softmax ? "zeros"
-                   : spec.kind == model_kind::cnn
-                       ? "torch::manual_seed(seed); dho2::torch_lenet"
-                       : "dho2::mlp<float>::initialize(seed)")
+                   : spec.kind == model_kind::cnn   ? "torch::manual_seed(seed); dho2::torch_lenet"
+                                                    : "dho2::mlp<float>::initialize(seed)")
     << ",\"optimizer\":" << json_string(c.optimizer) << ",\"lr\":" << json_number(lr)
     << ",\"momentum\":" << json_number(c.momentum) << ",\"batch\":" << c.batch
     << ",\"epochs\":" << c.epochs << ",\"seed\":" << c.seed

@@ -61,8 +61,16 @@ get(_rss peak_rss_bytes)
 get(_accuracy final_test_accuracy)
 get(_curvature_bytes curvature_bytes_per_rank)
 get(_gradient_s time_s gradient)
+get(_communication_s time_s communication)
+get(_estimate_communication_s time_s estimate_communication)
 string(JSON _target_type TYPE "${_json}" time_to_target_s)
 set(_problems "")
+# The estimates' communication is a part of the communication.
+if(NOT _estimate_communication_s MATCHES "^[0-9]" OR
+   _estimate_communication_s GREATER _communication_s)
+  string(APPEND _problems " time_s.estimate_communication = ${_estimate_communication_s}, "
+                          "expected in [0, time_s.communication = ${_communication_s}];")
+endif()
 if(NOT _optimizer STREQUAL DHO2_EXPECT_OPTIMIZER)
   string(APPEND _problems " optimizer is '${_optimizer}', expected ${DHO2_EXPECT_OPTIMIZER};")
 endif()

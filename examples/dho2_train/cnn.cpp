@@ -34,8 +34,8 @@ using lenet_model = dho2::torch_module_model<scalar, dho2::torch_lenet, dho2::to
 class cnn_model : public lenet_model {
  public:
   explicit cnn_model(long long classes)
-      : lenet_model(dho2::torch_lenet(classes, torch_dtype()), dho2::torch_cross_entropy{image_shape()},
-                    {.name = "lenet"}),
+      : lenet_model(dho2::torch_lenet(classes, torch_dtype()),
+                    dho2::torch_cross_entropy{image_shape()}, {.name = "lenet"}),
         classes_(classes) {}
 
   /// LibTorch's default initialisation of a fresh network after `torch::manual_seed(seed)`: the

@@ -104,12 +104,12 @@ struct train_config {
   long long curvature_ranks = 1;          // split: dedicated curvature ranks
   long long max_staleness = 4;            // split / background: steps an estimate may lag
   std::string on_late;  // split / background: wait | keep-previous ("" = not given: keep-previous)
-  double timeout = 60.0;                // seconds a rank waits for its peers in one call
-  bool timeout_given = false;           // --timeout on the command line (bounds mpi too)
-  std::optional<long long> rank;        // asio: this rank (else DHO2_RANK)
-  std::optional<long long> world_size;  // asio: number of ranks (else DHO2_WORLD_SIZE)
-  std::string rendezvous;               // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
-  std::string bind_address;             // asio: address to listen on (else loopback)
+  double timeout = 60.0;                  // seconds a rank waits for its peers in one call
+  bool timeout_given = false;             // --timeout on the command line (bounds mpi too)
+  std::optional<long long> rank;          // asio: this rank (else DHO2_RANK)
+  std::optional<long long> world_size;    // asio: number of ranks (else DHO2_WORLD_SIZE)
+  std::string rendezvous;                 // asio: host:port of rank 0 (else DHO2_RENDEZVOUS)
+  std::string bind_address;               // asio: address to listen on (else loopback)
   std::optional<double> connect_timeout;  // asio: seconds the rendezvous waits for every rank
   // Checkpoints (see --help).
   std::string checkpoint_dir;         // where checkpoints are committed

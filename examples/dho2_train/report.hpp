@@ -318,6 +318,7 @@ inline std::string summary_json(const train_config& c, const run_result& r, std:
   j.member("estimate_other", s.estimate_other_seconds);
   j.member("update", s.update_seconds);
   j.member("communication", s.communication_seconds);
+  j.member("estimate_communication", s.estimate_communication_seconds);
   j.member("offloaded_estimates", s.offloaded_estimate_seconds);
   j.member("factor", detail::factor_seconds(r));
   j.member("inverse", detail::inverse_seconds(r));

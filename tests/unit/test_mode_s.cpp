@@ -290,3 +290,34 @@ TEST_CASE("mode S: a FOSI step takes four collectives, a step without curvature 
     }
   }
 }
+
+TEST_CASE("mode S: the summary books the estimates' communication apart from the steps'") {
+  // Two ranks, one estimate (warm-up 1): the estimate's collectives are a positive part of the
+  // communication; without curvature that part is 0. Then the part survives a checkpoint.
+  const problem p;
+  for (const bool curvature : {true, false}) {
+    CAPTURE(curvature);
+    dho2::options o = test_options(curvature);
+    o.warmup = 1;
+    o.refresh_every = 1000;
+    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+    const auto parts = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
+      const int rank = t.rank();
+      dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
+      dho2::shuffling_batcher<double> batches(p.data.train, 28, 17);
+      VectorXd x = p.x0;
+      dho2_test::train_steps(opt, p.model, x, batches, 4, rank, 2);
+      const dho2::summary& s = opt.get_summary();
+      return std::pair<double, double>(s.estimate_communication_seconds, s.communication_seconds);
+    });
+    for (const auto& [estimate, all] : parts) {
+      INFO("estimate communication ", estimate, " s of ", all, " s");
+      if (curvature) {
+        CHECK(estimate > 0.0);
+      } else {
+        CHECK(estimate == 0.0);
+      }
+      CHECK(estimate <= all);
+    }
+  }
+}

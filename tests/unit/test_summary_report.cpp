@@ -124,6 +124,17 @@ TEST_CASE("summary: full_report has the termination, steps, estimates, time spli
     CHECK(line_labelled(more, "time").starts_with("time             wall 1.93 s = "));
     CHECK(more[7] == "                 estimates beside training 0.75 s");
   }
+  SUBCASE("the estimates' share of the communication is named when there is one") {
+    dho2::summary t = s;
+    t.total_seconds = 2.5;
+    t.communication_seconds = 0.5;
+    t.estimate_communication_seconds = 0.3;
+    CHECK(line_labelled(lines_of(t.full_report()), "time") ==
+          "time             wall 2.50 s = gradient 0.05 + HVP 0.38 + Lanczos other 1.43 + update "
+          "0.02 + communication 0.50 (estimates 0.30) + other 0.12");
+    CHECK(t.step_communication_seconds() == doctest::Approx(0.2));
+    CHECK(s.step_communication_seconds() == doctest::Approx(0.001));
+  }
   SUBCASE("a summary without steps or estimates still reports every section") {
     const std::vector<std::string> empty = lines_of(dho2::summary{}.full_report());
     REQUIRE(empty.size() == 5);

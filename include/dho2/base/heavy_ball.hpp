@@ -6,7 +6,6 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
-#include <dho2/core/detail/blocks.hpp>
 #include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
@@ -42,14 +41,9 @@ struct heavy_ball {
   /// `begin_step`), m ← μm + g and delta = −ηm on entries [begin, begin + g.size()), one pass.
   template <model_scalar S>
   [[nodiscard]] auto begin_step(state<S>& st) const {
-    return [&m = st.m, mu = static_cast<S>(momentum), lr = static_cast<S>(-learning_rate)](
-               index begin, const_vector_ref<S> g, vector_ref<S> delta) {
-      detail::for_each_block(g.size(), [&](index i, index len) {
-        auto mb = m.segment(begin + i, len);
-        mb = mu * mb + g.segment(i, len);
-        delta.segment(i, len) = lr * mb;
-      });
-    };
+    return detail::momentum_kernel(st, momentum, learning_rate,
+                                   [](const auto& mb, const auto& /*gb*/, S /*mu*/, S neg_lr,
+                                      auto& out) { out = neg_lr * mb; });
   }
 
   /// m ← μm + g; delta = −ηm.

@@ -6,7 +6,6 @@
 
 #include <dho2/base/detail/momentum_state.hpp>
 #include <dho2/concepts/base_optimizer.hpp>
-#include <dho2/core/detail/blocks.hpp>
 #include <dho2/detail/agreement.hpp>
 
 namespace dho2 {
@@ -43,15 +42,10 @@ struct nesterov {
   /// one pass.
   template <model_scalar S>
   [[nodiscard]] auto begin_step(state<S>& st) const {
-    return [&m = st.m, mu = static_cast<S>(momentum), lr = static_cast<S>(-learning_rate)](
-               index begin, const_vector_ref<S> g, vector_ref<S> delta) {
-      detail::for_each_block(g.size(), [&](index i, index len) {
-        auto mb = m.segment(begin + i, len);
-        const auto gb = g.segment(i, len);
-        mb = mu * mb + gb;
-        delta.segment(i, len) = lr * (gb + mu * mb);
-      });
-    };
+    return detail::momentum_kernel(st, momentum, learning_rate,
+                                   [](const auto& mb, const auto& gb, S mu, S neg_lr, auto& out) {
+                                     out = neg_lr * (gb + mu * mb);
+                                   });
   }
 
   /// m ← μm + g; delta = −η(g + μm).

@@ -108,6 +108,9 @@ inline void write_summary_sections(checkpoint_writer& w, const summary& s) {
   std::vector<double> secs;
   for (const auto field : summary_seconds) secs.push_back(s.*field);
   w.add("summary.seconds", std::span<const double>(secs));
+  // A section of its own, so that checkpoints written before it existed still load (as 0).
+  const double estimate_communication = s.estimate_communication_seconds;
+  w.add("summary.estimate_communication", std::span<const double>(&estimate_communication, 1));
   const std::vector<std::uint64_t> bytes{s.curvature_bytes, s.optimizer_state_bytes};
   w.add("summary.bytes", std::span<const std::uint64_t>(bytes));
   w.add("summary.message",
@@ -145,6 +148,9 @@ inline void read_summary_sections(const checkpoint_reader& r, summary& s) {
   s.termination = static_cast<termination_type>(c[nc + 1]);
   const auto secs = r.read<double>("summary.seconds", summary_seconds.size());
   for (std::size_t i = 0; i < secs.size(); ++i) s.*summary_seconds[i] = secs[i];
+  if (r.has("summary.estimate_communication")) {
+    s.estimate_communication_seconds = r.read<double>("summary.estimate_communication", 1)[0];
+  }
   const auto bytes = r.read<std::uint64_t>("summary.bytes", 2);
   s.curvature_bytes = static_cast<std::size_t>(bytes[0]);
   s.optimizer_state_bytes = static_cast<std::size_t>(bytes[1]);

@@ -160,6 +160,10 @@ struct summary {
   /// With `gradient_seconds`, `hvp_seconds`, `estimate_other_seconds` and `update_seconds` it
   /// splits this rank's time without overlap.
   double communication_seconds = 0.0;
+  /// The part of `communication_seconds` spent inside curvature estimates this rank took part in
+  /// (the Lanczos reductions, and the collectives of sharded HVPs); the rest is the steps' own
+  /// (`step_communication_seconds()`).
+  double estimate_communication_seconds = 0.0;
   /// Wall seconds of estimates that ran beside training — on a background thread or on the
   /// curvature ranks of the split schedule — and so are not part of this rank's time split.
   double offloaded_estimate_seconds = 0.0;
@@ -178,6 +182,12 @@ struct summary {
   /// Steps skipped for any reason.
   [[nodiscard]] index skipped_steps() const noexcept {
     return skipped_nonfinite_loss + skipped_nonfinite_gradient;
+  }
+
+  /// Seconds of the steps' own transport calls: `communication_seconds` less
+  /// `estimate_communication_seconds`.
+  [[nodiscard]] double step_communication_seconds() const noexcept {
+    return std::max(0.0, communication_seconds - estimate_communication_seconds);
   }
 
   /// Seconds of the run outside the split of this rank's time (`gradient_seconds`,
@@ -272,7 +282,11 @@ struct summary {
             fixed_text(gradient_seconds, 2) + " + HVP " + fixed_text(hvp_seconds, 2) +
             " + Lanczos other " + fixed_text(estimate_other_seconds, 2) + " + update " +
             fixed_text(update_seconds, 2) + " + communication " +
-            fixed_text(communication_seconds, 2) + " + other " + fixed_text(other_seconds(), 2));
+            fixed_text(communication_seconds, 2) +
+            (estimate_communication_seconds > 0.0
+                 ? " (estimates " + fixed_text(estimate_communication_seconds, 2) + ")"
+                 : std::string()) +
+            " + other " + fixed_text(other_seconds(), 2));
     if (offloaded_estimate_seconds > 0.0) {
       append_report_line(
           out, "", "estimates beside training " + fixed_text(offloaded_estimate_seconds, 2) + " s");

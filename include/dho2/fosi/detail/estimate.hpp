@@ -164,6 +164,7 @@ inline void book_estimate(summary& s, const eigen_estimate& est,
     s.hvp_seconds += std::max(0.0, est.hvp_seconds - here->hvp);
     s.estimate_other_seconds += std::max(0.0, est.seconds - est.hvp_seconds - here->other);
     s.communication_seconds += here->hvp + here->other;
+    s.estimate_communication_seconds += here->hvp + here->other;
   } else {
     s.offloaded_estimate_seconds += est.seconds;
   }
