@@ -263,27 +263,42 @@ TEST_CASE("mode S: even slices (one weight per rank) equal P = 1 at P = 2 4 7, e
   check(dho2::sgd{.learning_rate = 0.05});
 }
 
+namespace {
+
+// Mode S on two in-process ranks with one estimate (warm-up 1, T beyond the run), with or without
+// curvature: each rank takes the estimate and a step, then `then(opt, x, batches, rank)` goes on
+// and returns the rank's result.
+template <class Then>
+auto two_ranks_after_estimate(const problem& p, bool curvature, Then then) {
+  dho2::options o = test_options(curvature);
+  o.warmup = 1;
+  o.refresh_every = 1000;
+  using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
+  return dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
+    const int rank = t.rank();
+    dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
+    dho2::shuffling_batcher<double> batches(p.data.train, 28, 17);
+    VectorXd x = p.x0;
+    dho2_test::train_steps(opt, p.model, x, batches, 2, rank, 2);  // the estimate, a step
+    return then(opt, x, batches, rank);
+  });
+}
+
+}  // namespace
+
 TEST_CASE("mode S: a FOSI step takes four collectives, a step without curvature three") {
   // Counted on the transport (inproc_transport::stats().calls) over steps after the only
-  // estimate (warm-up 1, T beyond the run): reduce-scatter, one all-reduce for the loss
-  // agreement and Vᵀg, one for Vᵀb, all-gather; without curvature no Vᵀg and no Vᵀb.
+  // estimate: reduce-scatter, one all-reduce for the loss agreement and Vᵀg, one for Vᵀb,
+  // all-gather; without curvature no Vᵀg and no Vᵀb.
   const problem p;
   for (const bool curvature : {true, false}) {
     CAPTURE(curvature);
-    dho2::options o = test_options(curvature);
-    o.warmup = 1;
-    o.refresh_every = 1000;
-    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
-    const auto calls = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
-      const int rank = t.rank();
-      dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
-      dho2::shuffling_batcher<double> batches(p.data.train, 28, 17);
-      VectorXd x = p.x0;
-      dho2_test::train_steps(opt, p.model, x, batches, 2, rank, 2);  // the estimate, a step
-      const auto before = opt.policies().transport.stats().calls;
-      dho2_test::train_steps(opt, p.model, x, batches, 3, rank, 2);
-      return (opt.policies().transport.stats().calls - before) / 3;
-    });
+    const auto calls = two_ranks_after_estimate(
+        p, curvature, [&](auto& opt, VectorXd& x, auto& batches, int rank) {
+          const auto before = opt.policies().transport.stats().calls;
+          dho2_test::train_steps(opt, p.model, x, batches, 3, rank, 2);
+          return (opt.policies().transport.stats().calls - before) / 3;
+        });
     for (const auto c : calls) {
       INFO("expected ", curvature ? 4 : 3, " collectives per step, got ", c);
       CHECK(c == (curvature ? 4U : 3U));
@@ -292,24 +307,18 @@ TEST_CASE("mode S: a FOSI step takes four collectives, a step without curvature 
 }
 
 TEST_CASE("mode S: the summary books the estimates' communication apart from the steps'") {
-  // Two ranks, one estimate (warm-up 1): the estimate's collectives are a positive part of the
-  // communication; without curvature that part is 0. Then the part survives a checkpoint.
+  // The estimate's collectives are a positive part of the communication; without curvature that
+  // part is 0. (test_checkpoint.cpp checks that a checkpoint gives it back.)
   const problem p;
   for (const bool curvature : {true, false}) {
     CAPTURE(curvature);
-    dho2::options o = test_options(curvature);
-    o.warmup = 1;
-    o.refresh_every = 1000;
-    using policies = dho2::default_policies::with_transport<dho2::inproc_transport>;
-    const auto parts = dho2_test::on_inproc_ranks(2, [&](dho2::inproc_transport& t) {
-      const int rank = t.rank();
-      dho2::optimizer<double, policies> opt(o, policies{.transport = std::move(t)});
-      dho2::shuffling_batcher<double> batches(p.data.train, 28, 17);
-      VectorXd x = p.x0;
-      dho2_test::train_steps(opt, p.model, x, batches, 4, rank, 2);
-      const dho2::summary& s = opt.get_summary();
-      return std::pair<double, double>(s.estimate_communication_seconds, s.communication_seconds);
-    });
+    const auto parts = two_ranks_after_estimate(
+        p, curvature, [&](auto& opt, VectorXd& x, auto& batches, int rank) {
+          dho2_test::train_steps(opt, p.model, x, batches, 2, rank, 2);
+          const dho2::summary& s = opt.get_summary();
+          return std::pair<double, double>(s.estimate_communication_seconds,
+                                           s.communication_seconds);
+        });
     for (const auto& [estimate, all] : parts) {
       INFO("estimate communication ", estimate, " s of ", all, " s");
       if (curvature) {
