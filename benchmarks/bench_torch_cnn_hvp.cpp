@@ -120,12 +120,18 @@ std::shared_ptr<fixture> fixture_for(index b) {
   return cached;
 }
 
+// The fixture of the benchmark's batch, or nullptr after skipping the benchmark with the fixture's
+// failed check.
+std::shared_ptr<fixture> checked_fixture(benchmark::State& state) {
+  auto f = fixture_for(state.range(0));
+  if (f->check_failure.empty()) return f;
+  state.SkipWithError(f->check_failure.c_str());
+  return nullptr;
+}
+
 void BM_cnn_gradient(benchmark::State& state) {
-  const auto f = fixture_for(state.range(0));
-  if (!f->check_failure.empty()) {
-    state.SkipWithError(f->check_failure.c_str());
-    return;
-  }
+  const auto f = checked_fixture(state);
+  if (!f) return;
   dho2::vector<float> g(f->model.num_parameters());
   static_cast<void>(f->model.loss_and_gradient(f->x, f->batch, g));  // warm-up
   for (auto _ : state) {
@@ -138,11 +144,8 @@ void BM_cnn_gradient(benchmark::State& state) {
 }
 
 void BM_cnn_hvp(benchmark::State& state) {
-  const auto f = fixture_for(state.range(0));
-  if (!f->check_failure.empty()) {
-    state.SkipWithError(f->check_failure.c_str());
-    return;
-  }
+  const auto f = checked_fixture(state);
+  if (!f) return;
   dho2::vector<float> hv(f->model.num_parameters());
   f->model.hessian_vector_product(f->x, f->batch, f->v, hv);  // warm-up
   for (auto _ : state) {
@@ -176,11 +179,8 @@ double seconds(std::chrono::steady_clock::duration d) {
 }
 
 void BM_paired_cnn(benchmark::State& state) {
-  const auto f = fixture_for(state.range(0));
-  if (!f->check_failure.empty()) {
-    state.SkipWithError(f->check_failure.c_str());
-    return;
-  }
+  const auto f = checked_fixture(state);
+  if (!f) return;
   const index n = f->model.num_parameters();
   dho2::vector<float> g(n);
   dho2::vector<float> hv(n);

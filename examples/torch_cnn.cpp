@@ -101,22 +101,6 @@ double cpu_seconds_since(std::clock_t start) {
 
 using cnn_model = dho2::torch_module_model<float, dho2::torch_lenet, dho2::torch_cross_entropy>;
 
-// The mean loss over a data set, in chunks of 128 samples (a whole test set at once would need
-// gigabytes of activations, and chunks of 1000 cost 5x more per image than chunks of 128).
-double chunked_loss(const cnn_model& model, const Eigen::VectorXf& x,
-                    const dho2::classification_batch<float>& data) {
-  const dho2::index chunk = 128;
-  double total = 0.0;
-  dho2::classification_batch<float> part;
-  for (dho2::index start = 0; start < data.size(); start += chunk) {
-    const dho2::index count = std::min(chunk, data.size() - start);
-    part.inputs = data.inputs.middleCols(start, count);
-    part.labels = data.labels.segment(start, count);
-    total += static_cast<double>(model.loss(x, part)) * static_cast<double>(count);
-  }
-  return data.size() > 0 ? total / static_cast<double>(data.size()) : 0.0;
-}
-
 // Times `repeats` gradients and exact HVPs at one batch, and the adapter's flat copies: a
 // gradient copies x in and the gradient out (2n scalars), a product x and v in and H·v out (3n).
 void measure(const cnn_model& model, const dho2::classification_batch<float>& batch,
@@ -190,7 +174,7 @@ int run(const config& c) {
   dho2::optimizer<float> opt(opts, {.base = {.learning_rate = c.lr}});
   Eigen::VectorXf x = model.initial_point();
   const dho2::classification_batch<float> test{data.test.inputs, data.test.labels};
-  const double initial_test_loss = chunked_loss(model, x, test);
+  const double initial_test_loss = dho2::torch_chunked_loss(model, x, test);
   std::printf(
       "LeNet CNN, %lld parameters (%s), %lld training samples, batch %lld, %d torch "
       "threads\n",
@@ -218,7 +202,7 @@ int run(const config& c) {
   trained->eval();
   const double accuracy = dho2::torch_accuracy(trained, test, {1, 28, 28});
   std::printf("%s\n", opt.get_summary().brief_report().c_str());
-  const double test_loss = chunked_loss(model, x, test);
+  const double test_loss = dho2::torch_chunked_loss(model, x, test);
   std::printf(
       "test accuracy %.4f, test loss %.4f (initially %.4f) on %lld samples after %lld "
       "steps (%.1f s of training)\n",

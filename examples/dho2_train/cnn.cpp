@@ -56,20 +56,11 @@ class cnn_model : public lenet_model {
     return dho2::torch_accuracy(module, data, image_shape());
   }
 
-  /// The mean loss over `batch`, in chunks of 128 samples.
+  /// The mean loss over `batch`, in chunks of 128 samples (`dho2::torch_chunked_loss`).
   [[nodiscard]] scalar loss(dho2::const_vector_ref<scalar> x,
                             const dho2::classification_batch<scalar>& batch) const {
-    const dho2::index chunk = 128;
-    if (batch.size() <= chunk) return lenet_model::loss(x, batch);
-    double total = 0.0;
-    dho2::classification_batch<scalar> part;
-    for (dho2::index start = 0; start < batch.size(); start += chunk) {
-      const dho2::index count = std::min(chunk, batch.size() - start);
-      part.inputs = batch.inputs.middleCols(start, count);
-      part.labels = batch.labels.segment(start, count);
-      total += static_cast<double>(lenet_model::loss(x, part)) * static_cast<double>(count);
-    }
-    return static_cast<scalar>(total / static_cast<double>(batch.size()));
+    return static_cast<scalar>(
+        dho2::torch_chunked_loss(static_cast<const lenet_model&>(*this), x, batch));
   }
 
  private:

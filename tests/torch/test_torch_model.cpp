@@ -361,6 +361,21 @@ TEST_CASE("torch: gradient and HVP agree with finite differences (tanh MLP, LeNe
   CHECK(ch.symmetry_error <= 1e-12);
 }
 
+TEST_CASE("torch: torch_chunked_loss equals the loss of the whole batch") {
+  const mlp_model mlp = make_mlp_model(widths, dho2::activation::tanh);
+  const VectorXd x =
+      to_torch(dho2::mlp<double>(widths, dho2::activation::tanh).initialize(5), widths);
+  const auto batch = teacher_batch(37, 11);
+  const double whole = mlp.loss(x, batch);
+  for (const dho2::index chunk : {5, 36, 37, 128}) {
+    const double chunked = dho2::torch_chunked_loss(mlp, x, batch, chunk);
+    INFO("chunks of ", chunk, ": ", chunked, ", expected the whole batch's ", whole);
+    CHECK(chunked == doctest::Approx(whole).epsilon(1e-13));
+  }
+  const dho2::classification_batch<double> empty{batch.inputs.leftCols(0), batch.labels.head(0)};
+  CHECK(dho2::torch_chunked_loss(mlp, x, empty) == 0.0);
+}
+
 TEST_CASE("torch: layout, structure, initial point, prototype and factory agree") {
   torch::manual_seed(1);
   const torch::nn::Sequential prototype = torch_mlp(widths, dho2::activation::tanh);

@@ -1,8 +1,9 @@
 /// @file
 /// `dho2::classification_batch` as LibTorch tensors, and the loss and accuracy of a classifier
 /// module on such batches: `torch_inputs` (a zero-copy view of the samples), `torch_labels`,
-/// `torch_cross_entropy` (a loss for `dho2::torch_module_model`) and `torch_accuracy`. Part of
-/// the optional component `dho2::torch`.
+/// `torch_cross_entropy` (a loss for `dho2::torch_module_model`), `torch_accuracy` and
+/// `torch_chunked_loss` (a mean loss over a large data set). Part of the optional component
+/// `dho2::torch`.
 #pragma once
 
 #include <dho2/core/errors.hpp>
@@ -85,6 +86,29 @@ template <class Module, model_scalar S>
     correct += predicted.eq(labels.narrow(0, start, count)).sum().template item<std::int64_t>();
   }
   return size == 0 ? 0.0 : static_cast<double>(correct) / static_cast<double>(size);
+}
+
+/// The mean of `model.loss(x, ·)` over the samples of `data` (0 for no samples), evaluated in
+/// chunks of `chunk` samples (each copied once) and weighted by their sizes, for data sets whose
+/// activations would not fit at once (a test set through a CNN); the default 128 as for
+/// `torch_accuracy`. `Model` is a `dho2::torch_module_model` on classification batches, or any
+/// model with that `loss`.
+template <class Model>
+[[nodiscard]] double torch_chunked_loss(
+    const Model& model, const_vector_ref<typename Model::scalar_type> x,
+    const classification_batch<typename Model::scalar_type>& data, index chunk = 128) {
+  if (data.size() <= chunk) {
+    return data.size() == 0 ? 0.0 : static_cast<double>(model.loss(x, data));
+  }
+  double total = 0.0;
+  classification_batch<typename Model::scalar_type> part;
+  for (index start = 0; start < data.size(); start += chunk) {
+    const index count = std::min(chunk, data.size() - start);
+    part.inputs = data.inputs.middleCols(start, count);
+    part.labels = data.labels.segment(start, count);
+    total += static_cast<double>(model.loss(x, part)) * static_cast<double>(count);
+  }
+  return total / static_cast<double>(data.size());
 }
 
 }  // namespace dho2
