@@ -108,7 +108,7 @@ TEST_CASE_TEMPLATE("adamw: one step alone is -lr (g/(|g| + eps) + weight_decay x
         "adamw learning_rate=0.001 beta1=0.9 beta2=0.999 epsilon=1e-08 weight_decay=0.01");
 }
 
-TEST_CASE("adamw: validate names the field; the optimizer refuses a negative weight decay") {
+TEST_CASE("adamw: validate names the field, the optimizer refuses a negative weight decay") {
   const auto message = [](const dho2::adamw& w) {
     try {
       w.validate();

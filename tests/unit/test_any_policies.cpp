@@ -53,7 +53,7 @@ TEST_CASE("any_transport: the conformance body passes through the wrapper at P =
   CHECK(dho2::testing::transport_conformance(single).empty());
 }
 
-TEST_CASE("any_transport: stats include the groups split from it; target() finds the handle") {
+TEST_CASE("any_transport: stats include the groups split from it, target() finds the handle") {
   const int p = 3;
   std::vector<dho2::transport_stats> parent(p), child(p);
   std::vector<bool> found_target(p, false);

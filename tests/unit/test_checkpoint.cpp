@@ -361,7 +361,7 @@ TEST_CASE("checkpoint: DiLoCo resume equals the straight run bit for bit at P = 
 }
 
 TEST_CASE(
-    "checkpoint: background schedule resumes bit for bit; a save with an estimate in "
+    "checkpoint: background schedule resumes bit for bit, a save with an estimate in "
     "flight is refused") {
   using policies = dho2::default_policies::with_schedule<dho2::background_schedule>;
   const auto make = [] {
@@ -614,7 +614,7 @@ TEST_CASE("checkpoint: an interrupted save leaves the previous checkpoint in use
   }
 }
 
-TEST_CASE("checkpoint: split schedule resumes bit for bit; the curvature ranks join the save") {
+TEST_CASE("checkpoint: split schedule resumes bit for bit, the curvature ranks join the save") {
   // 2 trainers + 1 curvature rank, staleness 2: estimates of steps 2, 6, 10, … are in use
   // before steps 4, 8, 12, …; the save after step call 4 has none in flight, one before it
   // (anchoring the velocity) and several after it.

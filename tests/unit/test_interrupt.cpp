@@ -122,7 +122,7 @@ TEST_CASE("interrupt: a diverged run stops after max_consecutive_skips skipped s
   CHECK(opt.stopped());
 }
 
-TEST_CASE("interrupt: a taken step resets the count; 0 turns the bound off") {
+TEST_CASE("interrupt: a taken step resets the count, 0 turns the bound off") {
   // Runs of 4 bad calls separated by good ones never reach a bound of 5.
   std::vector<dho2::index> bad;
   for (dho2::index t = 0; t < 100; ++t) {
@@ -305,7 +305,7 @@ TEST_CASE("interrupt: an interruption on one rank stops every rank at the same s
   CHECK(summaries[1].message == "interrupted on rank 1");
 }
 
-TEST_CASE("interrupt: a second signal ends the process at once; the guard restores handlers") {
+TEST_CASE("interrupt: a second signal ends the process at once, the guard restores handlers") {
   // In a child process: the first SIGTERM is recorded, the second kills it with SIGTERM.
   const pid_t child = ::fork();
   REQUIRE(child >= 0);

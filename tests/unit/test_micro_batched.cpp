@@ -58,7 +58,7 @@ void check_same(const evaluation& got, const evaluation& want, const std::string
 
 }  // namespace
 
-TEST_CASE("micro_batched: loss, gradient and HVP equal the whole batch's; sizes weigh") {
+TEST_CASE("micro_batched: loss, gradient and HVP equal the whole batch's, sizes weigh") {
   const dho2_test::mlp_problem p;
   const accumulated model(p.model);
   dho2::shuffling_batcher<double> batches(p.data.train, 30, 5);

@@ -76,7 +76,7 @@ TEST_CASE("quadratic: the dense Hessian has exactly the planted eigenvalues (to 
   }
 }
 
-TEST_CASE("quadratic: gradient vanishes at the minimiser; loss, gradient and HVP formulas") {
+TEST_CASE("quadratic: gradient vanishes at the minimiser, loss, gradient and HVP formulas") {
   const Eigen::VectorXd lambda = dho2::testing::geometric(30, 4.0, 0.85);
   const Eigen::VectorXd x_star = random_vector(30, 50);
   const dho2::quadratic<double> q(lambda, 51, x_star);
@@ -111,7 +111,7 @@ TEST_CASE("quadratic: gradient vanishes at the minimiser; loss, gradient and HVP
   CHECK(dho2::testing::check_hvp(q, x, full, 4, 55).ok(1e-8));
 }
 
-TEST_CASE("quadratic: same seed, same problem; float evaluates the same problem in float") {
+TEST_CASE("quadratic: same seed, same problem, float evaluates the same problem in float") {
   const Eigen::VectorXd lambda = dho2::testing::with_negative_outliers(25, 2);
   const dho2::quadratic<double> a(lambda, 7);
   const dho2::quadratic<double> b(lambda, 7);

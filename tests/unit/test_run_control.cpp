@@ -377,7 +377,7 @@ TEST_CASE("keep_best: in mode S every rank keeps the same copy") {
                 ", expected 0");
 }
 
-TEST_CASE("time_budget: a used-up budget stops the run; every rank stops at the same step") {
+TEST_CASE("time_budget: a used-up budget stops the run, every rank stops at the same step") {
   SUBCASE("one rank, budget 0: stops after the first step") {
     tiny_batches batches;
     sgd_optimizer opt(no_curvature(), {.base = {.learning_rate = 0.5}});
