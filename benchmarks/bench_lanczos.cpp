@@ -2,6 +2,8 @@
 //   BM_lanczos_mlp/m:M       the exact HVP of dho2::mlp<float> 784-256-256-10 (ReLU) at batch 128
 //   BM_lanczos_mlp_kept_workspace/m:M  the same with one dho2::lanczos::workspace kept across
 //                            estimates (as the optimizer keeps it): no fresh basis allocation
+//   BM_lanczos_mlp_float_basis/m:M  the same kept-workspace estimate with the basis stored in float
+//                            (dho2::basic_lanczos<float>): half the bytes per pass over Q
 //   BM_lanczos_diagonal/m:M  a diagonal operator of the same n (an HVP that costs almost nothing)
 // so that the HVP time and the rest of the estimate (mostly the re-orthogonalisation) are seen
 // separately. Counters, per estimate (averaged over the iterations):
@@ -12,12 +14,13 @@
 //                  V = Y^T Q^T (small next to the re-orthogonalisation for m >= 20)
 //   passes_per_step eigen_estimate::reorthogonalization_passes / m (2 = CGS2 on every step)
 //   reorth_GBps    reorth_bytes / reorth_seconds, with reorth_bytes counted from lanczos.hpp
-//                  (doubles, basis Q of n x (j + 1) at step j): each pass reads Q twice
-//                  (h = Q^T w, w -= Q h) and w three times (read, read + write), then ||w|| and
-//                  q_{j+1} = w / beta move 3n doubles. With two passes on every step that is
-//                  sum_j 2 (16 (j + 1) n + 24 n) + 24 n = 16 n m (m + 1) + 72 n m bytes; with
-//                  fewer passes the pass terms are scaled by passes / (2m) — an approximation
-//                  that assumes the skipped passes are spread evenly over the steps.
+//                  (basis Q of n x (j + 1) entries of b bytes at step j, b = 8 in double, 4 in
+//                  float): a step reads Q once to project, and once more for each pass's
+//                  subtraction (a second pass's projection shares that read), so p passes read
+//                  Q p + 1 times; w moves three times per read of Q, and q_{j+1} = w / beta 2n
+//                  doubles. Counted as sum_j (p_j + 1) (b (j + 1) n + 24 n) + 16 n m with the
+//                  average p of the run spread evenly over the steps (an approximation: second
+//                  passes are more frequent late in a run, where Q is larger).
 // The operator is built here as the optimizer builds it for one process: shard_layout{n, 0, n},
 // the apply function casts the double vector to float, calls the model's HVP and casts back, and
 // the reduction is a no-op. Every estimate uses the same seed and stream, so every iteration
@@ -52,7 +55,8 @@ const bool context_added = [] {
   benchmark::AddCustomContext("batch", std::to_string(batch_size));
   benchmark::AddCustomContext("k", std::to_string(k_largest));
   benchmark::AddCustomContext("m", "10,20,40,80");
-  benchmark::AddCustomContext("scalar", "float model, double Lanczos basis");
+  benchmark::AddCustomContext("scalar",
+                              "float model; Lanczos basis in double (float in *_float_basis)");
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
   benchmark::AddCustomContext("eigen_threads", std::to_string(Eigen::nbThreads()));
   return true;
@@ -66,12 +70,14 @@ void lanczos_step_counts(benchmark::internal::Benchmark* b) {
 }
 
 // Runs the timed loop of estimates on `op` and reports the split; with `kept`, every estimate
-// reuses one dho2::lanczos::workspace (as the optimizer does), else each allocates its basis.
+// reuses one workspace (as the optimizer does), else each allocates its basis.
+template <class Basis = double>
 void run_estimates(benchmark::State& state, dho2::hvp_operator& op, bool kept) {
+  constexpr std::size_t basis_bytes_per_entry = sizeof(Basis);
   const index m = state.range(0);
-  const dho2::lanczos lanczos{};
+  const dho2::basic_lanczos<Basis> lanczos{};
   const dho2::estimate_request request{k_largest, 0, m, seed, 0};
-  dho2::lanczos::workspace ws;
+  typename dho2::basic_lanczos<Basis>::workspace ws;
   double total = 0.0;
   double hvp = 0.0;
   index hvps = 0;
@@ -96,19 +102,21 @@ void run_estimates(benchmark::State& state, dho2::hvp_operator& op, bool kept) {
   const double n = as_double(op.global_size());
   const double mm = as_double(m);
   const double estimates = as_double(state.iterations());
-  const double pass_share = as_double(passes) / estimates / (2.0 * mm);  // 1 = CGS2 always
+  const double passes_per_step = as_double(passes) / estimates / mm;
+  const double b = as_double(static_cast<index>(basis_bytes_per_entry));
   const double reorth_bytes =
-      pass_share * (16.0 * n * mm * (mm + 1.0) + 48.0 * n * mm) + 24.0 * n * mm;
+      (passes_per_step + 1.0) * (b * n * mm * (mm + 1.0) / 2.0 + 24.0 * n * mm) + 16.0 * n * mm;
   using counter = benchmark::Counter;
   state.counters["hvp_seconds"] = counter(hvp, counter::kAvgIterations);
   state.counters["reorth_seconds"] = counter(total - hvp, counter::kAvgIterations);
   state.counters["hvps"] = counter(as_double(hvps), counter::kAvgIterations);
-  state.counters["passes_per_step"] = 2.0 * pass_share;
+  state.counters["passes_per_step"] = passes_per_step;
   state.counters["reorth_bytes"] = reorth_bytes;
   state.counters["reorth_GBps"] =
       total > hvp ? reorth_bytes * estimates / (total - hvp) / 1e9 : 0.0;
 }
 
+template <class Basis = double>
 void lanczos_mlp(benchmark::State& state, bool kept) {
   const dho2::mlp<float> model(layers, dho2::activation::relu);
   const index n = model.num_parameters();
@@ -127,12 +135,14 @@ void lanczos_mlp(benchmark::State& state, bool kept) {
         return hv.allFinite();
       },
       [](std::span<double>) {});
-  run_estimates(state, op, kept);
+  run_estimates<Basis>(state, op, kept);
 }
 void BM_lanczos_mlp(benchmark::State& state) { lanczos_mlp(state, false); }
 void BM_lanczos_mlp_kept_workspace(benchmark::State& state) { lanczos_mlp(state, true); }
+void BM_lanczos_mlp_float_basis(benchmark::State& state) { lanczos_mlp<float>(state, true); }
 BENCHMARK(BM_lanczos_mlp)->Apply(lanczos_step_counts);
 BENCHMARK(BM_lanczos_mlp_kept_workspace)->Apply(lanczos_step_counts);
+BENCHMARK(BM_lanczos_mlp_float_basis)->Apply(lanczos_step_counts);
 
 void BM_lanczos_diagonal(benchmark::State& state) {
   const index n = dho2::mlp<float>(layers).num_parameters();

@@ -442,3 +442,37 @@ TEST_CASE("fosi: the summary measures curvature and optimizer-state bytes") {
   CHECK(s.hvps == 20);
   CHECK(s.hvp == dho2::hvp_source::model);
 }
+
+TEST_CASE(
+    "fosi: a float Lanczos basis (basic_lanczos<float>) as the estimator policy follows the "
+    "double basis's run to float accuracy") {
+  // Same problem, options and steps; only the basis precision differs. The eigenvalues must agree
+  // to about float round-off of |H| and the parameters after 14 steps (3 estimates) to 1e-5 of
+  // their size: the Newton part moves x along V / |lambda|, so a Ritz pair off by 1e-7 moves it
+  // by about that much.
+  const quad q(dho2::testing::geometric(60, 5.0, 0.8), 15);
+  dho2::options o;
+  o.k = 3;
+  o.warmup = 3;
+  o.refresh_every = 4;
+  o.alpha = 0.3;
+  using float_basis = dho2::default_policies::with_estimator<dho2::basic_lanczos<float>>;
+  const dho2::adam adam{.learning_rate = 0.03};
+  dho2::optimizer<double> with_double(o, {.base = adam});
+  dho2::optimizer<double, float_basis> with_float(o, {.base = adam});
+  VectorXd x = q.initial_point();
+  VectorXd y = q.initial_point();
+  for (int t = 0; t < 14; ++t) {
+    with_double.step(q, x, no_batch);
+    with_float.step(q, y, no_batch);
+  }
+  REQUIRE(with_float.get_summary().curvature_estimates == 3);
+  CHECK(with_float.get_summary().curvature_bytes < with_double.get_summary().curvature_bytes);
+  const VectorXd lambda_d = with_double.eigenvalues();
+  const VectorXd lambda_f = with_float.eigenvalues();
+  INFO("eigenvalues, double basis: ", lambda_d.transpose(),
+       "; float basis: ", lambda_f.transpose());
+  CHECK((lambda_f - lambda_d).cwiseAbs().maxCoeff() < 1e-5 * 5.0);
+  INFO("max |x_float - x_double| = ", (y - x).cwiseAbs().maxCoeff());
+  CHECK((y - x).cwiseAbs().maxCoeff() < 1e-5 * x.cwiseAbs().maxCoeff());
+}

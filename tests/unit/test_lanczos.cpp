@@ -2,11 +2,17 @@
 #include <dho2/curvature/lanczos.hpp>
 #include <dho2/models/quadratic.hpp>
 #include <dho2/testing/planted_spectrum.hpp>
+#include <dho2/transport/inproc.hpp>
 
 #include <Eigen/Eigenvalues>
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
+#include <limits>
+#include <mutex>
+#include <span>
+#include <vector>
 
 namespace {
 
@@ -54,6 +60,68 @@ dho2::eigen_estimate run(const MatrixXd& a, dho2::index k, dho2::index l, dho2::
                          bool in_float = false) {
   auto op = dense_operator(a, in_float);
   return dho2::lanczos{}.estimate(op, {k, l, m, 7, 0});
+}
+
+// Rank `rank` of `ranks` (even shards) of y = A x: gathers x, multiplies its own rows; the flag is
+// this rank's (hvp_operator::apply_function). `poison` puts a NaN into this rank's product at its
+// `poison`-th call (0: never). `reductions` counts the estimator's all_reduce_sum calls.
+dho2::hvp_operator sharded_operator(const MatrixXd& a, dho2::inproc_transport& t,
+                                    std::vector<dho2::index>& offsets, int poison, int& calls,
+                                    int& reductions) {
+  const auto n = a.rows();
+  const int ranks = t.size();
+  offsets.assign(static_cast<std::size_t>(ranks) + 1, 0);
+  for (int r = 0; r <= ranks; ++r) offsets[static_cast<std::size_t>(r)] = n * r / ranks;
+  const dho2::index lo = offsets[static_cast<std::size_t>(t.rank())];
+  const dho2::index len = offsets[static_cast<std::size_t>(t.rank()) + 1] - lo;
+  return dho2::hvp_operator(
+      dho2::shard_layout{n, lo, len},
+      [&a, &t, &offsets, lo, len, poison, &calls](Eigen::Ref<const VectorXd> x,
+                                                  Eigen::Ref<VectorXd> y) {
+        VectorXd mine = x;
+        VectorXd all(a.rows());
+        t.all_gather(std::span<const double>(mine.data(), static_cast<std::size_t>(len)),
+                     std::span<double>(all.data(), static_cast<std::size_t>(all.size())),
+                     std::span<const dho2::index>(offsets));
+        y.noalias() = a.middleRows(lo, len) * all;
+        if (++calls == poison) y(0) = std::numeric_limits<double>::quiet_NaN();
+        return y.allFinite();
+      },
+      [&t, &reductions](std::span<double> values) {
+        ++reductions;
+        t.all_reduce_sum(values);
+      });
+}
+
+struct sharded_result {
+  dho2::eigen_estimate estimate;
+  int reductions = 0;
+};
+
+// One estimate of `lanczos` on A sharded over `ranks` in-process ranks; rank 0's result (every
+// rank's eigenvalues are checked equal) and its reduction count.
+template <class Lanczos>
+sharded_result run_sharded(const Lanczos& lanczos, const MatrixXd& a, int ranks,
+                           const dho2::estimate_request& request, int poison_rank = -1,
+                           int poison_call = 0) {
+  std::vector<sharded_result> results(static_cast<std::size_t>(ranks));
+  dho2::run_inproc(
+      ranks, {.timeout = std::chrono::duration<double>(20.0)}, [&](dho2::inproc_transport& t) {
+        std::vector<dho2::index> offsets;
+        int calls = 0;
+        auto& mine = results[static_cast<std::size_t>(t.rank())];
+        auto op = sharded_operator(a, t, offsets, t.rank() == poison_rank ? poison_call : 0, calls,
+                                   mine.reductions);
+        mine.estimate = lanczos.estimate(op, request);
+      });
+  for (const sharded_result& r : results) {
+    CHECK_MESSAGE(r.estimate.failed == results[0].estimate.failed,
+                  "expected every rank to agree on failure");
+    CHECK_MESSAGE(r.estimate.eigenvalues == results[0].estimate.eigenvalues,
+                  "expected identical eigenvalues on every rank (reduced values only)");
+    CHECK(r.reductions == results[0].reductions);
+  }
+  return results[0];
 }
 
 }  // namespace
@@ -273,4 +341,218 @@ TEST_CASE(
     CHECK(kept.basis_bytes == fresh.basis_bytes);
   }
   CHECK_MESSAGE(ws.basis.rows() == 60, "expected the workspace to hold the last basis shard");
+}
+
+TEST_CASE(
+    "lanczos: a step reduces once (twice with a second pass): the product's finiteness flag and "
+    "beta ride along") {
+  // Distributed, a step's collectives are the product's (gather, reduce-scatter) plus one
+  // all-reduce per Gram-Schmidt pass: the start vector's norm, then exactly one reduction per pass.
+  const MatrixXd a = dho2::quadratic<double>(dho2::testing::geometric(120, 5.0, 0.8), 3).hessian();
+  for (const int ranks : {1, 2, 3}) {
+    CAPTURE(ranks);
+    const auto r = run_sharded(dho2::lanczos{}, a, ranks, {5, 0, 30, 7, 0});
+    REQUIRE(r.estimate.iterations == 30);
+    CHECK_MESSAGE(r.reductions == 1 + r.estimate.reorthogonalization_passes,
+                  "expected 1 + passes = ", 1 + r.estimate.reorthogonalization_passes,
+                  " reductions, got ", r.reductions);
+  }
+}
+
+TEST_CASE("lanczos: sharded over P = 2, 3 equals P = 1 to round-off, double and float basis") {
+  const MatrixXd a = dho2::quadratic<double>(dho2::testing::geometric(150, 6.0, 0.75), 5).hessian();
+  const dho2::estimate_request request{6, 1, 40, 9, 2};
+  const auto one = run_sharded(dho2::lanczos{}, a, 1, request);
+  const auto one_f = run_sharded(dho2::basic_lanczos<float>{}, a, 1, request);
+  for (const int ranks : {2, 3}) {
+    CAPTURE(ranks);
+    const auto d = run_sharded(dho2::lanczos{}, a, ranks, request);
+    const auto f = run_sharded(dho2::basic_lanczos<float>{}, a, ranks, request);
+    for (Eigen::Index i = 0; i < 7; ++i) {
+      INFO("pair ", i, ": P = 1 ", one.estimate.eigenvalues(i), ", sharded ",
+           d.estimate.eigenvalues(i), " (double basis), ", f.estimate.eigenvalues(i), " (float)");
+      CHECK(std::abs(d.estimate.eigenvalues(i) - one.estimate.eigenvalues(i)) < 1e-12);
+      CHECK(std::abs(f.estimate.eigenvalues(i) - one_f.estimate.eigenvalues(i)) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("lanczos: a non-finite product on one rank fails the estimate on every rank") {
+  // Rank 1's third product has a NaN in its own shard only; the flag travels in the pass's
+  // reduction, so rank 0 must stop at the same step without a collective of its own.
+  const MatrixXd a = dho2::quadratic<double>(dho2::testing::geometric(60, 4.0, 0.8), 2).hessian();
+  for (const bool in_float : {false, true}) {
+    CAPTURE(in_float);
+    const auto r = in_float
+                       ? run_sharded(dho2::basic_lanczos<float>{}, a, 2, {3, 0, 10, 1, 0}, 1, 3)
+                       : run_sharded(dho2::lanczos{}, a, 2, {3, 0, 10, 1, 0}, 1, 3);
+    CHECK_MESSAGE(r.estimate.failed, "expected the estimate to fail on rank 0 too");
+    CHECK(r.estimate.hvps == 3);
+    CHECK(r.estimate.eigenvalues.size() == 0);
+    CHECK(r.estimate.eigenvectors.allFinite());
+  }
+}
+
+TEST_CASE(
+    "lanczos: with one pass per step, a cancelled step reduces its norm explicitly and still "
+    "detects breakdown") {
+  // A rank-3 Hessian: the fourth Krylov vector cancels to round-off in its only pass, where
+  // Pythagoras cannot give beta; the explicit reduction must, and breakdown must follow.
+  const dho2::quadratic<double> q(dho2::testing::rank_deficient(80, 3, 6.0), 5);
+  dho2::lanczos one_pass;
+  one_pass.reorthogonalization_passes = 1;
+  const auto r = run_sharded(one_pass, q.hessian(), 2, {6, 0, 30, 7, 0});
+  CHECK(r.estimate.breakdown);
+  CHECK(r.estimate.iterations <= 4);
+  CHECK_MESSAGE(r.reductions > 1 + r.estimate.reorthogonalization_passes,
+                "expected at least one explicit norm reduction, got ", r.reductions,
+                " reductions for ", r.estimate.reorthogonalization_passes, " passes");
+  REQUIRE(r.estimate.num_largest >= 3);
+  CHECK(std::abs(r.estimate.eigenvalues(0) - 6.0) < 1e-10);
+  CHECK(std::abs(r.estimate.eigenvalues(1) - 4.0) < 1e-10);
+  CHECK(std::abs(r.estimate.eigenvalues(2) - 2.0) < 1e-10);
+}
+
+TEST_CASE(
+    "basic_lanczos<float>: the float basis's Ritz values match the double basis's to float "
+    "accuracy (1e-5 of |H|), at half the basis bytes") {
+  // Planted spectra: geometric, a clustered top, negative outliers; the same request with the
+  // basis in float and in double, so the difference is what the basis precision costs. The
+  // bound: a basis rounded to float (unit round-off 6e-8) is orthonormal to about sqrt(m)·6e-8,
+  // which moves a Ritz value by about that much of |H|; 1e-5 leaves a wide margin and is still
+  // five orders above the double basis's 1e-10 checks in this file, so a wrong conversion or a
+  // lost block would fail it.
+  struct spectrum_case {
+    const char* name;
+    dho2::vector<double> values;
+    dho2::index k;
+    dho2::index l;
+    dho2::index m;
+  };
+  const std::vector<spectrum_case> cases{
+      {"geometric", dho2::testing::geometric(300, 5.0, 0.7), 5, 0, 60},
+      {"clustered", dho2::testing::clustered(150, 3, 10.0, 1e-3, 1.0), 3, 0, 80},
+      {"negative outliers", dho2::testing::with_negative_outliers(120, 2, 10.0, -20.0), 2, 2, 80}};
+  for (const spectrum_case& c : cases) {
+    CAPTURE(c.name);
+    const dho2::quadratic<double> q(c.values, 13);
+    auto op = dense_operator(q.hessian());
+    const auto est = dho2::basic_lanczos<float>{}.estimate(op, {c.k, c.l, c.m, 7, 0});
+    auto op_d = dense_operator(q.hessian());
+    const auto est_d = dho2::lanczos{}.estimate(op_d, {c.k, c.l, c.m, 7, 0});
+    CHECK(est.basis_bytes * 2 == est_d.basis_bytes);
+    REQUIRE(est.eigenvalues.size() == c.k + c.l);
+    const double scale = c.values.cwiseAbs().maxCoeff();
+    for (Eigen::Index i = 0; i < c.k + c.l; ++i) {
+      INFO("pair ", i, ": float basis ", est.eigenvalues(i), ", double basis ",
+           est_d.eigenvalues(i), ", error/|H| ",
+           std::abs(est.eigenvalues(i) - est_d.eigenvalues(i)) / scale);
+      CHECK(std::abs(est.eigenvalues(i) - est_d.eigenvalues(i)) < 1e-5 * scale);
+      CHECK(misalignment(est.eigenvectors.row(i).transpose(),
+                         est_d.eigenvectors.row(i).transpose()) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("basic_lanczos<float>: a kept workspace gives the same estimate bit for bit") {
+  const MatrixXd a = dho2::quadratic<double>(dho2::testing::geometric(90, 5.0, 0.8), 11).hessian();
+  const dho2::basic_lanczos<float> lanczos{};
+  dho2::basic_lanczos<float>::workspace ws;
+  for (const dho2::index m : {40, 12, 30}) {
+    CAPTURE(m);
+    auto op = dense_operator(a);
+    const auto kept = lanczos.estimate(op, {4, 1, m, 7, 0}, ws);
+    auto op2 = dense_operator(a);
+    const auto fresh = lanczos.estimate(op2, {4, 1, m, 7, 0});
+    CHECK_MESSAGE(kept.eigenvalues == fresh.eigenvalues, "expected bit-identical eigenvalues");
+    CHECK_MESSAGE(kept.eigenvectors == fresh.eigenvectors, "expected bit-identical eigenvectors");
+  }
+}
+
+TEST_CASE_TEMPLATE("gram_schmidt kernels: blocked and fused passes equal the plain matrix products",
+                   B, double, float) {
+  // n = 1000 rows and 40 columns give blocks of 409, 409 and 182 rows; the fused kernel must
+  // equal a subtraction followed by a projection, and every kernel the products on Q in double.
+  const dho2::index n = 1000;
+  const dho2::index cols = 40;
+  dho2::detail::xoshiro256 rng(5);
+  dho2::detail::basis_matrix<B> q(n, cols + 3);
+  for (dho2::index j = 0; j < q.cols(); ++j) {
+    for (dho2::index i = 0; i < n; ++i) q(i, j) = static_cast<B>(rng.uniform() - 0.5);
+  }
+  const MatrixXd qd = q.leftCols(cols).template cast<double>();
+  VectorXd w(n);
+  for (dho2::index i = 0; i < n; ++i) w(i) = rng.uniform() - 0.5;
+  VectorXd h(cols);
+  for (dho2::index i = 0; i < cols; ++i) h(i) = rng.uniform() - 0.5;
+  VectorXd buffer;
+
+  VectorXd projected(cols);
+  dho2::detail::project<B>(q, w, projected, buffer);
+  const VectorXd projected_ref = qd.transpose() * w;
+  CHECK_MESSAGE((projected - projected_ref).norm() <= 1e-12 * projected_ref.norm(),
+                "expected Q^T w");
+
+  VectorXd subtracted = w;
+  dho2::detail::subtract<B>(q, h, subtracted, buffer);
+  const VectorXd subtracted_ref = w - qd * h;
+  CHECK_MESSAGE((subtracted - subtracted_ref).norm() <= 1e-12 * subtracted_ref.norm(),
+                "expected w - Q h");
+
+  VectorXd fused = w;
+  VectorXd fused_h(cols);
+  const double norm2 = dho2::detail::subtract_project<B>(q, h, fused, fused_h, buffer);
+  const VectorXd fused_h_ref = qd.transpose() * subtracted_ref;
+  CHECK((fused - subtracted_ref).norm() <= 1e-12 * subtracted_ref.norm());
+  CHECK_MESSAGE((fused_h - fused_h_ref).norm() <= 1e-12 * fused_h_ref.norm(),
+                "expected Q^T (w - Q h) from the fused pass");
+  CHECK(std::abs(norm2 - subtracted_ref.squaredNorm()) <= 1e-12 * subtracted_ref.squaredNorm());
+
+  MatrixXd y(cols, 3);
+  for (dho2::index j = 0; j < 3; ++j) {
+    for (dho2::index i = 0; i < cols; ++i) y(i, j) = rng.uniform() - 0.5;
+  }
+  MatrixXd ritz;
+  dho2::detail::ritz_vectors<B>(q, y, ritz, buffer);
+  const MatrixXd ritz_ref = y.transpose() * qd.transpose();
+  CHECK_MESSAGE((ritz - ritz_ref).norm() <= 1e-12 * ritz_ref.norm(), "expected Y^T Q^T");
+}
+
+TEST_CASE(
+    "hvp_operator: apply agrees over the ranks, apply_local_check leaves that to the caller") {
+  // Rank 1's first product has a NaN in its own shard. apply must return false and zero on both
+  // ranks; apply_local_check returns each rank's own flag (rank 0: finite), whose sum is 1.
+  const MatrixXd a = MatrixXd::Identity(10, 10);
+  for (const bool local : {false, true}) {
+    CAPTURE(local);
+    std::vector<int> flags(2, -1);
+    std::vector<double> sums(2, -1.0);
+    std::vector<double> norms(2, -1.0);
+    dho2::run_inproc(
+        2, {.timeout = std::chrono::duration<double>(20.0)}, [&](dho2::inproc_transport& t) {
+          std::vector<dho2::index> offsets;
+          int calls = 0;
+          int reductions = 0;
+          auto op = sharded_operator(a, t, offsets, t.rank() == 1 ? 1 : 0, calls, reductions);
+          const VectorXd x = VectorXd::Ones(op.shard_size());
+          VectorXd y(op.shard_size());
+          const bool ok = local ? op.apply_local_check(x, y) : op.apply(x, y);
+          double bad = ok ? 0.0 : 1.0;
+          t.all_reduce_sum(std::span<double>(&bad, 1));
+          const auto r = static_cast<std::size_t>(t.rank());
+          flags[r] = ok ? 1 : 0;
+          sums[r] = bad;
+          norms[r] = y.allFinite() ? y.norm() : -2.0;
+        });
+    if (local) {
+      CHECK_MESSAGE(flags[0] == 1, "expected rank 0's own shard to be finite");
+      CHECK_MESSAGE(flags[1] == 0, "expected rank 1's own shard to be flagged");
+      CHECK_MESSAGE(sums[0] == 1.0, "expected the summed flag to say one rank is bad");
+    } else {
+      CHECK_MESSAGE(flags[0] == 0, "expected apply to fail on rank 0 too");
+      CHECK(flags[1] == 0);
+      CHECK_MESSAGE(norms[0] == 0.0, "expected a failed apply to leave zero");
+      CHECK(norms[1] == 0.0);
+    }
+  }
 }

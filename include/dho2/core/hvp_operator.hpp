@@ -25,8 +25,9 @@ namespace dho2 {
 /// A symmetric operator y = H·x on shards, with a global sum for partial dot products.
 class hvp_operator {
  public:
-  /// Computes this rank's shard of H·x from this rank's shard of x; returns false when the
-  /// product has non-finite entries on any rank (the result is then unusable).
+  /// Computes this rank's shard of H·x from this rank's shard of x; returns false when *this
+  /// rank's shard* of the product has non-finite entries. (A function that already agrees over
+  /// the ranks is also correct, only slower: the flag is summed once more.)
   using apply_function =
       std::function<bool(Eigen::Ref<const Eigen::VectorXd>, Eigen::Ref<Eigen::VectorXd>)>;
   /// Sums the array element-wise over all ranks of the estimate, in place.
@@ -43,8 +44,26 @@ class hvp_operator {
   /// Length of this rank's shard.
   [[nodiscard]] index shard_size() const noexcept { return layout_.size; }
 
-  /// y = H·x on this rank's shard (x, y of length `shard_size()`); false on non-finite output.
+  /// y = H·x on this rank's shard (x, y of length `shard_size()`); returns false on every rank
+  /// when the product has non-finite entries on any rank (y is then zero). One collective of one
+  /// scalar on top of the product when distributed.
   bool apply(Eigen::Ref<const Eigen::VectorXd> x, Eigen::Ref<Eigen::VectorXd> y) {
+    double bad = apply_local_check(x, y) ? 0.0 : 1.0;
+    all_reduce_sum(std::span<double>(&bad, 1));
+    if (bad != 0.0) {
+      y.setZero();
+      return false;
+    }
+    return true;
+  }
+
+  /// y = H·x like `apply`, without the collective that makes the ranks agree on its outcome:
+  /// returns whether *this rank's* shard of y is finite (a non-finite entry of any rank's partial
+  /// product reaches the shard that owns it). The caller must sum the flag (1 for not finite)
+  /// over the ranks in its next `all_reduce_sum` before it lets y decide anything; an estimator
+  /// that reduces right after each product anyway saves one collective per product this way
+  /// (`dho2::basic_lanczos` carries the flag with its projections).
+  bool apply_local_check(Eigen::Ref<const Eigen::VectorXd> x, Eigen::Ref<Eigen::VectorXd> y) {
     const auto t0 = std::chrono::steady_clock::now();
     const bool ok = apply_(x, y);
     apply_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

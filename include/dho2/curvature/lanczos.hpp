@@ -1,11 +1,12 @@
 /// @file
-/// `dho2::lanczos`: extreme-spectrum estimation by the Lanczos iteration with full
-/// re-orthogonalisation, on shards (docs/algorithm.md, "Curvature estimates").
+/// `dho2::lanczos` (`dho2::basic_lanczos<Basis>`): extreme-spectrum estimation by the Lanczos
+/// iteration with full re-orthogonalisation, on shards (docs/algorithm.md, "Curvature estimates").
 #pragma once
 
 #define DHO2_INTERNAL_INCLUDE 1
 
 #include <dho2/concepts/curvature_estimator.hpp>
+#include <dho2/curvature/detail/gram_schmidt.hpp>
 #include <dho2/detail/random.hpp>
 #include <dho2/detail/validate.hpp>
 
@@ -15,11 +16,14 @@
 #include <chrono>
 #include <cmath>
 #include <span>
+#include <type_traits>
+#include <utility>
 
 namespace dho2 {
 
 /// The Lanczos iteration (Lanczos, 1950) for the k largest and l smallest eigenpairs of the
-/// Hessian H, as FOSI's extreme spectrum estimation (Sivan et al., ICLR 2024).
+/// Hessian H, as FOSI's extreme spectrum estimation (Sivan et al., ICLR 2024), with its basis
+/// stored in `Basis` (`double` or `float`; `dho2::lanczos` is `basic_lanczos<double>`).
 ///
 /// From a start vector q₀ drawn from the estimator's own counter-based RNG (seed and stream of
 /// the request; the value of coordinate i does not depend on how the vector is sharded), step j
@@ -37,22 +41,43 @@ namespace dho2 {
 /// large relative to ‖w⁺‖ and w⁺ is not orthogonal to Q to working precision: CGS is repeated,
 /// at most `reorthogonalization_passes` passes in all ("twice is enough": 2 by default). When the
 /// criterion does not fire, one pass already leaves w⁺ orthogonal to round-off and the second
-/// pass of CGS2 (two reads of Q) is saved. The test needs no reduction of its own: each pass
-/// reduces ‖w⁻‖² together with h, and ‖w⁺‖² = ‖w⁻‖² − ‖h‖² (Pythagoras, Q orthonormal; the
-/// O(ε‖w⁻‖²) error of this form cannot move a comparison with η² unless η ≲ √ε). The decision
-/// uses reduced values only, which every rank holds identically, so all ranks run the same passes
-/// and collectives: a step costs 2 reductions without a second pass, 3 with one (as CGS2 did).
+/// pass of CGS2 (two reads of Q) is saved; when it fires, the subtraction of one pass and the
+/// projection of the next share one read of Q, row block by row block.
+///
+/// **Reductions.** Each pass reduces ‖w⁻‖² together with h, and
+/// \f[ \lVert w^+ \rVert^2 = \lVert w^- \rVert^2 - \lVert h \rVert^2 \f]
+/// (Pythagoras, Q orthonormal) serves both the DGKS test and β: its error is O(ε‖w⁻‖²) (for a
+/// float basis, O(ε_float‖w⁻‖²)), so when the last pass kept at least half of w's norm
+/// (‖w⁺‖² ≥ ‖w⁻‖²/4) β is exact to a few ε relative and needs no reduction of its own; otherwise
+/// (heavy cancellation in the last allowed pass, near a breakdown) ‖w⁺‖² is reduced explicitly.
+/// The product's finiteness flag rides in the first pass's reduction as well
+/// (`hvp_operator::apply_local_check`). Every decision uses reduced values only, which every rank
+/// holds identically, so all ranks run the same passes and collectives: distributed, a step
+/// costs the product's gather and reduce-scatter plus 1 reduction, 2 with a second pass.
 /// After m steps the tridiagonal T = tridiag(β, α, β) = Y Θ Yᵀ gives Ritz values θ and vectors
 /// V = Yᵀ Qᵀ, with residuals ‖H vᵢ − θᵢ vᵢ‖ = |β_{m−1} Y_{m−1,i}| at no extra cost.
 ///
-/// Everything is in double precision whatever the model's scalar. Every dot product is a
-/// partial sum on the shard followed by `op.all_reduce_sum` of a few scalars, so the basis lives
-/// only in shards (8·m·n/P bytes per rank).
+/// **Precision.** All arithmetic (products, projections, the tridiagonal, the Ritz vectors) is in
+/// double whatever the model's scalar and `Basis`. `Basis` is only how the basis is stored:
+/// 8·m·n/P bytes per rank in double, half in float. The re-orthogonalisation reads Q two or three
+/// times per step; a float basis halves those bytes, converting each row block to double in a
+/// small buffer (which pays at moderate m, not at large m: docs/algorithm.md gives the
+/// measurements). The price is that Q is orthonormal only to float round-off (about 6e-8): on
+/// planted spectra the Ritz values moved by up to 2.4e-9 of ‖H‖. Choose `float` to halve the
+/// basis's memory, e.g. for a float model, whose products already carry float round-off; keep
+/// `double` when eigenvalues are wanted to more than about eight digits.
 ///
 /// Breakdown: when βⱼ ≤ `breakdown_tolerance`·‖T‖ (the Krylov space is invariant, e.g. a zero or
 /// low-rank Hessian), the iteration stops and returns the pairs of the steps done — fewer than
 /// requested if needed, never NaN, never a throw.
-struct lanczos {
+template <class Basis = double>
+struct basic_lanczos {
+  static_assert(std::is_same_v<Basis, double> || std::is_same_v<Basis, float>,
+                "DHO2: basic_lanczos<Basis>: the basis is stored in double or float");
+
+  /// The scalar the basis is stored in.
+  using basis_scalar = Basis;
+
   /// Relative threshold on β for declaring breakdown (in (0, 1)).
   double breakdown_tolerance = 1e-10;
   /// Maximum classical Gram–Schmidt passes per step (≥ 1; 2 gives orthogonality to round-off).
@@ -76,21 +101,28 @@ struct lanczos {
   }
 
   /// Scratch of an estimate that a caller keeps across estimates: the shard of the basis Q
-  /// (8·m·n/P bytes, tens of megabytes for a network) and the small vectors. A fresh allocation
-  /// of that size comes from `mmap`, so every estimate would pay its first-touch page faults
-  /// again; an estimate into a kept workspace reuses the pages (same results, bit for bit).
-  /// One estimate at a time per workspace.
+  /// (sizeof(Basis)·m·n/P bytes, tens of megabytes for a network) and the small vectors. A fresh
+  /// allocation of that size comes from `mmap`, so every estimate would pay its first-touch page
+  /// faults again; an estimate into a kept workspace reuses the pages (same results, bit for
+  /// bit). One estimate at a time per workspace.
   struct workspace {
     /// The basis shard Q (shard size × m), column j holding qⱼ.
-    Eigen::MatrixXd basis;
+    Eigen::Matrix<Basis, Eigen::Dynamic, Eigen::Dynamic> basis;
     /// The tridiagonal's diagonal α.
     Eigen::VectorXd alpha;
     /// The tridiagonal's off-diagonal β.
     Eigen::VectorXd beta;
     /// The vector being orthogonalised, w = H qⱼ − …
     Eigen::VectorXd w;
-    /// A pass's projections Qᵀw, then ‖w⁻‖², reduced together.
+    /// A pass's projections Qᵀw, then ‖w⁻‖² (and, in the first pass, the finiteness flag),
+    /// reduced together.
     Eigen::VectorXd h;
+    /// The next pass's projections, when a second pass runs.
+    Eigen::VectorXd h_next;
+    /// A float basis: qⱼ in double (the operator's input).
+    Eigen::VectorXd q;
+    /// A float basis: one row block of Q converted to double.
+    Eigen::VectorXd block;
   };
 
   /// Runs at most `request.steps` (and at most n) Lanczos steps on `op` and returns the
@@ -112,59 +144,78 @@ struct lanczos {
     const double hvp_seconds_before = op.apply_seconds();
 
     eigen_estimate out;
-    MatrixXd& basis = ws.basis;
+    auto& basis = ws.basis;
     basis.resize(ns, m);  // keeps the allocation when the size is unchanged
-    out.basis_bytes = static_cast<std::size_t>(basis.size()) * sizeof(double);
+    out.basis_bytes = static_cast<std::size_t>(basis.size()) * sizeof(Basis);
     VectorXd& alpha = ws.alpha;
     VectorXd& beta = ws.beta;
     alpha.setZero(m);
     beta.setZero(m);
     VectorXd& w = ws.w;
     w.resize(ns);
-    VectorXd& h = ws.h;
-    h.resize(m + 1);
+    ws.h.resize(m + 2);
+    ws.h_next.resize(m + 1);
+    if constexpr (!std::is_same_v<Basis, double>) ws.q.resize(ns);
 
     const auto offset = static_cast<std::uint64_t>(op.shard_offset());
     for (index i = 0; i < ns; ++i) {
-      basis(i, 0) = detail::counter_normal(request.seed, request.stream,
-                                           offset + static_cast<std::uint64_t>(i));
+      w(i) = detail::counter_normal(request.seed, request.stream,
+                                    offset + static_cast<std::uint64_t>(i));
     }
-    double norm2 = basis.col(0).squaredNorm();
+    double norm2 = w.squaredNorm();
     op.all_reduce_sum(std::span<double>(&norm2, 1));
-    basis.col(0) /= std::sqrt(norm2);
+    w /= std::sqrt(norm2);
+    basis.col(0) = w.template cast<Basis>();
 
     index steps = 0;
     double last_beta = 0.0;
     double t_norm = 0.0;
+    const double eta2 = reorthogonalization_eta * reorthogonalization_eta;
     for (index j = 0; j < m; ++j) {
-      if (!op.apply(basis.col(j), w)) {
+      const index cols = j + 1;
+      bool finite = false;
+      if constexpr (std::is_same_v<Basis, double>) {
+        finite = op.apply_local_check(basis.col(j), w);
+      } else {
+        ws.q = basis.col(j).template cast<double>();
+        finite = op.apply_local_check(ws.q, w);
+      }
+      // First pass: h = Qᵀw, ‖w⁻‖² and the product's finiteness flag in one reduction.
+      VectorXd* h = &ws.h;
+      VectorXd* h_next = &ws.h_next;
+      detail::project<Basis>(basis, w, h->head(cols), ws.block);
+      (*h)(cols) = w.squaredNorm();
+      (*h)(cols + 1) = finite ? 0.0 : 1.0;
+      op.all_reduce_sum(std::span<double>(h->data(), static_cast<std::size_t>(cols + 2)));
+      if ((*h)(cols + 1) != 0.0) {
         out.failed = true;
         break;
       }
-      steps = j + 1;
-      const auto q = basis.leftCols(j + 1);
-      auto hj = h.head(j + 1);
-      // CGS passes. A pass that may be followed by another reduces ‖w⁻‖² along with h, so the
-      // DGKS test costs no reduction of its own and depends only on reduced values (the same
-      // branch on every rank); the last allowed pass needs no test.
-      const double eta2 = reorthogonalization_eta * reorthogonalization_eta;
-      for (index pass = 0; pass < reorthogonalization_passes; ++pass) {
-        const bool last = pass + 1 == reorthogonalization_passes;
-        hj.noalias() = q.transpose() * w;
-        if (!last) h(j + 1) = w.squaredNorm();
-        op.all_reduce_sum(
-            std::span<double>(h.data(), static_cast<std::size_t>(last ? j + 1 : j + 2)));
-        w.noalias() -= q * hj;
+      steps = cols;
+      double before2 = (*h)(cols);
+      double after2 = 0.0;
+      for (index pass = 0;; ++pass) {
+        const auto hj = h->head(cols);
         alpha(j) += hj(j);
         ++out.reorthogonalization_passes;
-        if (last) break;
-        const double before2 = h(j + 1);
-        const double after2 = before2 - hj.squaredNorm();  // ‖w⁺‖², see the class doc
-        if (!(after2 < eta2 * before2)) break;
+        after2 = before2 - hj.squaredNorm();  // ‖w⁺‖², see the class doc
+        if (pass + 1 == reorthogonalization_passes || !(after2 < eta2 * before2)) {
+          detail::subtract<Basis>(basis, hj, w, ws.block);
+          break;
+        }
+        // Another pass: this subtraction and its projection share one read of Q.
+        (*h_next)(cols) =
+            detail::subtract_project<Basis>(basis, hj, w, h_next->head(cols), ws.block);
+        op.all_reduce_sum(std::span<double>(h_next->data(), static_cast<std::size_t>(cols + 1)));
+        std::swap(h, h_next);
+        before2 = (*h)(cols);
       }
-      double b2 = w.squaredNorm();
-      op.all_reduce_sum(std::span<double>(&b2, 1));
-      const double b = std::sqrt(b2);
+      double b2 = after2;
+      if (!(after2 >= 0.25 * before2)) {  // too much cancelled for Pythagoras: reduce ‖w⁺‖²
+        b2 = w.squaredNorm();
+        op.all_reduce_sum(std::span<double>(&b2, 1));
+      }
+      const double b = std::sqrt(std::max(b2, 0.0));
       beta(j) = b;
       t_norm = std::max(t_norm, std::abs(alpha(j)) + b + (j > 0 ? beta(j - 1) : 0.0));
       last_beta = b;
@@ -173,7 +224,7 @@ struct lanczos {
         out.breakdown = true;
         break;
       }
-      basis.col(j + 1) = w / b;
+      basis.col(j + 1) = (w / b).template cast<Basis>();
     }
 
     out.iterations = steps;
@@ -207,7 +258,7 @@ struct lanczos {
       out.eigenvalues(r) = theta(col);
       out.residuals(r) = std::abs(last_beta * y(steps - 1, col));
     }
-    out.eigenvectors.noalias() = y_sel.transpose() * basis.leftCols(steps).transpose();
+    detail::ritz_vectors<Basis>(basis, y_sel, out.eigenvectors, ws.block);
     out.seconds = seconds_since(t_start);
     return out;
   }
@@ -218,7 +269,11 @@ struct lanczos {
   }
 };
 
-static_assert(curvature_estimator<lanczos>);
+/// The Lanczos estimator with its basis in double: the default `Estimator` policy.
+using lanczos = basic_lanczos<double>;
+
+static_assert(curvature_estimator<basic_lanczos<double>>);
+static_assert(curvature_estimator<basic_lanczos<float>>);
 
 /// The default Lanczos iteration count for k + l pairs in dimension n, used when
 /// `options::lanczos_steps` is 0: m = max(4(k + l), ⌈2 ln n⌉), capped at n.

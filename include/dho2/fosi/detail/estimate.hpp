@@ -118,12 +118,8 @@ eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_b
         } else {
           hv.setZero();
         }
-        double bad = all_finite(hv) ? 0.0 : 1.0;
-        if (collective) timed([&] { group.all_reduce_sum(std::span<double>(&bad, 1)); });
-        if (bad != 0.0) {
-          out.setZero();
-          return false;
-        }
+        // Finiteness is checked on this rank's shard only (hvp_operator::apply_function): a
+        // non-finite entry of any rank's product reaches, through the sum, the shard that owns it.
         if (collective) {
           hv *= scale;
           timed([&] {
@@ -131,10 +127,10 @@ eigen_estimate run_estimate(const M& model, const_vector_ref<S> x, const model_b
                                      std::span<S>(part.data(), us), off);
           });
           out = part.template cast<double>();
-        } else {
-          out = hv.template cast<double>();
+          return all_finite(part);
         }
-        return true;
+        out = hv.template cast<double>();
+        return all_finite(hv);
       },
       [&](std::span<double> values) {
         if (collective) timed([&] { group.all_reduce_sum(values); });
