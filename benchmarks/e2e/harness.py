@@ -104,6 +104,9 @@ CONFIGS = {
                            "2 MPI ranks"),
     "adam-dp2": Config("adam-dp2", "dho2_train", 2, 1, ("--optimizer", "adam"), "first-order",
                        "Adam, data parallel, 2 MPI ranks"),
+    "adam-1": Config("adam-1", "dho2_train", 1, 2, ("--optimizer", "adam"), "first-order",
+                     "Adam on one process (2 threads): no communication at all, the baseline "
+                     "for the split schedule, whose one trainer rank communicates no gradients"),
     "kfac-dp2": Config("kfac-dp2", "dho2_train", 2, 1, ("--optimizer", "kfac"), "second-order",
                        "K-FAC (KAISA-style inversions spread over ranks), 2 MPI ranks"),
     "fosi-adam-1": Config("fosi-adam-1", "dho2_train", 1, 2, ("--optimizer", "fosi-adam"),
@@ -118,6 +121,10 @@ CONFIGS = {
                         ("--optimizer", "dho2", "--admm-rho", "1e-3", "--admm-every", "4"),
                         "dho2", "DHO2 mode A (consensus ADMM, rho 1e-3, 4 local steps), "
                         "2 MPI ranks"),
+    "dho2-admm-tau8": Config("dho2-admm-tau8", "dho2_train", 2, 1,
+                             ("--optimizer", "dho2", "--admm-rho", "1e-3", "--admm-every", "8"),
+                             "dho2", "DHO2 mode A with 8 local steps per round: the same tau "
+                             "as local Adam and DiLoCo, 2 MPI ranks"),
     "dho2-sync-hb": Config("dho2-sync-hb", "dho2_train", 2, 1, ("--optimizer", "fosi-momentum"),
                            "dho2", "DHO2 mode S on a heavy-ball base (FOSI-HB), synchronous "
                            "schedule, 2 MPI ranks"),
